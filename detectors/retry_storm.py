@@ -1,0 +1,225 @@
+"""retry_storm: failures and retries far above normal, over a short rolling window.
+
+Per key (a customer's endpoint, or a provider/model across all customers) the detector
+keeps the last ``window_buckets`` buckets of attempt counts and judges the window: the
+error rate (failed attempts / attempts) and the retry share (attempts with attempt > 1),
+each against an absolute floor and against ``baseline_factor`` x its own slow baseline.
+Fewer than ``min_requests`` attempts in the window is never a storm (1 failure in 3
+requests is not one). Rate-limit share and the dollars burnt on failed attempts are
+reported, and the dollars decide the severity together with the error rate.
+
+>>> p = RetryStormParams(min_requests=20)
+>>> s = RetryStormState.new(p)
+>>> out = []
+>>> for minute in range(30):
+...     bad = minute >= 20
+...     counts = BucketCounts(requests=100, failures=60 if bad else 1, retries=50 if bad else 1,
+...                           rate_limited=55 if bad else 0, wasted_usd=0.3 if bad else 0.0)
+...     out += update(s, minute * 60.0, 60.0, counts, p)
+>>> [(d.status, d.severity, d.starts_at) for d in out]
+[('firing', 'critical', 1200.0)]
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field
+
+from detectors.decision import Decision
+from detectors.episode import CRITICAL, WARNING, Episode
+from detectors.ewstats import EWStat
+
+NAME = "retry_storm"
+STATE_VERSION = 1
+_FIELDS = 5  # requests, failures, retries, rate_limited, wasted_usd
+
+
+@dataclass(slots=True)
+class BucketCounts:
+    """Attempts of one key in one bucket. Money in USD."""
+
+    requests: float = 0.0
+    failures: float = 0.0
+    retries: float = 0.0
+    rate_limited: float = 0.0
+    wasted_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryStormParams:
+    """Thresholds of the retry_storm detector (config: detectors.retry_storm)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    enabled: Annotated[bool, Field(description="Run this detector.")] = True
+    window_buckets: Annotated[
+        int, Field(ge=1, le=60, description="Buckets in the rolling window judged together.")
+    ] = 5
+    min_requests: Annotated[
+        int, Field(ge=1, description="Attempts the window needs before it can be a storm.")
+    ] = 30
+    error_rate: Annotated[
+        float, Field(gt=0, le=1, description="Fire above this share of failed attempts.")
+    ] = 0.10
+    retry_share: Annotated[
+        float, Field(gt=0, le=1, description="Fire above this share of retries (attempt > 1).")
+    ] = 0.15
+    baseline_factor: Annotated[
+        float, Field(ge=1, description="... and above this x the key's own baseline rate.")
+    ] = 3.0
+    consecutive: Annotated[
+        int, Field(ge=1, le=60, description="Breaching buckets in a row before firing.")
+    ] = 2
+    calm_buckets: Annotated[
+        int, Field(ge=1, le=240, description="Calm buckets in a row before resolving.")
+    ] = 5
+    critical_error_rate: Annotated[
+        float, Field(gt=0, le=1, description="Critical at this error rate ...")
+    ] = 0.4
+    critical_wasted_usd_per_hour: Annotated[
+        float, Field(ge=0, description="... or when failed attempts burn this much, USD/h.")
+    ] = 50.0
+    baseline_buckets: Annotated[
+        int, Field(ge=1, description="Memory of the baseline rates, in buckets.")
+    ] = 1440
+    warmup_buckets: Annotated[
+        int, Field(ge=0, description="Judged windows before the baseline factor applies.")
+    ] = 60
+
+
+@dataclass(slots=True)
+class RetryStormState:
+    """Per-key state: a ring of the window's counts, two baseline rates, the episode."""
+
+    ring: array
+    error_base: EWStat
+    retry_base: EWStat
+    episode: Episode = field(default_factory=Episode)
+    last_t: float | None = None
+
+    @classmethod
+    def new(cls, params: RetryStormParams) -> RetryStormState:
+        alpha = 1.0 / params.baseline_buckets
+        return cls(
+            ring=array("d", bytes(8 * _FIELDS * params.window_buckets)),
+            error_base=EWStat(alpha),
+            retry_base=EWStat(alpha),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": STATE_VERSION,
+            "ring": list(self.ring),
+            "error_base": self.error_base.to_dict(),
+            "retry_base": self.retry_base.to_dict(),
+            "episode": self.episode.to_dict(),
+            "last_t": self.last_t,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RetryStormState:
+        if data.get("v") != STATE_VERSION:
+            raise ValueError(f"retry_storm state version {data.get('v')!r} != {STATE_VERSION}")
+        return cls(
+            ring=array("d", data["ring"]),
+            error_base=EWStat.from_dict(data["error_base"]),
+            retry_base=EWStat.from_dict(data["retry_base"]),
+            episode=Episode.from_dict(data["episode"]),
+            last_t=data["last_t"],
+        )
+
+
+def update(
+    state: RetryStormState, t: float, width: float, counts: BucketCounts, params: RetryStormParams
+) -> list[Decision]:
+    """Add the bucket starting at ``t`` (epoch s) to the window and judge the window.
+
+    Buckets skipped since the last call are empty; a bucket at or before the last one is
+    ignored (the caller closes buckets in order).
+    """
+    window = len(state.ring) // _FIELDS
+    if state.last_t is not None:
+        if t <= state.last_t:
+            return []
+        skipped = int(round((t - state.last_t) / width)) - 1
+        decisions: list[Decision] = []
+        # Only the skipped buckets still inside the window (or an open episode) matter.
+        for i in range(min(skipped, window + params.calm_buckets), 0, -1):
+            decisions += _push_and_judge(state, t - i * width, width, BucketCounts(), params)
+        return decisions + _push_and_judge(state, t, width, counts, params)
+    return _push_and_judge(state, t, width, counts, params)
+
+
+def _push_and_judge(
+    state: RetryStormState, t: float, width: float, counts: BucketCounts, params: RetryStormParams
+) -> list[Decision]:
+    state.last_t = t
+    ring = state.ring
+    slot = int(t // width) % (len(ring) // _FIELDS) * _FIELDS
+    ring[slot] = counts.requests
+    ring[slot + 1] = counts.failures
+    ring[slot + 2] = counts.retries
+    ring[slot + 3] = counts.rate_limited
+    ring[slot + 4] = counts.wasted_usd
+    requests = sum(ring[0::_FIELDS])
+    if requests < params.min_requests:
+        transitions = state.episode.step(
+            t, width, False, False, WARNING,
+            consecutive=params.consecutive, calm_needed=params.calm_buckets,
+        )
+        return [Decision.of(NAME, tr, {"requests": requests}) for tr in transitions]
+    error_rate = sum(ring[1::_FIELDS]) / requests
+    retry_share = sum(ring[2::_FIELDS]) / requests
+    rate_limited_share = sum(ring[3::_FIELDS]) / requests
+    wasted_per_hour = sum(ring[4::_FIELDS]) * 3600.0 / (width * (len(ring) // _FIELDS))
+    warm = state.error_base.n >= params.warmup_buckets
+    factor = params.baseline_factor if warm else 0.0
+    error_limit = max(params.error_rate, factor * state.error_base.mean)
+    retry_limit = max(params.retry_share, factor * state.retry_base.mean)
+    breach = error_rate >= error_limit or retry_share >= retry_limit
+    elevated = error_rate >= 0.5 * error_limit or retry_share >= 0.5 * retry_limit
+    # Severity is judged on the newest buckets (a storm fills the window only gradually)
+    # because an episode keeps the severity it fired with.
+    recent_rate, recent_wasted = _recent(ring, t, width, params.consecutive)
+    critical = (
+        max(error_rate, recent_rate) >= params.critical_error_rate
+        or max(wasted_per_hour, recent_wasted) >= params.critical_wasted_usd_per_hour
+    )
+    transitions = state.episode.step(
+        t, width, breach, elevated, CRITICAL if critical else WARNING,
+        consecutive=params.consecutive, calm_needed=params.calm_buckets,
+    )
+    if not (breach or state.episode.firing):
+        state.error_base.update(error_rate)
+        state.retry_base.update(retry_share)
+    values = {
+        "observed": error_rate,
+        "baseline": state.error_base.mean,
+        "threshold": error_limit,
+        "error_rate": error_rate,
+        "retry_share": retry_share,
+        "retry_share_baseline": state.retry_base.mean,
+        "rate_limited_share": rate_limited_share,
+        "requests": requests,
+        "wasted_usd_per_hour": wasted_per_hour,
+        "money_at_risk_usd_per_hour": wasted_per_hour,
+        "bucket_s": width,
+    }
+    return [Decision.of(NAME, tr, values) for tr in transitions]
+
+
+def _recent(ring: array, t: float, width: float, buckets: int) -> tuple[float, float]:
+    """(error rate, wasted USD/h) over the newest ``buckets`` buckets of the ring."""
+    window = len(ring) // _FIELDS
+    newest = int(t // width)
+    requests = failures = wasted = 0.0
+    for b in range(newest - min(buckets, window) + 1, newest + 1):
+        slot = b % window * _FIELDS
+        requests += ring[slot]
+        failures += ring[slot + 1]
+        wasted += ring[slot + 4]
+    span = width * min(buckets, window)
+    return (failures / requests if requests else 0.0), wasted * 3600.0 / span

@@ -1,0 +1,205 @@
+"""spend_spike: spend in a bucket far above what this key usually spends at this hour.
+
+A bucket breaches when all of these hold (each guards against a different false alarm):
+the spend is above the seasonal baseline by ``relative_margin`` (the on-call rule of
+thumb, 20 %), it is statistically unusual (``min_z`` standard deviations), and the excess
+is worth money (``min_excess_usd_per_hour``). ``consecutive`` breaching buckets fire an
+alert; it resolves after ``calm_buckets`` buckets below ``resolve_margin``. Until the key
+has ``warmup_s`` of history only ``absolute_usd_per_hour`` can fire. Breaching buckets are
+learnt clipped, so a spike does not teach the baseline that spikes are normal.
+
+>>> p = SpendSpikeParams(warmup_s=3600, min_excess_usd_per_hour=1.0, seasonal=False)
+>>> state = SpendSpikeState.new(p)
+>>> out = []
+>>> for minute in range(120):
+...     spend = 0.10 + 0.01 * (minute % 3) if minute < 100 else 1.0   # $/min: 10x at 100
+...     out += update(state, minute * 60.0, 60.0, spend, p)
+>>> [(d.status, d.severity, d.starts_at) for d in out]
+[('firing', 'critical', 6000.0)]
+>>> round(out[0].values["ratio"], 1)
+9.1
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field
+
+from detectors.decision import Decision
+from detectors.episode import CRITICAL, WARNING, Episode
+from detectors.ewstats import SeasonalBaseline
+
+NAME = "spend_spike"
+STATE_VERSION = 1
+# How much of the gap since a key's last bucket is replayed as zero-spend buckets: older
+# zeros have decayed out of a baseline with a few days of memory anyway.
+MAX_GAP_BUCKETS = 1440
+
+
+@dataclass(frozen=True, slots=True)
+class SpendSpikeParams:
+    """Thresholds of the spend_spike detector (config: detectors.spend_spike)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    enabled: Annotated[bool, Field(description="Run this detector.")] = True
+    relative_margin: Annotated[
+        float, Field(gt=0, description="Fire only above baseline x (1 + this); 0.2 = 20 %.")
+    ] = 0.2
+    min_z: Annotated[
+        float, Field(ge=0, description="Fire only this many standard deviations above baseline.")
+    ] = 5.0
+    min_excess_usd_per_hour: Annotated[
+        float, Field(ge=0, description="Fire only when spend above baseline is worth this, USD/h.")
+    ] = 3.0
+    consecutive: Annotated[
+        int, Field(ge=1, le=60, description="Breaching buckets in a row before firing.")
+    ] = 2
+    resolve_margin: Annotated[
+        float, Field(ge=0, description="Resolve below baseline x (1 + this) (hysteresis).")
+    ] = 0.1
+    calm_buckets: Annotated[
+        int, Field(ge=1, le=240, description="Calm buckets in a row before resolving.")
+    ] = 5
+    critical_ratio: Annotated[
+        float, Field(gt=1, description="Critical when spend is at least this x baseline ...")
+    ] = 3.0
+    critical_usd_per_hour: Annotated[
+        float, Field(ge=0, description="... and the excess is at least this, USD/h.")
+    ] = 20.0
+    absolute_usd_per_hour: Annotated[
+        float | None,
+        Field(ge=0, description="Critical at this spend rate even during warm-up (null: off)."),
+    ] = 1000.0
+    warmup_s: Annotated[
+        float, Field(ge=0, description="History a key needs before relative alerts, seconds.")
+    ] = 86_400.0
+    baseline_days: Annotated[
+        float, Field(gt=0, description="Memory of the baseline, days (EW half-weight horizon).")
+    ] = 3.0
+    seasonal: Annotated[
+        bool, Field(description="Learn a profile per hour of the UTC day (daily seasonality).")
+    ] = True
+    clip_z: Annotated[
+        float, Field(gt=0, description="Breaching buckets are learnt clipped at baseline + this sd.")
+    ] = 3.0
+
+
+def baseline_alpha(params: SpendSpikeParams, width: float) -> float:
+    """EW weight per learnt value, so a slot (or the series) remembers ``baseline_days``."""
+    per_day = 86_400.0 / width
+    if params.seasonal:
+        per_day /= 24.0
+    return min(1.0, 1.0 / max(1.0, per_day * params.baseline_days))
+
+
+@dataclass(slots=True)
+class SpendSpikeState:
+    """Per-key state: the seasonal baseline, the episode, and the last bucket seen."""
+
+    baseline: SeasonalBaseline
+    episode: Episode = field(default_factory=Episode)
+    first_t: float | None = None
+    last_t: float | None = None
+
+    @classmethod
+    def new(cls, params: SpendSpikeParams, width: float = 60.0) -> SpendSpikeState:
+        alpha = baseline_alpha(params, width)
+        return cls(baseline=SeasonalBaseline(alpha=alpha, seasonal=params.seasonal))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": STATE_VERSION,
+            "baseline": self.baseline.to_dict(),
+            "episode": self.episode.to_dict(),
+            "first_t": self.first_t,
+            "last_t": self.last_t,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpendSpikeState:
+        if data.get("v") != STATE_VERSION:
+            raise ValueError(f"spend_spike state version {data.get('v')!r} != {STATE_VERSION}")
+        return cls(
+            baseline=SeasonalBaseline.from_dict(data["baseline"]),
+            episode=Episode.from_dict(data["episode"]),
+            first_t=data["first_t"],
+            last_t=data["last_t"],
+        )
+
+
+def update(
+    state: SpendSpikeState, t: float, width: float, spend: float, params: SpendSpikeParams
+) -> list[Decision]:
+    """Judge and learn the spend (USD) of the bucket starting at ``t`` (epoch s).
+
+    Buckets skipped since the last call count as zero spend. Out-of-order calls for a
+    bucket at or before the last one are ignored (the caller closes buckets in order).
+    """
+    if state.last_t is not None:
+        if t <= state.last_t:
+            return []
+        gap = min(int(round((t - state.last_t) / width)) - 1, MAX_GAP_BUCKETS)
+        decisions: list[Decision] = []
+        for i in range(gap, 0, -1):
+            decisions += _judge_and_learn(state, t - i * width, width, 0.0, params)
+        decisions += _judge_and_learn(state, t, width, spend, params)
+        return decisions
+    state.first_t = t
+    return _judge_and_learn(state, t, width, spend, params)
+
+
+def _judge_and_learn(
+    state: SpendSpikeState, t: float, width: float, spend: float, params: SpendSpikeParams
+) -> list[Decision]:
+    state.last_t = t
+    baseline = state.baseline
+    mean, sd = baseline.expected(t)
+    per_hour = 3600.0 / width
+    excess_per_hour = (spend - mean) * per_hour
+    # A perfectly flat history has sd 0; a floor keeps z finite and meaningful.
+    z = (spend - mean) / max(sd, 0.05 * mean, 1e-9)
+    ratio = spend / mean if mean > 0 else math.inf if spend > 0 else 1.0
+    warm = state.first_t is not None and t - state.first_t >= params.warmup_s
+    relative = (
+        warm
+        and ratio >= 1.0 + params.relative_margin
+        and z >= params.min_z
+        and excess_per_hour >= params.min_excess_usd_per_hour
+    )
+    absolute = (
+        params.absolute_usd_per_hour is not None
+        and spend * per_hour >= params.absolute_usd_per_hour
+    )
+    breach = relative or absolute
+    elevated = absolute or (
+        ratio >= 1.0 + params.resolve_margin
+        and excess_per_hour >= 0.5 * params.min_excess_usd_per_hour
+    )
+    critical = absolute or (
+        ratio >= params.critical_ratio and excess_per_hour >= params.critical_usd_per_hour
+    )
+    severity = CRITICAL if critical else WARNING
+    transitions = state.episode.step(
+        t, width, breach, elevated, severity,
+        consecutive=params.consecutive, calm_needed=params.calm_buckets,
+    )
+    # Learn the bucket, clipped while it looks anomalous so spikes stay anomalous.
+    learnt = min(spend, mean + params.clip_z * sd) if (breach or state.episode.firing) and warm else spend
+    baseline.update(t, learnt)
+    if not transitions:
+        return []
+    values = {
+        "observed": spend,
+        "baseline": mean,
+        "baseline_sd": sd,
+        "ratio": ratio if math.isfinite(ratio) else 0.0,
+        "z": z,
+        "threshold": mean * (1.0 + params.relative_margin),
+        "money_at_risk_usd_per_hour": max(0.0, excess_per_hour),
+        "bucket_s": width,
+    }
+    return [Decision.of(NAME, tr, values) for tr in transitions]
