@@ -4,7 +4,7 @@ A bucket breaches when all of these hold (each guards against a different false 
 the spend is above the seasonal baseline by ``relative_margin`` (the on-call rule of
 thumb, 20 %), it is statistically unusual (``min_z`` standard deviations), and the excess
 is worth money (``min_excess_usd_per_hour``). ``consecutive`` breaching buckets fire an
-alert; it resolves after ``calm_buckets`` buckets below ``resolve_margin``. Until the key
+alert; it resolves after ``calm_buckets`` buckets below ``resolve_margin`` or ``resolve_z``. Until the key
 has ``warmup_s`` of history only ``absolute_usd_per_hour`` can fire. Breaching buckets are
 learnt clipped, so a spike does not teach the baseline that spikes are normal.
 
@@ -59,8 +59,11 @@ class SpendSpikeParams:
         int, Field(ge=1, le=60, description="Breaching buckets in a row before firing.")
     ] = 2
     resolve_margin: Annotated[
-        float, Field(ge=0, description="Resolve below baseline x (1 + this) (hysteresis).")
+        float, Field(ge=0, description="Resolve below baseline x (1 + this) (hysteresis) ...")
     ] = 0.1
+    resolve_z: Annotated[
+        float, Field(ge=0, description="... or below this many standard deviations above it.")
+    ] = 2.0
     calm_buckets: Annotated[
         int, Field(ge=1, le=240, description="Calm buckets in a row before resolving.")
     ] = 5
@@ -177,6 +180,7 @@ def _judge_and_learn(
     breach = relative or absolute
     elevated = absolute or (
         ratio >= 1.0 + params.resolve_margin
+        and z >= params.resolve_z
         and excess_per_hour >= 0.5 * params.min_excess_usd_per_hour
     )
     critical = absolute or (

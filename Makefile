@@ -1,0 +1,40 @@
+# spendwatch: the two commands are `make demo` and `make test`; both set everything up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DEMO_DIR ?= out/demo
+
+.PHONY: install demo test test-unit lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -U pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+## demo: simulate two days with incidents, replay them, print the alerts (no broker needed)
+demo: install
+	$(VENV)/bin/spendwatch simulate $(DEMO_DIR) --days 2 --customers 20 --seed 7 --incidents
+	$(VENV)/bin/spendwatch replay $(DEMO_DIR)/usage.jsonl.gz --errors $(DEMO_DIR)/errors.jsonl.gz \
+		--customers $(DEMO_DIR)/customers.jsonl
+
+## test: the whole suite (unit, doctests, end-to-end replay)
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check stream detectors tests bench
+	$(VENV)/bin/mypy
+
+## bench: replay throughput and state memory per key (writes bench/results/*.json)
+bench: install
+	$(PY) bench/replay.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache
+
+include mk/kafka.mk

@@ -1,0 +1,174 @@
+"""The ``spendwatch`` command: replay, simulate and config checks.
+
+Machine-readable output (``--json``) goes to stdout alone; everything for people
+(summaries, progress, errors) goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from stream.alerts import Alert
+from stream.customers import load_customers
+from stream.pipeline import Pipeline
+from stream.pricing import PriceConfigError, PriceTable
+from stream.replay import read_series, replay_files, replay_series
+from stream.settings import Settings, load_settings
+from stream.yamlsource import ConfigFileError
+
+
+def _load(config: str | None) -> tuple[Settings, PriceTable]:
+    settings = load_settings(config)
+    prices = PriceTable.load(settings.resolve(settings.prices_file))
+    return settings, prices
+
+
+def print_alert_table(alerts: Sequence[Alert], out=sys.stdout) -> None:
+    """Alerts as a readable table, one line per transition."""
+    header = ("STATUS", "SEVERITY", "ALERT", "KEY", "STARTS", "ENDS", "OBSERVED", "BASELINE", "$/H AT RISK")
+    rows = [header]
+    for a in alerts:
+        p = a.to_payload()
+        labels = a.labels
+        key = "/".join(
+            labels[k] for k in ("customer_id", "endpoint", "provider", "model") if k in labels
+        )
+        rows.append((
+            a.status, labels["severity"], labels["alertname"], key,
+            p["startsAt"][:16].replace("T", " "),
+            "" if a.ends_at is None else p["endsAt"][:16].replace("T", " "),
+            a.annotations.get("observed", ""), a.annotations.get("baseline", ""),
+            a.annotations.get("money_at_risk_usd_per_hour", ""),
+        ))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
+    for r in rows:
+        out.write("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings, prices = _load(args.config)
+    if args.series:
+        alerts = replay_series(read_series(Path(args.series)), settings, args.key)
+        _emit(alerts, args.json)
+        print(f"replayed series {args.series}: {len(alerts)} alert transitions", file=sys.stderr)
+        return 0
+    if not args.usage:
+        print("spendwatch replay: give USAGE.jsonl[.gz] or --series METRIC.csv", file=sys.stderr)
+        return 2
+    customers_file = Path(args.customers) if args.customers else (
+        settings.resolve(settings.customers_file) if settings.customers_file else None
+    )
+    customers = load_customers(customers_file) if customers_file and customers_file.exists() else {}
+    pipeline = Pipeline(settings, prices, customers)
+    started = time.perf_counter()
+    report = replay_files(pipeline, args.usage, args.errors or [])
+    elapsed = time.perf_counter() - started
+    _emit(report.alerts, args.json)
+    _summary(pipeline, report.lines, report.dead_letters, len(report.alerts), elapsed)
+    return 0
+
+
+def _emit(alerts: Sequence[Alert], as_json: bool) -> None:
+    if as_json:
+        out = sys.stdout.buffer
+        for alert in alerts:
+            out.write(orjson.dumps(alert.to_payload()) + b"\n")
+        out.flush()
+    else:
+        print_alert_table(alerts)
+
+
+def _summary(pipeline: Pipeline, lines: int, dead: int, alerts: int, elapsed: float) -> None:
+    stats = pipeline.ingest.stats
+    err = sys.stderr
+    rate = lines / elapsed if elapsed > 0 else 0.0
+    err.write(
+        f"replayed {lines:,} lines in {elapsed:.1f} s ({rate:,.0f}/s): "
+        f"{sum(stats.accepted.values()):,} events, {stats.duplicates:,} duplicates, "
+        f"{dead:,} bad, {pipeline.buckets.stats.late_events:,} late; {alerts} alert transitions\n"
+    )
+    if stats.rejected:
+        reasons = ", ".join(f"{r}: {n}" for r, n in stats.rejected.most_common())
+        err.write(f"bad lines by reason: {reasons}\n")
+        for kind, rejection in stats.first_rejections:
+            err.write(f"  {kind}: {rejection.reason} at {rejection.field}: {rejection.detail}\n")
+    unknown = pipeline.ingest.prices.unknown_models
+    if unknown:
+        models = ", ".join(f"{p}/{m} ({n})" for (p, m), n in unknown.most_common(5))
+        err.write(f"priced by fallback (unknown models): {models}\n")
+    if pipeline.per_customer.unknown_customers:
+        n = len(pipeline.per_customer.unknown_customers)
+        err.write(f"{n} customers without a customer record (no margin check)\n")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from stream.simulate import SimConfig, simulate
+
+    cfg = SimConfig(
+        days=args.days, customers=args.customers, seed=args.seed,
+        incidents=args.incidents, rate_per_min=args.rate,
+    )
+    summary = simulate(Path(args.outdir), cfg)
+    print(summary, file=sys.stderr)
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    settings, _ = _load(args.path)
+    if settings.customers_file:
+        path = settings.resolve(settings.customers_file)
+        if path.exists():
+            load_customers(path)
+    print(f"{args.path or 'config/spendwatch.yaml'}: OK", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spendwatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    replay = sub.add_parser("replay", help="run recorded events through the detectors")
+    replay.add_argument("usage", nargs="*", help="usage events, JSON lines (.jsonl or .jsonl.gz)")
+    replay.add_argument("--errors", action="append", help="error events, JSON lines")
+    replay.add_argument("--customers", help="customer records (JSONL or YAML list)")
+    replay.add_argument("--config", help="config file (default config/spendwatch.yaml)")
+    replay.add_argument("--json", action="store_true", help="one alert JSON object per line")
+    replay.add_argument("--series", help="a timestamp,value CSV to run the spend detector on")
+    replay.add_argument("--key", default="series", help="the key (customer_id) for --series")
+    replay.set_defaults(func=cmd_replay)
+
+    sim = sub.add_parser("simulate", help="write realistic traffic in the contract formats")
+    sim.add_argument("outdir")
+    sim.add_argument("--days", type=float, default=2.0)
+    sim.add_argument("--customers", type=int, default=20)
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--rate", type=float, default=120.0, help="mean requests per minute")
+    sim.add_argument("--incidents", action="store_true", help="inject labelled incidents")
+    sim.set_defaults(func=cmd_simulate)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate the config files")
+    check.add_argument("path", nargs="?", help="config file (default config/spendwatch.yaml)")
+    check.set_defaults(func=cmd_config_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (ConfigFileError, PriceConfigError, ValueError, OSError) as exc:
+        print(f"spendwatch: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""Baselines against river's and numpy's own arithmetic on seeded random data."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from river import stats
+
+from detectors.ewstats import EWStat, SeasonalBaseline, hour_slot
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.7, 1.0])
+def test_ew_mean_and_variance_equal_rivers_when_alpha_is_at_least_a_half(alpha):
+    xs = np.random.default_rng(7).lognormal(size=500)
+    ours, mean, var = EWStat(alpha), stats.EWMean(alpha), stats.EWVar(alpha)
+    for x in xs:
+        ours.update(float(x))
+        mean.update(float(x))
+        var.update(float(x))
+        assert ours.mean == pytest.approx(mean.get(), rel=1e-9)
+        assert ours.var == pytest.approx(var.get(), rel=1e-6, abs=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.05, 0.2])
+def test_ew_mean_converges_to_rivers_after_warm_up(alpha):
+    xs = np.random.default_rng(3).normal(10, 2, size=5000)
+    ours, mean = EWStat(alpha), stats.EWMean(alpha)
+    for x in xs:
+        ours.update(float(x))
+        mean.update(float(x))
+    assert ours.mean == pytest.approx(mean.get(), rel=1e-6)
+
+
+def test_warm_up_weights_make_a_plain_running_mean():
+    xs = np.random.default_rng(5).normal(3, 1, size=50)
+    ew = EWStat(alpha=0.001)
+    for x in xs:
+        ew.update(float(x))
+    assert ew.mean == pytest.approx(float(np.mean(xs)))
+    assert ew.var == pytest.approx(float(np.var(xs)))
+
+
+def test_seasonal_baseline_learns_each_hour_of_the_day_separately():
+    b = SeasonalBaseline(alpha=0.02)
+    rng = np.random.default_rng(11)
+    for minute in range(3 * 1440):
+        t = minute * 60.0
+        level = 5.0 + 4.0 * math.sin(2 * math.pi * hour_slot(t) / 24)
+        b.update(t, level + rng.normal(0, 0.1))
+    for hour in range(24):
+        mean, sd = b.expected(hour * 3600.0 + 1800)
+        assert mean == pytest.approx(5.0 + 4.0 * math.sin(2 * math.pi * hour / 24), abs=0.1)
+        assert sd < 0.3
+
+
+def test_an_hour_with_little_history_falls_back_to_the_all_hours_baseline():
+    b = SeasonalBaseline(alpha=0.1)
+    for minute in range(60):
+        b.update(minute * 60.0, 2.0)
+    assert b.expected(5 * 3600.0) == (b.overall.mean, b.overall.std)
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=100),
+       st.booleans())
+def test_seasonal_baseline_state_round_trips_through_json(values, seasonal):
+    b = SeasonalBaseline(alpha=0.05, seasonal=seasonal)
+    for i, x in enumerate(values):
+        b.update(i * 977.0, x)
+    copy = SeasonalBaseline.from_dict(json.loads(json.dumps(b.to_dict())))
+    assert copy == b
+    assert copy.expected(12345.0, 1) == b.expected(12345.0, 1)

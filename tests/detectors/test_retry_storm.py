@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors import retry_storm
+from detectors.retry_storm import BucketCounts, RetryStormParams, RetryStormState
+
+MINUTE = 60.0
+PARAMS = RetryStormParams()
+
+
+def traffic(minutes, seed, rate=40.0, error_p=0.015, storms=()):
+    """Per-minute attempt counts; ``storms`` are (start, length, error share, retry share)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for m in range(minutes):
+        p_err, p_retry = error_p, error_p * 0.7
+        for start, length, err, retry in storms:
+            if start <= m < start + length:
+                p_err, p_retry = err, retry
+        n = int(rng.poisson(rate))
+        failures = int(rng.binomial(n, p_err))
+        retries = int(rng.binomial(n, p_retry))
+        out.append((m * MINUTE, BucketCounts(n, failures, retries, failures * 0.8, failures * 0.002)))
+    return out
+
+
+def run(series, params=PARAMS, state=None):
+    state = state or RetryStormState.new(params)
+    out = []
+    for t, counts in series:
+        out += retry_storm.update(state, t, MINUTE, counts, params)
+    return out, state
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_retry_storm_is_silent_at_the_usual_background_error_rate(seed):
+    assert run(traffic(3 * 1440, seed))[0] == []
+
+
+def test_retry_storm_fires_when_error_rate_jumps_and_resolves_when_it_ends():
+    decisions, _ = run(traffic(600, 1, storms=((300, 30, 0.5, 0.45),)))
+    assert [d.status for d in decisions] == ["firing", "resolved"]
+    firing, resolved = decisions
+    assert 300 * MINUTE <= firing.starts_at <= 302 * MINUTE
+    assert firing.severity == "critical"
+    assert firing.values["error_rate"] > 0.1
+    assert firing.values["rate_limited_share"] > 0
+    assert 330 * MINUTE <= resolved.ends_at <= 340 * MINUTE
+
+
+def test_a_moderate_storm_is_a_warning():
+    decisions, _ = run(traffic(600, 2, rate=100.0, storms=((300, 30, 0.2, 0.18),)))
+    assert decisions[0].status == "firing"
+    assert decisions[0].severity == "warning"
+
+
+def test_one_failure_in_three_requests_is_not_a_storm():
+    series = [(m * MINUTE, BucketCounts(3, 1 if m % 2 else 0, 1, 1, 0.01)) for m in range(200)]
+    assert run(series)[0] == []
+
+
+def test_a_retry_loop_without_errors_is_a_storm():
+    series = [(m * MINUTE, BucketCounts(100, 0, 60 if m >= 100 else 1, 0, 0.0)) for m in range(130)]
+    decisions, _ = run(series)
+    assert decisions[0].status == "firing"
+    assert decisions[0].values["retry_share"] > 0.15
+
+
+def test_the_threshold_rises_for_a_key_that_always_fails_more():
+    # A key whose normal error rate is 12 % crosses the absolute 10 % during warm-up, then
+    # learns that this is its normal: 14 % is no storm, 45 % is.
+    params = RetryStormParams(error_rate=0.10, baseline_factor=3.0)
+    calm = [(m * MINUTE, BucketCounts(100, 12, 5, 0, 0)) for m in range(200)]
+    decisions, state = run(calm, params)
+    assert [d.status for d in decisions] == ["firing", "resolved"]
+    assert state.error_base.mean == pytest.approx(0.12)
+    worse = [((200 + m) * MINUTE, BucketCounts(100, 14, 5, 0, 0)) for m in range(30)]
+    assert run(worse, params, state)[0] == []
+    storm = [((230 + m) * MINUTE, BucketCounts(100, 45, 40, 0, 0)) for m in range(10)]
+    assert run(storm, params, state)[0][0].status == "firing"
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=1, max_value=599))
+def test_state_round_trip_mid_stream_gives_the_same_decisions(cut):
+    series = traffic(600, 3, storms=((300, 30, 0.5, 0.45),))
+    whole, _ = run(series)
+    first, state = run(series[:cut])
+    restored = RetryStormState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert first + run(series[cut:], state=restored)[0] == whole
+
+
+def test_gaps_empty_the_window():
+    state = RetryStormState.new(PARAMS)
+    run([(m * MINUTE, BucketCounts(100, 60, 50, 0, 0)) for m in range(3)], state=state)
+    run([(500 * MINUTE, BucketCounts(10, 0, 0, 0, 0))], state=state)
+    assert sum(state.ring[0::5]) == 10
