@@ -86,6 +86,18 @@ class _Event(BaseModel):
     def _ts(cls, value: Any) -> float:
         return to_epoch_seconds(value)
 
+    @field_validator("request_id", "latency_ms", "tags", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        return _refuse_null(value)
+
+
+def _refuse_null(value: Any) -> Any:
+    # The contract allows null only for cost_usd; elsewhere an optional field is omitted.
+    if value is None:
+        raise ValueError("null is not allowed here: omit the field instead")
+    return value
+
 
 class UsageEvent(_Event):
     """One LLM API call attempt that returned a response (contracts/usage-event)."""
@@ -112,6 +124,11 @@ class ErrorEvent(_Event):
     retry_after_s: Annotated[float, Field(ge=0)] | None = None
     message: Annotated[str, Field(max_length=2000)] | None = None
 
+    @field_validator("http_status", "will_retry", "retry_after_s", "message", mode="before")
+    @classmethod
+    def _error_not_null(cls, value: Any) -> Any:
+        return _refuse_null(value)
+
     cached_input_tokens: int = 0  # error events carry no cache counts; kept for pricing
     cache_write_tokens: int = 0
     failed: bool = True
@@ -133,6 +150,11 @@ class Customer(BaseModel):
     margin_target: Annotated[float, Field(ge=-1, le=1)] | None = None
     budget_usd: Annotated[float, Field(ge=0)] | None = None
     deleted: bool = False
+
+    @field_validator("billing_day", "margin_target", "budget_usd", mode="before")
+    @classmethod
+    def _customer_not_null(cls, value: Any) -> Any:
+        return _refuse_null(value)
 
 
 @dataclass(frozen=True, slots=True)

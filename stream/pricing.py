@@ -82,11 +82,11 @@ class ModelPrice(_Section):
     )
     # A provider without a cache discount bills cached and written tokens as plain input.
     cached_input: UsdPerMillion = Field(
-        default_factory=lambda fields: fields.get("input", 0.0),
+        default_factory=lambda fields: fields["input"],
         description="Input tokens read from the prompt cache, USD per 1M tokens; default: input.",
     )
     cache_write: UsdPerMillion = Field(
-        default_factory=lambda fields: fields.get("input", 0.0),
+        default_factory=lambda fields: fields["input"],
         description="Input tokens written to the prompt cache, USD per 1M tokens; default: input.",
     )
 
@@ -237,7 +237,7 @@ def _catalogs(providers: dict[str, ProviderPrices]) -> dict[str, _Catalog]:
             families.update(entry.aliases)
             prefixes += [p.lower() for p in entry.strip_prefixes if p.lower() not in prefixes]
             suffixes += [s for s in entry.snapshot_suffixes if s not in suffixes]
-        snapshot = re.compile(f"(?:{'|'.join(suffixes)})+") if suffixes else None
+        snapshot = re.compile(f"(?:{'|'.join(suffixes)})+", re.I) if suffixes else None
         by_length = tuple(sorted(families, key=len, reverse=True))
         catalogs[name] = _Catalog(name, families, prices, tuple(prefixes), snapshot, by_length)
     return catalogs

@@ -139,3 +139,12 @@ def test_the_model_accepts_exactly_what_the_contract_schema_accepts(changes):
         assert result.reason in ("bad_timestamp", "less_than_equal"), result
     if not schema_ok:
         assert isinstance(result, Rejection), body
+
+
+@pytest.mark.parametrize("field", ["request_id", "latency_ms", "tags", "http_status", "message"])
+def test_null_is_refused_where_the_contract_does_not_allow_it(field):
+    raw = orjson.dumps({**GOOD, "error_type": "timeout", field: None})
+    result = parse_error(raw)
+    assert isinstance(result, Rejection) and result.field == field
+    assert isinstance(parse_error(orjson.dumps({**GOOD, "error_type": "timeout", "cost_usd": None})),
+                      ErrorEvent)

@@ -196,6 +196,15 @@ def test_a_model_known_under_another_provider_is_matched_by_name(shipped: PriceT
     assert shipped.lookup(provider, model)[1]
 
 
+def test_azure_matches_openai_by_name_even_in_a_table_without_azure():
+    table = PriceTable.from_config(PriceTableConfig.model_validate({
+        "fallback": {"input": 5, "output": 15},
+        "providers": {"openai": {"models": {"gpt-4o": {"input": 2.5, "output": 10}}}},
+    }))
+    assert table.resolve("azure", "gpt-4o") == ("openai", "gpt-4o")
+    assert table.lookup("azure", "gpt-4o") == (ModelPrice(input=2.5, output=10), True)
+
+
 def test_an_unknown_model_is_priced_by_fallback_and_counted():
     table = PriceTable.load(SHIPPED)
     price, known = table.lookup("acme-llm", "mystery-1")
