@@ -61,76 +61,78 @@ def hour_slot(t: float) -> int:
     return int(t // SECONDS_PER_SLOT) % SLOTS_PER_DAY
 
 
+def ew_update(stats: array, at: int, x: float, weight: float) -> None:
+    """Update the EW mean at ``stats[at]`` and variance at ``stats[at + 1]`` with ``x``."""
+    d = x - stats[at]
+    stats[at] += weight * d
+    stats[at + 1] = (1.0 - weight) * (stats[at + 1] + weight * d * d)
+
+
+# SeasonalBaseline.stats layout: count, mean, var of all hours, then per hour of the day
+# (mean, var, count). One flat array keeps a key's state small: 100k keys fit in memory.
+_N, _MEAN, _VAR, _SLOTS = 0, 1, 2, 3
+# Single precision is plenty for a baseline and halves the memory per key.
+TYPECODE = "f"
+
+
 @dataclass(slots=True)
 class SeasonalBaseline:
     """What a bucket's value usually is at this hour of the day, and how much it varies.
 
     One EW mean/variance per hour of the UTC day (so a daily peak is expected, not a
     spike), plus an all-hours EW mean/variance used while an hour has too little history.
-    ``seasonal=False`` keeps only the all-hours statistics (for coarse series).
+    ``seasonal=False`` keeps only the all-hours statistics (for coarse series). The weight
+    ``alpha`` is a setting, passed in rather than stored, so a reload can change it.
 
-    >>> b = SeasonalBaseline(alpha=0.05)
+    >>> b = SeasonalBaseline()
     >>> for minute in range(48 * 60):              # two days, busy from 12:00 to 18:00
     ...     t = minute * 60.0
-    ...     b.update(t, 10.0 if 12 <= hour_slot(t) < 18 else 1.0)
+    ...     b.update(t, 10.0 if 12 <= hour_slot(t) < 18 else 1.0, alpha=0.05)
     >>> round(b.expected(15 * 3600.0)[0], 2), round(b.expected(3 * 3600.0)[0], 2)
     (10.0, 1.0)
     """
 
-    alpha: float
     seasonal: bool = True
-    overall: EWStat = field(init=False)
-    means: array = field(init=False)
-    vars: array = field(init=False)
-    counts: array = field(init=False)
+    stats: array = field(default_factory=lambda: array(TYPECODE))
 
     def __post_init__(self) -> None:
-        self.overall = EWStat(self.alpha)
-        size = SLOTS_PER_DAY if self.seasonal else 0
-        self.means = array("d", bytes(8 * size))
-        self.vars = array("d", bytes(8 * size))
-        self.counts = array("I", bytes(4 * size))
+        size = _SLOTS + (3 * SLOTS_PER_DAY if self.seasonal else 0)
+        if len(self.stats) != size:
+            self.stats = array(TYPECODE, bytes(self.stats.itemsize * size))
 
     @property
     def n(self) -> int:
-        return self.overall.n
+        return int(self.stats[_N])
 
-    def update(self, t: float, x: float) -> None:
+    @property
+    def mean(self) -> float:
+        """The all-hours mean."""
+        return float(self.stats[_MEAN])
+
+    def update(self, t: float, x: float, alpha: float) -> None:
         """Learn the value ``x`` of the bucket starting at epoch second ``t``."""
-        self.overall.update(x)
+        stats = self.stats
+        stats[_N] += 1
+        ew_update(stats, _MEAN, x, ew_weight(alpha, int(stats[_N])))
         if not self.seasonal:
             return
-        h = hour_slot(t)
-        count = self.counts[h] + 1
-        self.counts[h] = min(count, 4_000_000_000)
-        a = ew_weight(self.alpha, count)
-        d = x - self.means[h]
-        self.means[h] += a * d
-        self.vars[h] = (1.0 - a) * (self.vars[h] + a * d * d)
+        at = _SLOTS + 3 * hour_slot(t)
+        count = int(stats[at + 2]) + 1
+        stats[at + 2] = min(count, 1 << 24)  # exact in single precision
+        ew_update(stats, at, x, ew_weight(alpha, count))
 
     def expected(self, t: float, min_slot_count: int = 10) -> tuple[float, float]:
         """(mean, standard deviation) expected for the bucket starting at ``t``."""
+        stats = self.stats
         if self.seasonal:
-            h = hour_slot(t)
-            if self.counts[h] >= min_slot_count:
-                return self.means[h], math.sqrt(self.vars[h])
-        return self.overall.mean, self.overall.std
+            at = _SLOTS + 3 * hour_slot(t)
+            if stats[at + 2] >= min_slot_count:
+                return float(stats[at]), math.sqrt(max(0.0, stats[at + 1]))
+        return float(stats[_MEAN]), math.sqrt(max(0.0, stats[_VAR]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "alpha": self.alpha,
-            "seasonal": self.seasonal,
-            "overall": self.overall.to_dict(),
-            "means": list(self.means),
-            "vars": list(self.vars),
-            "counts": list(self.counts),
-        }
+        return {"seasonal": self.seasonal, "stats": self.stats.tolist()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SeasonalBaseline:
-        baseline = cls(alpha=data["alpha"], seasonal=data["seasonal"])
-        baseline.overall = EWStat.from_dict(data["overall"])
-        baseline.means = array("d", data["means"])
-        baseline.vars = array("d", data["vars"])
-        baseline.counts = array("I", data["counts"])
-        return baseline
+        return cls(seasonal=data["seasonal"], stats=array(TYPECODE, data["stats"]))

@@ -30,10 +30,10 @@ from pydantic import ConfigDict, Field
 
 from detectors.decision import Decision
 from detectors.episode import CRITICAL, WARNING, Episode
-from detectors.ewstats import EWStat
+from detectors.ewstats import TYPECODE, ew_update, ew_weight
 
 NAME = "retry_storm"
-STATE_VERSION = 1
+STATE_VERSION = 2
 _FIELDS = 5  # requests, failures, retries, rate_limited, wasted_usd
 
 
@@ -90,31 +90,46 @@ class RetryStormParams:
     ] = 60
 
 
+# RetryStormState.stats layout: n, error-rate mean and variance, retry-share mean and
+# variance, then the window's ring of buckets, _FIELDS numbers each. One flat array keeps
+# the state small enough for 100k keys.
+_BASE_N, _ERROR_BASE, _RETRY_BASE, _RING = 0, 1, 3, 5
+
+
 @dataclass(slots=True)
 class RetryStormState:
-    """Per-key state: a ring of the window's counts, two baseline rates, the episode."""
+    """Per-key state: baseline rates and the window's ring in one array, and the episode."""
 
-    ring: array
-    error_base: EWStat
-    retry_base: EWStat
+    stats: array
     episode: Episode = field(default_factory=Episode)
     last_t: float | None = None
 
     @classmethod
     def new(cls, params: RetryStormParams) -> RetryStormState:
-        alpha = 1.0 / params.baseline_buckets
-        return cls(
-            ring=array("d", bytes(8 * _FIELDS * params.window_buckets)),
-            error_base=EWStat(alpha),
-            retry_base=EWStat(alpha),
-        )
+        size = _RING + _FIELDS * params.window_buckets
+        return cls(stats=array(TYPECODE, bytes(array(TYPECODE).itemsize * size)))
+
+    @property
+    def ring(self) -> array:
+        """A copy of the window's counts, oldest slot first in storage order."""
+        return self.stats[_RING:]
+
+    @property
+    def error_baseline(self) -> float:
+        return float(self.stats[_ERROR_BASE])
+
+    @property
+    def retry_baseline(self) -> float:
+        return float(self.stats[_RETRY_BASE])
+
+    @property
+    def baseline_n(self) -> int:
+        return int(self.stats[_BASE_N])
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "v": STATE_VERSION,
-            "ring": list(self.ring),
-            "error_base": self.error_base.to_dict(),
-            "retry_base": self.retry_base.to_dict(),
+            "stats": self.stats.tolist(),
             "episode": self.episode.to_dict(),
             "last_t": self.last_t,
         }
@@ -124,9 +139,7 @@ class RetryStormState:
         if data.get("v") != STATE_VERSION:
             raise ValueError(f"retry_storm state version {data.get('v')!r} != {STATE_VERSION}")
         return cls(
-            ring=array("d", data["ring"]),
-            error_base=EWStat.from_dict(data["error_base"]),
-            retry_base=EWStat.from_dict(data["retry_base"]),
+            stats=array(TYPECODE, data["stats"]),
             episode=Episode.from_dict(data["episode"]),
             last_t=data["last_t"],
         )
@@ -140,7 +153,7 @@ def update(
     Buckets skipped since the last call are empty; a bucket at or before the last one is
     ignored (the caller closes buckets in order).
     """
-    window = len(state.ring) // _FIELDS
+    window = (len(state.stats) - _RING) // _FIELDS
     if state.last_t is not None:
         if t <= state.last_t:
             return []
@@ -157,33 +170,34 @@ def _push_and_judge(
     state: RetryStormState, t: float, width: float, counts: BucketCounts, params: RetryStormParams
 ) -> list[Decision]:
     state.last_t = t
-    ring = state.ring
-    slot = int(t // width) % (len(ring) // _FIELDS) * _FIELDS
-    ring[slot] = counts.requests
-    ring[slot + 1] = counts.failures
-    ring[slot + 2] = counts.retries
-    ring[slot + 3] = counts.rate_limited
-    ring[slot + 4] = counts.wasted_usd
-    requests = sum(ring[0::_FIELDS])
+    stats = state.stats
+    window = (len(stats) - _RING) // _FIELDS
+    slot = _RING + int(t // width) % window * _FIELDS
+    stats[slot] = counts.requests
+    stats[slot + 1] = counts.failures
+    stats[slot + 2] = counts.retries
+    stats[slot + 3] = counts.rate_limited
+    stats[slot + 4] = counts.wasted_usd
+    requests = sum(stats[_RING::_FIELDS])
     if requests < params.min_requests:
         transitions = state.episode.step(
             t, width, False, False, WARNING,
             consecutive=params.consecutive, calm_needed=params.calm_buckets,
         )
         return [Decision.of(NAME, tr, {"requests": requests}) for tr in transitions]
-    error_rate = sum(ring[1::_FIELDS]) / requests
-    retry_share = sum(ring[2::_FIELDS]) / requests
-    rate_limited_share = sum(ring[3::_FIELDS]) / requests
-    wasted_per_hour = sum(ring[4::_FIELDS]) * 3600.0 / (width * (len(ring) // _FIELDS))
-    warm = state.error_base.n >= params.warmup_buckets
+    error_rate = sum(stats[_RING + 1::_FIELDS]) / requests
+    retry_share = sum(stats[_RING + 2::_FIELDS]) / requests
+    rate_limited_share = sum(stats[_RING + 3::_FIELDS]) / requests
+    wasted_per_hour = sum(stats[_RING + 4::_FIELDS]) * 3600.0 / (width * window)
+    warm = stats[_BASE_N] >= params.warmup_buckets
     factor = params.baseline_factor if warm else 0.0
-    error_limit = max(params.error_rate, factor * state.error_base.mean)
-    retry_limit = max(params.retry_share, factor * state.retry_base.mean)
+    error_limit = max(params.error_rate, factor * stats[_ERROR_BASE])
+    retry_limit = max(params.retry_share, factor * stats[_RETRY_BASE])
     breach = error_rate >= error_limit or retry_share >= retry_limit
     elevated = error_rate >= 0.5 * error_limit or retry_share >= 0.5 * retry_limit
-    # Severity is judged on the newest buckets (a storm fills the window only gradually)
-    # because an episode keeps the severity it fired with.
-    recent_rate, recent_wasted = _recent(ring, t, width, params.consecutive)
+    # Severity is judged on the newest buckets too (a storm fills the window only
+    # gradually) because an episode keeps the severity it fired with.
+    recent_rate, recent_wasted = _recent(stats, t, width, params.consecutive)
     critical = (
         max(error_rate, recent_rate) >= params.critical_error_rate
         or max(wasted_per_hour, recent_wasted) >= params.critical_wasted_usd_per_hour
@@ -195,15 +209,17 @@ def _push_and_judge(
     # Warm-up learns everything (a key that always fails 12 % must learn that is its
     # normal); afterwards storms are kept out of the baseline.
     if not warm or not (breach or state.episode.firing):
-        state.error_base.update(error_rate)
-        state.retry_base.update(retry_share)
+        stats[_BASE_N] += 1
+        weight = ew_weight(1.0 / params.baseline_buckets, int(stats[_BASE_N]))
+        ew_update(stats, _ERROR_BASE, error_rate, weight)
+        ew_update(stats, _RETRY_BASE, retry_share, weight)
     values = {
         "observed": error_rate,
-        "baseline": state.error_base.mean,
+        "baseline": float(stats[_ERROR_BASE]),
         "threshold": error_limit,
         "error_rate": error_rate,
         "retry_share": retry_share,
-        "retry_share_baseline": state.retry_base.mean,
+        "retry_share_baseline": float(stats[_RETRY_BASE]),
         "rate_limited_share": rate_limited_share,
         "requests": requests,
         "wasted_usd_per_hour": wasted_per_hour,
@@ -213,15 +229,15 @@ def _push_and_judge(
     return [Decision.of(NAME, tr, values) for tr in transitions]
 
 
-def _recent(ring: array, t: float, width: float, buckets: int) -> tuple[float, float]:
+def _recent(stats: array, t: float, width: float, buckets: int) -> tuple[float, float]:
     """(error rate, wasted USD/h) over the newest ``buckets`` buckets of the ring."""
-    window = len(ring) // _FIELDS
+    window = (len(stats) - _RING) // _FIELDS
     newest = int(t // width)
     requests = failures = wasted = 0.0
     for b in range(newest - min(buckets, window) + 1, newest + 1):
-        slot = b % window * _FIELDS
-        requests += ring[slot]
-        failures += ring[slot + 1]
-        wasted += ring[slot + 4]
+        slot = _RING + b % window * _FIELDS
+        requests += stats[slot]
+        failures += stats[slot + 1]
+        wasted += stats[slot + 4]
     span = width * min(buckets, window)
     return (failures / requests if requests else 0.0), wasted * 3600.0 / span

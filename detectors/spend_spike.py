@@ -109,9 +109,8 @@ class SpendSpikeState:
     last_t: float | None = None
 
     @classmethod
-    def new(cls, params: SpendSpikeParams, width: float = 60.0) -> SpendSpikeState:
-        alpha = baseline_alpha(params, width)
-        return cls(baseline=SeasonalBaseline(alpha=alpha, seasonal=params.seasonal))
+    def new(cls, params: SpendSpikeParams) -> SpendSpikeState:
+        return cls(baseline=SeasonalBaseline(seasonal=params.seasonal))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -158,6 +157,7 @@ def update(
 def _judge_and_learn(
     state: SpendSpikeState, t: float, width: float, spend: float, params: SpendSpikeParams
 ) -> list[Decision]:
+    alpha = baseline_alpha(params, width)
     state.last_t = t
     baseline = state.baseline
     mean, sd = baseline.expected(t)
@@ -193,7 +193,7 @@ def _judge_and_learn(
     )
     # Learn the bucket, clipped while it looks anomalous so spikes stay anomalous.
     learnt = min(spend, mean + params.clip_z * sd) if (breach or state.episode.firing) and warm else spend
-    baseline.update(t, learnt)
+    baseline.update(t, learnt, alpha)
     if not transitions:
         return []
     values = {

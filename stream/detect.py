@@ -171,7 +171,7 @@ class CustomerDetection:
             ("spike_endpoint", self.spike_endpoint, by_endpoint),
         ):
             for key in self._keys(name, spend):
-                state = table.get(key) or SpendSpikeState.new(params, width)
+                state = table.get(key) or SpendSpikeState.new(params)
                 row = spend.get(key)
                 decisions = spend_spike.update(state, t, width, row[COST] if row else 0.0, params)
                 self._keep(name, table, key, state, state.episode.active)

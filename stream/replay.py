@@ -187,7 +187,7 @@ def replay_series(series: Series, settings: Settings, key: str) -> list[Alert]:
         seasonal=params.seasonal and width <= 900,
         warmup_s=max(params.warmup_s if width <= 900 else 0.0, 20 * width),
     )
-    state = SpendSpikeState.new(params, width)
+    state = SpendSpikeState.new(params)
     alerts: list[Alert] = []
     labels = {"customer_id": key}
     for t, value in zip(series.times, series.values, strict=True):

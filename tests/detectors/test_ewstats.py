@@ -44,31 +44,44 @@ def test_warm_up_weights_make_a_plain_running_mean():
 
 
 def test_seasonal_baseline_learns_each_hour_of_the_day_separately():
-    b = SeasonalBaseline(alpha=0.02)
+    b = SeasonalBaseline()
     rng = np.random.default_rng(11)
     for minute in range(3 * 1440):
         t = minute * 60.0
         level = 5.0 + 4.0 * math.sin(2 * math.pi * hour_slot(t) / 24)
-        b.update(t, level + rng.normal(0, 0.1))
+        b.update(t, level + rng.normal(0, 0.1), alpha=0.02)
     for hour in range(24):
         mean, sd = b.expected(hour * 3600.0 + 1800)
         assert mean == pytest.approx(5.0 + 4.0 * math.sin(2 * math.pi * hour / 24), abs=0.1)
         assert sd < 0.3
 
 
+def test_the_baseline_agrees_with_the_plain_ew_statistics_within_single_precision():
+    xs = np.random.default_rng(2).lognormal(size=2000)
+    b, ew = SeasonalBaseline(seasonal=False), EWStat(alpha=0.01)
+    for i, x in enumerate(xs):
+        b.update(i * 60.0, float(x), alpha=0.01)
+        ew.update(float(x))
+    assert b.expected(0.0) == pytest.approx((ew.mean, ew.std), rel=1e-4)
+
+
 def test_an_hour_with_little_history_falls_back_to_the_all_hours_baseline():
-    b = SeasonalBaseline(alpha=0.1)
+    b, overall = SeasonalBaseline(), EWStat(alpha=0.1)
     for minute in range(60):
-        b.update(minute * 60.0, 2.0)
-    assert b.expected(5 * 3600.0) == (b.overall.mean, b.overall.std)
+        b.update(minute * 60.0, 2.0 + minute % 2, alpha=0.1)
+        overall.update(2.0 + minute % 2)
+    assert b.expected(5 * 3600.0) == pytest.approx((overall.mean, overall.std), rel=1e-5)
+    b.update(5 * 3600.0, 100.0, alpha=0.1)  # one value in hour 5 is not yet its profile
+    assert b.expected(5 * 3600.0)[0] == pytest.approx(b.mean, rel=1e-5)
+    assert b.expected(0.0) == pytest.approx((overall.mean, overall.std), rel=1e-5)
 
 
 @given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=100),
        st.booleans())
 def test_seasonal_baseline_state_round_trips_through_json(values, seasonal):
-    b = SeasonalBaseline(alpha=0.05, seasonal=seasonal)
+    b = SeasonalBaseline(seasonal=seasonal)
     for i, x in enumerate(values):
-        b.update(i * 977.0, x)
+        b.update(i * 977.0, x, alpha=0.05)
     copy = SeasonalBaseline.from_dict(json.loads(json.dumps(b.to_dict())))
     assert copy == b
     assert copy.expected(12345.0, 1) == b.expected(12345.0, 1)

@@ -77,7 +77,7 @@ def test_the_threshold_rises_for_a_key_that_always_fails_more():
     calm = [(m * MINUTE, BucketCounts(100, 12, 5, 0, 0)) for m in range(200)]
     decisions, state = run(calm, params)
     assert [d.status for d in decisions] == ["firing", "resolved"]
-    assert state.error_base.mean == pytest.approx(0.12)
+    assert state.error_baseline == pytest.approx(0.12)
     worse = [((200 + m) * MINUTE, BucketCounts(100, 14, 5, 0, 0)) for m in range(30)]
     assert run(worse, params, state)[0] == []
     storm = [((230 + m) * MINUTE, BucketCounts(100, 45, 40, 0, 0)) for m in range(10)]
