@@ -33,7 +33,7 @@ from detectors.decision import Decision
 from detectors.episode import CRITICAL, WARNING, Episode
 
 NAME = "margin_breach"
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +92,6 @@ def billing_period(t: float, billing_day: int) -> tuple[float, float]:
 class MarginBreachState:
     """Per-customer state: spend in the period, a bias-corrected EW burn rate, the episode."""
 
-    period_start: float = 0.0
-    period_end: float = 0.0
     cost_usd: float = 0.0  # API cost so far in the period
     rate_raw: float = 0.0  # EW of USD/s, before bias correction
     decay: float = 1.0  # (1 - a)^n: what is left of the zero the EW started from
@@ -129,11 +127,11 @@ def update(
     if state.last_t is not None and t <= state.last_t:
         return []
     decisions: list[Decision] = []
-    if t >= state.period_end:
-        decisions += [
-            Decision.of(NAME, tr, {}) for tr in state.episode.close(state.period_end)
-        ]
-        state.period_start, state.period_end = billing_period(t, terms.billing_day)
+    period = billing_period(t, terms.billing_day)
+    if state.last_t is not None and state.last_t < period[0]:
+        # A new billing month: what was open ends with the old one.
+        ended = billing_period(state.last_t, terms.billing_day)[1]
+        decisions += [Decision.of(NAME, tr, {}) for tr in state.episode.close(ended)]
         state.cost_usd = 0.0
     keep = math.exp(-width / params.burn_tau_s)
     skipped = 0 if state.last_t is None else int(round((t - state.last_t) / width)) - 1
@@ -146,18 +144,24 @@ def update(
     if state.first_t is None:
         state.first_t = t
     state.last_t = t
-    return decisions + _judge(state, t, width, terms, params)
+    return decisions + _judge(state, t, width, period, terms, params)
 
 
 def _judge(
-    state: MarginBreachState, t: float, width: float, terms: MarginTerms, params: MarginBreachParams
+    state: MarginBreachState,
+    t: float,
+    width: float,
+    period: tuple[float, float],
+    terms: MarginTerms,
+    params: MarginBreachParams,
 ) -> list[Decision]:
+    period_start, period_end = period
     overhead = 1.0 + terms.overhead_ratio
     now = t + width
     actual = state.cost_usd * overhead
     projecting = state.first_t is not None and now - state.first_t >= params.min_history_s
     projected_api = state.cost_usd + (
-        state.burn_rate() * max(0.0, state.period_end - now) if projecting else 0.0
+        state.burn_rate() * max(0.0, period_end - now) if projecting else 0.0
     )
     projected = projected_api * overhead
     if terms.price_usd > 0:
@@ -180,6 +184,7 @@ def _judge(
     )
     if not transitions:
         return []
+    burn_per_hour = state.burn_rate() * 3600.0 * overhead
     values = {
         "observed": projected,
         "baseline": terms.price_usd,
@@ -189,12 +194,13 @@ def _judge(
         "projected_margin": margin if math.isfinite(margin) else -1.0,
         "margin_target": terms.margin_target,
         "monthly_price_usd": terms.price_usd,
-        "burn_rate_usd_per_hour": state.burn_rate() * 3600.0 * overhead,
+        "burn_rate_usd_per_hour": burn_per_hour,
+        # Burn above the rate the month can afford, USD of cost-to-serve per hour.
         "money_at_risk_usd_per_hour": max(
-            0.0, state.burn_rate() * 3600.0 * overhead - limit / max(1.0, (state.period_end - state.period_start) / 3600.0)
+            0.0, burn_per_hour - limit / max(1.0, (period_end - period_start) / 3600.0)
         ),
-        "period_start": state.period_start,
-        "period_end": state.period_end,
+        "period_start": period_start,
+        "period_end": period_end,
         "bucket_s": width,
     }
     return [Decision.of(NAME, tr, values) for tr in transitions]

@@ -33,7 +33,7 @@ from detectors.episode import CRITICAL, WARNING, Episode
 from detectors.ewstats import SeasonalBaseline
 
 NAME = "spend_spike"
-STATE_VERSION = 1
+STATE_VERSION = 2
 # How much of the gap since a key's last bucket is replayed as zero-spend buckets: older
 # zeros have decayed out of a baseline with a few days of memory anyway.
 MAX_GAP_BUCKETS = 1440
@@ -101,11 +101,10 @@ def baseline_alpha(params: SpendSpikeParams, width: float) -> float:
 
 @dataclass(slots=True)
 class SpendSpikeState:
-    """Per-key state: the seasonal baseline, the episode, and the last bucket seen."""
+    """Per-key state: the seasonal baseline, the episode, and the last bucket judged."""
 
     baseline: SeasonalBaseline
     episode: Episode = field(default_factory=Episode)
-    first_t: float | None = None
     last_t: float | None = None
 
     @classmethod
@@ -117,7 +116,6 @@ class SpendSpikeState:
             "v": STATE_VERSION,
             "baseline": self.baseline.to_dict(),
             "episode": self.episode.to_dict(),
-            "first_t": self.first_t,
             "last_t": self.last_t,
         }
 
@@ -128,7 +126,6 @@ class SpendSpikeState:
         return cls(
             baseline=SeasonalBaseline.from_dict(data["baseline"]),
             episode=Episode.from_dict(data["episode"]),
-            first_t=data["first_t"],
             last_t=data["last_t"],
         )
 
@@ -150,7 +147,6 @@ def update(
             decisions += _judge_and_learn(state, t - i * width, width, 0.0, params)
         decisions += _judge_and_learn(state, t, width, spend, params)
         return decisions
-    state.first_t = t
     return _judge_and_learn(state, t, width, spend, params)
 
 
@@ -166,7 +162,9 @@ def _judge_and_learn(
     # A perfectly flat history has sd 0; a floor keeps z finite and meaningful.
     z = (spend - mean) / max(sd, 0.05 * mean, 1e-9)
     ratio = spend / mean if mean > 0 else math.inf if spend > 0 else 1.0
-    warm = state.first_t is not None and t - state.first_t >= params.warmup_s
+    # History is counted in learnt buckets (gaps count up to MAX_GAP_BUCKETS), so a
+    # sparse key warms up no sooner than a busy one.
+    warm = baseline.n * width >= params.warmup_s
     relative = (
         warm
         and ratio >= 1.0 + params.relative_margin
