@@ -3,7 +3,8 @@
 Per key (a customer's endpoint, or a provider/model across all customers) the detector
 keeps the last ``window_buckets`` buckets of attempt counts and judges the window: the
 error rate (failed attempts / attempts) and the retry share (attempts with attempt > 1),
-each against an absolute floor and against ``baseline_factor`` x its own slow baseline.
+each against an absolute floor, against ``baseline_factor`` x its own slow baseline, and
+for statistical surprise (a Chernoff bound on the count at the baseline rate).
 Fewer than ``min_requests`` attempts in the window is never a storm (1 failure in 3
 requests is not one). Rate-limit share and the dollars burnt on failed attempts are
 reported, and the dollars decide the severity together with the error rate.
@@ -22,6 +23,7 @@ reported, and the dollars decide the severity together with the error rate.
 
 from __future__ import annotations
 
+import math
 from array import array
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -34,7 +36,7 @@ from detectors.ewstats import TYPECODE, ew_update, ew_weight
 
 NAME = "retry_storm"
 STATE_VERSION = 2
-_FIELDS = 5  # requests, failures, retries, rate_limited, wasted_usd
+_FIELDS = 6  # requests, failures, retries, rate_limited, wasted_usd, top_customer_failures
 
 
 @dataclass(slots=True)
@@ -46,6 +48,9 @@ class BucketCounts:
     retries: float = 0.0
     rate_limited: float = 0.0
     wasted_usd: float = 0.0
+    # Failures of the customer with the most of them: tells one customer's retry loop
+    # from a provider outage in a provider/model key. Equal to ``failures`` per customer.
+    top_customer_failures: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +73,20 @@ class RetryStormParams:
         float, Field(gt=0, le=1, description="Fire above this share of retries (attempt > 1).")
     ] = 0.15
     baseline_factor: Annotated[
-        float, Field(ge=1, description="... and above this x the key's own baseline rate.")
+        float, Field(ge=1, description="... and above this x the key's own baseline rate ...")
     ] = 3.0
+    significance: Annotated[
+        float,
+        Field(gt=0, lt=1, description="... and this unlikely at the baseline rate (p-value bound)."),
+    ] = 1e-4
+    min_baseline_rate: Annotated[
+        float, Field(gt=0, lt=1, description="Baseline rate assumed at least, for significance.")
+    ] = 0.01
+    max_customer_share: Annotated[
+        float,
+        Field(gt=0, le=1, description="Above this share of failures from one customer, "
+              "a provider/model storm is that customer's alone (1: no check)."),
+    ] = 1.0
     consecutive: Annotated[
         int, Field(ge=1, le=60, description="Breaching buckets in a row before firing.")
     ] = 2
@@ -178,6 +195,7 @@ def _push_and_judge(
     stats[slot + 2] = counts.retries
     stats[slot + 3] = counts.rate_limited
     stats[slot + 4] = counts.wasted_usd
+    stats[slot + 5] = counts.top_customer_failures
     requests = sum(stats[_RING::_FIELDS])
     if requests < params.min_requests:
         transitions = state.episode.step(
@@ -185,7 +203,8 @@ def _push_and_judge(
             consecutive=params.consecutive, calm_needed=params.calm_buckets,
         )
         return [Decision.of(NAME, tr, {"requests": requests}) for tr in transitions]
-    error_rate = sum(stats[_RING + 1::_FIELDS]) / requests
+    failures = sum(stats[_RING + 1::_FIELDS])
+    error_rate = failures / requests
     retry_share = sum(stats[_RING + 2::_FIELDS]) / requests
     rate_limited_share = sum(stats[_RING + 3::_FIELDS]) / requests
     wasted_per_hour = sum(stats[_RING + 4::_FIELDS]) * 3600.0 / (width * window)
@@ -193,7 +212,18 @@ def _push_and_judge(
     factor = params.baseline_factor if warm else 0.0
     error_limit = max(params.error_rate, factor * stats[_ERROR_BASE])
     retry_limit = max(params.retry_share, factor * stats[_RETRY_BASE])
-    breach = error_rate >= error_limit or retry_share >= retry_limit
+    surprise = -math.log(params.significance)
+    concentrated = failures > 0 and (
+        sum(stats[_RING + 5::_FIELDS]) / failures > params.max_customer_share
+    )
+    floor = params.min_baseline_rate
+    errors_storm = error_rate >= error_limit and (
+        requests * kl_divergence(error_rate, max(stats[_ERROR_BASE], floor)) >= surprise
+    )
+    retries_storm = retry_share >= retry_limit and (
+        requests * kl_divergence(retry_share, max(stats[_RETRY_BASE], floor)) >= surprise
+    )
+    breach = (errors_storm or retries_storm) and not concentrated
     elevated = error_rate >= 0.5 * error_limit or retry_share >= 0.5 * retry_limit
     # Severity is judged on the newest buckets too (a storm fills the window only
     # gradually) because an episode keeps the severity it fired with.
@@ -206,9 +236,15 @@ def _push_and_judge(
         t, width, breach, elevated, CRITICAL if critical else WARNING,
         consecutive=params.consecutive, calm_needed=params.calm_buckets,
     )
-    # Warm-up learns everything (a key that always fails 12 % must learn that is its
-    # normal); afterwards storms are kept out of the baseline.
-    if not warm or not (breach or state.episode.firing):
+    # Warm-up learns every window, clipped at the absolute limits while it breaches: a key
+    # that always fails 12 % learns it is no storm at 14 %, and a storm during warm-up does
+    # not become the normal. After warm-up, storms are kept out of the baseline.
+    if not warm:
+        stats[_BASE_N] += 1
+        weight = ew_weight(1.0 / params.baseline_buckets, int(stats[_BASE_N]))
+        ew_update(stats, _ERROR_BASE, min(error_rate, params.error_rate), weight)
+        ew_update(stats, _RETRY_BASE, min(retry_share, params.retry_share), weight)
+    elif not (breach or state.episode.firing):
         stats[_BASE_N] += 1
         weight = ew_weight(1.0 / params.baseline_buckets, int(stats[_BASE_N]))
         ew_update(stats, _ERROR_BASE, error_rate, weight)
@@ -227,6 +263,24 @@ def _push_and_judge(
         "bucket_s": width,
     }
     return [Decision.of(NAME, tr, values) for tr in transitions]
+
+
+def kl_divergence(q: float, p: float) -> float:
+    """KL divergence of Bernoulli(q) from Bernoulli(p), in nats; 0 when q <= p.
+
+    By the Chernoff bound, ``n`` attempts at failure probability ``p`` show a failure
+    share of at least ``q`` with probability at most ``exp(-n * kl_divergence(q, p))``:
+    this is what makes "statistically unusual" exact for small counts, where a normal
+    approximation would call 3 failures in 30 attempts a storm.
+
+    >>> round(kl_divergence(0.1, 0.015), 4), kl_divergence(0.01, 0.015)
+    (0.1085, 0.0)
+    """
+    if q <= p:
+        return 0.0
+    if q >= 1.0:
+        return -math.log(p)
+    return q * math.log(q / p) + (1.0 - q) * math.log((1.0 - q) / (1.0 - p))
 
 
 def _recent(stats: array, t: float, width: float, buckets: int) -> tuple[float, float]:

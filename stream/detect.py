@@ -26,8 +26,9 @@ from detectors.spend_spike import SpendSpikeState
 from stream.events import Customer, ErrorEvent, UsageEvent
 from stream.settings import Settings
 
-# Row of one (customer, endpoint, provider, model) in one bucket.
-COST, REQUESTS, FAILURES, RETRIES, RATE_LIMITED, WASTED = range(6)
+# Row of one (customer, endpoint, provider, model) in one bucket. TOP_CUSTOMER (failures of
+# the customer with most of them) is filled in rollups only.
+COST, REQUESTS, FAILURES, RETRIES, RATE_LIMITED, WASTED, TOP_CUSTOMER = range(7)
 RowKey = tuple[str, str, str, str]
 Rollup = dict[tuple[str, str], list[float]]  # (provider, model) -> counts row
 
@@ -40,8 +41,23 @@ class Keyed:
     decision: Decision
 
 
-def _counts(row: list[float]) -> BucketCounts:
-    return BucketCounts(row[REQUESTS], row[FAILURES], row[RETRIES], row[RATE_LIMITED], row[WASTED])
+def _counts(row: list[float], top_customer: float | None = None) -> BucketCounts:
+    return BucketCounts(
+        row[REQUESTS], row[FAILURES], row[RETRIES], row[RATE_LIMITED], row[WASTED],
+        row[FAILURES] if top_customer is None else top_customer,
+    )
+
+
+def merge_rollups(into: Rollup, part: Rollup) -> None:
+    """Add a partial rollup (one partition's) into ``into``: sums, and the max top customer."""
+    for key, row in part.items():
+        total = into.get(key)
+        if total is None:
+            into[key] = row.copy()
+            continue
+        for i in range(TOP_CUSTOMER):
+            total[i] += row[i]
+        total[TOP_CUSTOMER] = max(total[TOP_CUSTOMER], row[TOP_CUSTOMER])
 
 
 def _add(into: dict[Any, list[float]], key: Any, row: list[float]) -> None:
@@ -83,7 +99,7 @@ class Buckets:
         key = (event.customer_id, event.endpoint, event.provider, event.model)
         row = rows.get(key)
         if row is None:
-            row = rows[key] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+            row = rows[key] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
         row[COST] += cost
         row[REQUESTS] += 1
         if event.failed:
@@ -135,11 +151,14 @@ class CustomerDetection:
         t = index * width
         by_customer: dict[str, list[float]] = {}
         by_endpoint: dict[tuple[str, str], list[float]] = {}
+        by_model_customer: dict[tuple[str, str, str], list[float]] = {}
         rollup: Rollup = {}
         for (customer, endpoint, provider, model), row in rows.items():
             _add(by_customer, customer, row)
             _add(by_endpoint, (customer, endpoint), row)
-            _add(rollup, (provider, model), row)
+            _add(by_model_customer, (provider, model, customer), row)
+        for (provider, model, _), row in by_model_customer.items():
+            merge_rollups(rollup, {(provider, model): [*row[:TOP_CUSTOMER], row[FAILURES]]})
         out: list[Keyed] = []
         det = self.settings.detectors
         if det.spend_spike.enabled:
@@ -247,7 +266,8 @@ class GlobalDetection:
         for key in list(rollup) + [k for k in self.active if k not in rollup]:
             state = self.retry_model.get(key) or RetryStormState.new(params)
             row = rollup.get(key)
-            decisions = retry_storm.update(state, t, width, _counts(row) if row else BucketCounts(), params)
+            counts = _counts(row, row[TOP_CUSTOMER]) if row else BucketCounts()
+            decisions = retry_storm.update(state, t, width, counts, params)
             self.retry_model[key] = state
             if state.episode.active:
                 self.active.add(key)

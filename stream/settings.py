@@ -73,7 +73,7 @@ class DetectorSettings(Section):
         description="Per customer and endpoint.",
     )
     retry_storm_global: RetryStormParams = Field(
-        default=RetryStormParams(min_requests=100),
+        default=RetryStormParams(min_requests=100, max_customer_share=0.5),
         description="Per provider and model across all customers (provider outages).",
     )
     margin_breach: MarginBreachParams = MarginBreachParams()
