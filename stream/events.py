@@ -31,6 +31,9 @@ EPOCH_MS_THRESHOLD = 1e11
 MAX_TOKENS_PER_EVENT = 100_000_000
 
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS_PER_EVENT)]
+# Optional fields the contracts do not allow to be null are typed without None and default
+# to None: absent means None, an explicit null is refused (no Python validator per field,
+# which would cost a call per event on the hot path).
 Tags = Annotated[
     dict[str, Annotated[str, Field(max_length=256)]], Field(max_length=32)
 ]
@@ -76,27 +79,15 @@ class _Event(BaseModel):
     input_tokens: Tokens = 0
     output_tokens: Tokens = 0
     cost_usd: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] | None = None
-    request_id: Annotated[str, Field(max_length=128)] | None = None
+    request_id: Annotated[str, Field(max_length=128)] = None  # type: ignore[assignment]
     attempt: Annotated[int, Field(ge=1, le=1000)] = 1
-    latency_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
-    tags: Tags | None = None
+    latency_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] = None  # type: ignore[assignment]
+    tags: Tags = None  # type: ignore[assignment]
 
     @field_validator("ts", mode="before")
     @classmethod
     def _ts(cls, value: Any) -> float:
         return to_epoch_seconds(value)
-
-    @field_validator("request_id", "latency_ms", "tags", mode="before")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        return _refuse_null(value)
-
-
-def _refuse_null(value: Any) -> Any:
-    # The contract allows null only for cost_usd; elsewhere an optional field is omitted.
-    if value is None:
-        raise ValueError("null is not allowed here: omit the field instead")
-    return value
 
 
 class UsageEvent(_Event):
@@ -119,15 +110,10 @@ class ErrorEvent(_Event):
     """One LLM API call attempt that failed (contracts/error-event)."""
 
     error_type: ErrorType
-    http_status: Annotated[int, Field(ge=100, le=599)] | None = None
-    will_retry: bool | None = None
-    retry_after_s: Annotated[float, Field(ge=0)] | None = None
-    message: Annotated[str, Field(max_length=2000)] | None = None
-
-    @field_validator("http_status", "will_retry", "retry_after_s", "message", mode="before")
-    @classmethod
-    def _error_not_null(cls, value: Any) -> Any:
-        return _refuse_null(value)
+    http_status: Annotated[int, Field(ge=100, le=599)] = None  # type: ignore[assignment]
+    will_retry: bool = None  # type: ignore[assignment]
+    retry_after_s: Annotated[float, Field(ge=0)] = None  # type: ignore[assignment]
+    message: Annotated[str, Field(max_length=2000)] = None  # type: ignore[assignment]
 
     cached_input_tokens: int = 0  # error events carry no cache counts; kept for pricing
     cache_write_tokens: int = 0
@@ -147,14 +133,9 @@ class Customer(BaseModel):
     plan: Annotated[str, Field(min_length=1, max_length=64)]
     monthly_price_usd: Annotated[float, Field(ge=0, allow_inf_nan=False)]
     billing_day: Annotated[int, Field(ge=1, le=28)] = 1
-    margin_target: Annotated[float, Field(ge=-1, le=1)] | None = None
-    budget_usd: Annotated[float, Field(ge=0)] | None = None
+    margin_target: Annotated[float, Field(ge=-1, le=1)] = None  # type: ignore[assignment]
+    budget_usd: Annotated[float, Field(ge=0)] = None  # type: ignore[assignment]
     deleted: bool = False
-
-    @field_validator("billing_day", "margin_target", "budget_usd", mode="before")
-    @classmethod
-    def _customer_not_null(cls, value: Any) -> Any:
-        return _refuse_null(value)
 
 
 @dataclass(frozen=True, slots=True)
