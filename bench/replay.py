@@ -44,7 +44,9 @@ def prices() -> PriceTable:
 def throughput(days: float, customers: int, rate: float, seed: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        cfg = SimConfig(days=days, customers=customers, seed=seed, rate_per_min=rate, incidents=True)
+        cfg = SimConfig(
+            days=days, customers=customers, seed=seed, rate_per_min=rate, incidents=True
+        )
         started = time.perf_counter()
         simulate(out, cfg)
         simulated = time.perf_counter() - started
@@ -78,11 +80,20 @@ def state_memory(keys: int, endpoints_per_customer: int) -> dict[str, float]:
         for i in range(customers_n):
             for e in range(endpoints_per_customer):
                 n += 1
-                raws.append(orjson.dumps({
-                    "event_id": f"e{n}", "ts": T0 + bucket * 60 + 1, "customer_id": f"c{i}",
-                    "endpoint": f"ep{e}", "provider": "openai", "model": "gpt-4o",
-                    "input_tokens": 100, "output_tokens": 10,
-                }))
+                raws.append(
+                    orjson.dumps(
+                        {
+                            "event_id": f"e{n}",
+                            "ts": T0 + bucket * 60 + 1,
+                            "customer_id": f"c{i}",
+                            "endpoint": f"ep{e}",
+                            "provider": "openai",
+                            "model": "gpt-4o",
+                            "input_tokens": 100,
+                            "output_tokens": 10,
+                        }
+                    )
+                )
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]

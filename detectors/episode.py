@@ -9,7 +9,8 @@ severity is a label, so they are two alerts, as in Alertmanager), and resolves o
 >>> ep = Episode()
 >>> verdicts = [(True, True), (True, True), (False, True), (False, False), (False, False)]
 >>> for i, (breach, elevated) in enumerate(verdicts):
-...     for tr in ep.step(i * 60.0, 60.0, breach, elevated, "warning", consecutive=2, calm_needed=2):
+...     out = ep.step(i * 60.0, 60.0, breach, elevated, "warning", consecutive=2, calm_needed=2)
+...     for tr in out:
 ...         print(tr.status, tr.severity, tr.starts_at, tr.ends_at)
 firing warning 0.0 None
 resolved warning 0.0 180.0
@@ -59,13 +60,21 @@ class Episode:
         *,
         consecutive: int,
         calm_needed: int,
+        began_at: float | None = None,
     ) -> list[Transition]:
-        """Advance by the bucket starting at ``t`` (seconds) of ``width`` seconds."""
+        """Advance by the bucket starting at ``t`` (seconds) of ``width`` seconds.
+
+        An episode starts at its first breaching bucket, or at ``began_at`` when the
+        detector knows the condition began earlier than it could be sure of it (a window
+        that needed a few bad buckets to become significant).
+        """
         self.streak = self.streak + 1 if breach else 0
         if not self.firing:
             if self.streak >= consecutive:
                 self.firing, self.severity, self.calm = True, severity, 0
                 self.started_at = t - (self.streak - 1) * width
+                if began_at is not None:
+                    self.started_at = min(self.started_at, began_at)
                 return [Transition("firing", severity, self.started_at)]
             return []
         if elevated:
@@ -99,3 +108,48 @@ class Episode:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Episode:
         return cls(**data)
+
+
+def advance(
+    episode: Episode | None,
+    t: float,
+    width: float,
+    breach: bool,
+    elevated: bool,
+    severity: str,
+    *,
+    consecutive: int,
+    calm_needed: int,
+    began_at: float | None = None,
+) -> tuple[Episode | None, list[Transition]]:
+    """Step an episode that exists only while it is active: idle keys (most of them, most
+    of the time) store ``None`` instead of an object, which keeps 100k keys small.
+
+    >>> ep, out = advance(None, 0.0, 60.0, False, False, WARNING, consecutive=2, calm_needed=2)
+    >>> ep, out
+    (None, [])
+    """
+    current = episode or Episode()
+    transitions = current.step(
+        t,
+        width,
+        breach,
+        elevated,
+        severity,
+        consecutive=consecutive,
+        calm_needed=calm_needed,
+        began_at=began_at,
+    )
+    return (current if current.active else None), transitions
+
+
+def firing(episode: Episode | None) -> bool:
+    return episode is not None and episode.firing
+
+
+def to_dict(episode: Episode | None) -> dict[str, Any] | None:
+    return None if episode is None else episode.to_dict()
+
+
+def from_dict(data: dict[str, Any] | None) -> Episode | None:
+    return None if data is None else Episode.from_dict(data)

@@ -23,17 +23,18 @@ the margin recovers (with ``resolve_gap`` hysteresis) or when the billing period
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 
+from detectors import episode as episodes
 from detectors.decision import Decision
 from detectors.episode import CRITICAL, WARNING, Episode
 
 NAME = "margin_breach"
-STATE_VERSION = 2
+STATE_VERSION = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,29 +91,32 @@ def billing_period(t: float, billing_day: int) -> tuple[float, float]:
 
 @dataclass(slots=True)
 class MarginBreachState:
-    """Per-customer state: spend in the period, a bias-corrected EW burn rate, the episode."""
+    """Per-customer state: spend in the period, an EW burn rate, the episode."""
 
     cost_usd: float = 0.0  # API cost so far in the period
     rate_raw: float = 0.0  # EW of USD/s, before bias correction
-    decay: float = 1.0  # (1 - a)^n: what is left of the zero the EW started from
     first_t: float | None = None
     last_t: float | None = None
-    episode: Episode = field(default_factory=Episode)
+    episode: Episode | None = None  # only while an alert is open or building
 
-    def burn_rate(self) -> float:
-        """Recent spend rate in USD per second."""
-        return self.rate_raw / (1.0 - self.decay) if self.decay < 1.0 else 0.0
+    def burn_rate(self, tau_s: float, width: float) -> float:
+        """Recent spend rate in USD per second (the EW rate, corrected for its zero start)."""
+        if self.first_t is None or self.last_t is None:
+            return 0.0
+        # What is left of the zero the EW started from, after the buckets seen since.
+        decay = math.exp(-(self.last_t - self.first_t + width) / tau_s)
+        return self.rate_raw / (1.0 - decay)
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__slots__ if name != "episode"}
-        return {"v": STATE_VERSION, **data, "episode": self.episode.to_dict()}
+        return {"v": STATE_VERSION, **data, "episode": episodes.to_dict(self.episode)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MarginBreachState:
         if data.get("v") != STATE_VERSION:
             raise ValueError(f"margin_breach state version {data.get('v')!r} != {STATE_VERSION}")
         fields = {k: v for k, v in data.items() if k not in ("v", "episode")}
-        return cls(**fields, episode=Episode.from_dict(data["episode"]))
+        return cls(**fields, episode=episodes.from_dict(data["episode"]))
 
 
 def update(
@@ -131,15 +135,15 @@ def update(
     if state.last_t is not None and state.last_t < period[0]:
         # A new billing month: what was open ends with the old one.
         ended = billing_period(state.last_t, terms.billing_day)[1]
-        decisions += [Decision.of(NAME, tr, {}) for tr in state.episode.close(ended)]
+        if state.episode is not None:
+            decisions += [Decision.of(NAME, tr, {}) for tr in state.episode.close(ended)]
+            state.episode = None
         state.cost_usd = 0.0
     keep = math.exp(-width / params.burn_tau_s)
     skipped = 0 if state.last_t is None else int(round((t - state.last_t) / width)) - 1
     if skipped > 0:
         state.rate_raw *= keep**skipped
-        state.decay *= keep**skipped
     state.rate_raw = keep * state.rate_raw + (1.0 - keep) * cost_usd / width
-    state.decay *= keep
     state.cost_usd += cost_usd
     if state.first_t is None:
         state.first_t = t
@@ -161,7 +165,9 @@ def _judge(
     actual = state.cost_usd * overhead
     projecting = state.first_t is not None and now - state.first_t >= params.min_history_s
     projected_api = state.cost_usd + (
-        state.burn_rate() * max(0.0, period_end - now) if projecting else 0.0
+        state.burn_rate(params.burn_tau_s, width) * max(0.0, period_end - now)
+        if projecting
+        else 0.0
     )
     projected = projected_api * overhead
     if terms.price_usd > 0:
@@ -178,13 +184,19 @@ def _judge(
         critical = actual > limit
     else:
         return []
-    transitions = state.episode.step(
-        t, width, breach, elevated, CRITICAL if critical else WARNING,
-        consecutive=params.consecutive, calm_needed=params.calm_buckets,
+    state.episode, transitions = episodes.advance(
+        state.episode,
+        t,
+        width,
+        breach,
+        elevated,
+        CRITICAL if critical else WARNING,
+        consecutive=params.consecutive,
+        calm_needed=params.calm_buckets,
     )
     if not transitions:
         return []
-    burn_per_hour = state.burn_rate() * 3600.0 * overhead
+    burn_per_hour = state.burn_rate(params.burn_tau_s, width) * 3600.0 * overhead
     values = {
         "observed": projected,
         "baseline": terms.price_usd,

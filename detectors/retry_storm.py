@@ -15,7 +15,8 @@ reported, and the dollars decide the severity together with the error rate.
 >>> for minute in range(30):
 ...     bad = minute >= 20
 ...     counts = BucketCounts(requests=100, failures=60 if bad else 1, retries=50 if bad else 1,
-...                           rate_limited=55 if bad else 0, wasted_usd=0.3 if bad else 0.0)
+...                           rate_limited=55 if bad else 0, wasted_usd=0.3 if bad else 0.0,
+...                           first_failures=30 if bad else 1, retried_requests=25 if bad else 1)
 ...     out += update(s, minute * 60.0, 60.0, counts, p)
 >>> [(d.status, d.severity, d.starts_at) for d in out]
 [('firing', 'critical', 1200.0)]
@@ -25,18 +26,21 @@ from __future__ import annotations
 
 import math
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 
+from detectors import episode as episodes
 from detectors.decision import Decision
 from detectors.episode import CRITICAL, WARNING, Episode
 from detectors.ewstats import TYPECODE, ew_update, ew_weight
 
 NAME = "retry_storm"
-STATE_VERSION = 2
-_FIELDS = 6  # requests, failures, retries, rate_limited, wasted_usd, top_customer_failures
+STATE_VERSION = 4
+# Ring fields per bucket (offsets), see BucketCounts.
+_REQ, _FAIL, _RETRY, _LIMITED, _WASTED, _TOP, _FIRST_FAIL, _RETRIED = range(8)
+_FIELDS = 8
 
 
 @dataclass(slots=True)
@@ -51,6 +55,11 @@ class BucketCounts:
     # Failures of the customer with the most of them: tells one customer's retry loop
     # from a provider outage in a provider/model key. Equal to ``failures`` per customer.
     top_customer_failures: float = 0.0
+    # Per request rather than per attempt (first attempts that failed; requests retried at
+    # least once, i.e. attempts numbered 2): independent units for the significance test,
+    # as one request's chain of failing retries is one event, not five.
+    first_failures: float = 0.0
+    retried_requests: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +74,7 @@ class RetryStormParams:
     ] = 5
     min_requests: Annotated[
         int, Field(ge=1, description="Attempts the window needs before it can be a storm.")
-    ] = 30
+    ] = 10
     error_rate: Annotated[
         float, Field(gt=0, le=1, description="Fire above this share of failed attempts.")
     ] = 0.10
@@ -77,15 +86,24 @@ class RetryStormParams:
     ] = 3.0
     significance: Annotated[
         float,
-        Field(gt=0, lt=1, description="... and this unlikely at the baseline rate (p-value bound)."),
-    ] = 1e-4
+        Field(
+            gt=0,
+            lt=1,
+            description="... and this unlikely at the baseline rate (p-value "
+            "bound per window; small, as it applies to every key every bucket).",
+        ),
+    ] = 1e-6
     min_baseline_rate: Annotated[
         float, Field(gt=0, lt=1, description="Baseline rate assumed at least, for significance.")
     ] = 0.01
     max_customer_share: Annotated[
         float,
-        Field(gt=0, le=1, description="Above this share of failures from one customer, "
-              "a provider/model storm is that customer's alone (1: no check)."),
+        Field(
+            gt=0,
+            le=1,
+            description="Above this share of failures from one customer, "
+            "a provider/model storm is that customer's alone (1: no check).",
+        ),
     ] = 1.0
     consecutive: Annotated[
         int, Field(ge=1, le=60, description="Breaching buckets in a row before firing.")
@@ -118,7 +136,7 @@ class RetryStormState:
     """Per-key state: baseline rates and the window's ring in one array, and the episode."""
 
     stats: array
-    episode: Episode = field(default_factory=Episode)
+    episode: Episode | None = None  # only while an alert is open or building
     last_t: float | None = None
 
     @classmethod
@@ -147,7 +165,7 @@ class RetryStormState:
         return {
             "v": STATE_VERSION,
             "stats": self.stats.tolist(),
-            "episode": self.episode.to_dict(),
+            "episode": episodes.to_dict(self.episode),
             "last_t": self.last_t,
         }
 
@@ -157,7 +175,7 @@ class RetryStormState:
             raise ValueError(f"retry_storm state version {data.get('v')!r} != {STATE_VERSION}")
         return cls(
             stats=array(TYPECODE, data["stats"]),
-            episode=Episode.from_dict(data["episode"]),
+            episode=episodes.from_dict(data["episode"]),
             last_t=data["last_t"],
         )
 
@@ -190,41 +208,62 @@ def _push_and_judge(
     stats = state.stats
     window = (len(stats) - _RING) // _FIELDS
     slot = _RING + int(t // width) % window * _FIELDS
-    stats[slot] = counts.requests
-    stats[slot + 1] = counts.failures
-    stats[slot + 2] = counts.retries
-    stats[slot + 3] = counts.rate_limited
-    stats[slot + 4] = counts.wasted_usd
-    stats[slot + 5] = counts.top_customer_failures
-    requests = sum(stats[_RING::_FIELDS])
+    stats[slot + _REQ] = counts.requests
+    stats[slot + _FAIL] = counts.failures
+    stats[slot + _RETRY] = counts.retries
+    stats[slot + _LIMITED] = counts.rate_limited
+    stats[slot + _WASTED] = counts.wasted_usd
+    stats[slot + _TOP] = counts.top_customer_failures
+    stats[slot + _FIRST_FAIL] = counts.first_failures
+    stats[slot + _RETRIED] = counts.retried_requests
+    requests = sum(stats[_RING + _REQ :: _FIELDS])
     if requests < params.min_requests:
-        transitions = state.episode.step(
-            t, width, False, False, WARNING,
-            consecutive=params.consecutive, calm_needed=params.calm_buckets,
+        # Too few attempts to judge: an open storm is held, not resolved (a retry loop on a
+        # quiet endpoint dips under the minimum), unless traffic stopped altogether.
+        state.episode, transitions = episodes.advance(
+            state.episode,
+            t,
+            width,
+            False,
+            requests > 0,
+            WARNING,
+            consecutive=params.consecutive,
+            calm_needed=params.calm_buckets,
         )
         return [Decision.of(NAME, tr, {"requests": requests}) for tr in transitions]
-    failures = sum(stats[_RING + 1::_FIELDS])
+    failures = sum(stats[_RING + _FAIL :: _FIELDS])
+    retries = sum(stats[_RING + _RETRY :: _FIELDS])
     error_rate = failures / requests
-    retry_share = sum(stats[_RING + 2::_FIELDS]) / requests
-    rate_limited_share = sum(stats[_RING + 3::_FIELDS]) / requests
-    wasted_per_hour = sum(stats[_RING + 4::_FIELDS]) * 3600.0 / (width * window)
+    retry_share = retries / requests
+    rate_limited_share = sum(stats[_RING + _LIMITED :: _FIELDS]) / requests
+    wasted_per_hour = sum(stats[_RING + _WASTED :: _FIELDS]) * 3600.0 / (width * window)
+    first_attempts = max(requests - retries, 1.0)
+    first_failure_rate = min(1.0, sum(stats[_RING + _FIRST_FAIL :: _FIELDS]) / first_attempts)
+    retried_rate = min(1.0, sum(stats[_RING + _RETRIED :: _FIELDS]) / first_attempts)
     warm = stats[_BASE_N] >= params.warmup_buckets
     factor = params.baseline_factor if warm else 0.0
     error_limit = max(params.error_rate, factor * stats[_ERROR_BASE])
     retry_limit = max(params.retry_share, factor * stats[_RETRY_BASE])
     surprise = -math.log(params.significance)
     concentrated = failures > 0 and (
-        sum(stats[_RING + 5::_FIELDS]) / failures > params.max_customer_share
+        sum(stats[_RING + _TOP :: _FIELDS]) / failures > params.max_customer_share
     )
+    # Rates are judged per attempt (what the bill sees); surprise per request (what is
+    # independent): the share of first attempts that failed, or that were retried.
     floor = params.min_baseline_rate
-    errors_storm = error_rate >= error_limit and (
-        requests * kl_divergence(error_rate, max(stats[_ERROR_BASE], floor)) >= surprise
+    error_surprise = first_attempts * kl_divergence(
+        first_failure_rate, max(stats[_ERROR_BASE], floor)
     )
-    retries_storm = retry_share >= retry_limit and (
-        requests * kl_divergence(retry_share, max(stats[_RETRY_BASE], floor)) >= surprise
+    retry_surprise = first_attempts * kl_divergence(retried_rate, max(stats[_RETRY_BASE], floor))
+    breach = not concentrated and (
+        (error_rate >= error_limit and error_surprise >= surprise)
+        or (retry_share >= retry_limit and retry_surprise >= surprise)
     )
-    breach = (errors_storm or retries_storm) and not concentrated
-    elevated = error_rate >= 0.5 * error_limit or retry_share >= 0.5 * retry_limit
+    # Hysteresis: an open storm stays open while rates stay above half the limits and are
+    # still far from chance (a lower bar than to fire).
+    elevated = (error_rate >= 0.5 * error_limit and error_surprise >= 0.25 * surprise) or (
+        retry_share >= 0.5 * retry_limit and retry_surprise >= 0.25 * surprise
+    )
     # Severity is judged on the newest buckets too (a storm fills the window only
     # gradually) because an episode keeps the severity it fired with.
     recent_rate, recent_wasted = _recent(stats, t, width, params.consecutive)
@@ -232,9 +271,16 @@ def _push_and_judge(
         max(error_rate, recent_rate) >= params.critical_error_rate
         or max(wasted_per_hour, recent_wasted) >= params.critical_wasted_usd_per_hour
     )
-    transitions = state.episode.step(
-        t, width, breach, elevated, CRITICAL if critical else WARNING,
-        consecutive=params.consecutive, calm_needed=params.calm_buckets,
+    state.episode, transitions = episodes.advance(
+        state.episode,
+        t,
+        width,
+        breach,
+        elevated,
+        CRITICAL if critical else WARNING,
+        consecutive=params.consecutive,
+        calm_needed=params.calm_buckets,
+        began_at=_began(stats, t, width, error_limit, retry_limit) if breach else None,
     )
     # Warm-up learns every window, clipped at the absolute limits while it breaches: a key
     # that always fails 12 % learns it is no storm at 14 %, and a storm during warm-up does
@@ -244,7 +290,7 @@ def _push_and_judge(
         weight = ew_weight(1.0 / params.baseline_buckets, int(stats[_BASE_N]))
         ew_update(stats, _ERROR_BASE, min(error_rate, params.error_rate), weight)
         ew_update(stats, _RETRY_BASE, min(retry_share, params.retry_share), weight)
-    elif not (breach or state.episode.firing):
+    elif not (breach or episodes.firing(state.episode)):
         stats[_BASE_N] += 1
         weight = ew_weight(1.0 / params.baseline_buckets, int(stats[_BASE_N]))
         ew_update(stats, _ERROR_BASE, error_rate, weight)
@@ -283,6 +329,26 @@ def kl_divergence(q: float, p: float) -> float:
     return q * math.log(q / p) + (1.0 - q) * math.log((1.0 - q) / (1.0 - p))
 
 
+def _began(stats: array, t: float, width: float, error_limit: float, retry_limit: float) -> float:
+    """Start of the run of newest buckets whose own rates are over a limit (window-bounded).
+
+    A window becomes significant only after a few bad buckets; the storm began with them.
+    """
+    window = (len(stats) - _RING) // _FIELDS
+    newest = int(t // width)
+    began = t
+    for b in range(newest, newest - window, -1):
+        slot = _RING + b % window * _FIELDS
+        requests = stats[slot + _REQ]
+        if not requests or (
+            stats[slot + _FAIL] < error_limit * requests
+            and stats[slot + _RETRY] < retry_limit * requests
+        ):
+            break
+        began = b * width
+    return began
+
+
 def _recent(stats: array, t: float, width: float, buckets: int) -> tuple[float, float]:
     """(error rate, wasted USD/h) over the newest ``buckets`` buckets of the ring."""
     window = (len(stats) - _RING) // _FIELDS
@@ -290,8 +356,8 @@ def _recent(stats: array, t: float, width: float, buckets: int) -> tuple[float, 
     requests = failures = wasted = 0.0
     for b in range(newest - min(buckets, window) + 1, newest + 1):
         slot = _RING + b % window * _FIELDS
-        requests += stats[slot]
-        failures += stats[slot + 1]
-        wasted += stats[slot + 4]
+        requests += stats[slot + _REQ]
+        failures += stats[slot + _FAIL]
+        wasted += stats[slot + _WASTED]
     span = width * min(buckets, window)
     return (failures / requests if requests else 0.0), wasted * 3600.0 / span

@@ -4,9 +4,10 @@ A bucket breaches when all of these hold (each guards against a different false 
 the spend is above the seasonal baseline by ``relative_margin`` (the on-call rule of
 thumb, 20 %), it is statistically unusual (``min_z`` standard deviations), and the excess
 is worth money (``min_excess_usd_per_hour``). ``consecutive`` breaching buckets fire an
-alert; it resolves after ``calm_buckets`` buckets below ``resolve_margin`` or ``resolve_z``. Until the key
-has ``warmup_s`` of history only ``absolute_usd_per_hour`` can fire. Breaching buckets are
-learnt clipped, so a spike does not teach the baseline that spikes are normal.
+alert; it resolves after ``calm_buckets`` buckets below ``resolve_margin`` or ``resolve_z``.
+Until the key has ``warmup_s`` of history only ``absolute_usd_per_hour`` can fire.
+Breaching buckets are learnt clipped, so a spike does not teach the baseline that spikes
+are normal.
 
 >>> p = SpendSpikeParams(warmup_s=3600, min_excess_usd_per_hour=1.0, seasonal=False)
 >>> state = SpendSpikeState.new(p)
@@ -23,17 +24,18 @@ learnt clipped, so a spike does not teach the baseline that spikes are normal.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 
+from detectors import episode as episodes
 from detectors.decision import Decision
 from detectors.episode import CRITICAL, WARNING, Episode
 from detectors.ewstats import SeasonalBaseline
 
 NAME = "spend_spike"
-STATE_VERSION = 2
+STATE_VERSION = 3
 # How much of the gap since a key's last bucket is replayed as zero-spend buckets: older
 # zeros have decayed out of a baseline with a few days of memory anyway.
 MAX_GAP_BUCKETS = 1440
@@ -57,7 +59,7 @@ class SpendSpikeParams:
     ] = 3.0
     consecutive: Annotated[
         int, Field(ge=1, le=60, description="Breaching buckets in a row before firing.")
-    ] = 2
+    ] = 3
     resolve_margin: Annotated[
         float, Field(ge=0, description="Resolve below baseline x (1 + this) (hysteresis) ...")
     ] = 0.1
@@ -87,7 +89,8 @@ class SpendSpikeParams:
         bool, Field(description="Learn a profile per hour of the UTC day (daily seasonality).")
     ] = True
     clip_z: Annotated[
-        float, Field(gt=0, description="Breaching buckets are learnt clipped at baseline + this sd.")
+        float,
+        Field(gt=0, description="Breaching buckets are learnt clipped at baseline + this sd."),
     ] = 3.0
 
 
@@ -104,7 +107,7 @@ class SpendSpikeState:
     """Per-key state: the seasonal baseline, the episode, and the last bucket judged."""
 
     baseline: SeasonalBaseline
-    episode: Episode = field(default_factory=Episode)
+    episode: Episode | None = None  # only while an alert is open or building
     last_t: float | None = None
 
     @classmethod
@@ -115,7 +118,7 @@ class SpendSpikeState:
         return {
             "v": STATE_VERSION,
             "baseline": self.baseline.to_dict(),
-            "episode": self.episode.to_dict(),
+            "episode": episodes.to_dict(self.episode),
             "last_t": self.last_t,
         }
 
@@ -125,7 +128,7 @@ class SpendSpikeState:
             raise ValueError(f"spend_spike state version {data.get('v')!r} != {STATE_VERSION}")
         return cls(
             baseline=SeasonalBaseline.from_dict(data["baseline"]),
-            episode=Episode.from_dict(data["episode"]),
+            episode=episodes.from_dict(data["episode"]),
             last_t=data["last_t"],
         )
 
@@ -185,12 +188,22 @@ def _judge_and_learn(
         ratio >= params.critical_ratio and excess_per_hour >= params.critical_usd_per_hour
     )
     severity = CRITICAL if critical else WARNING
-    transitions = state.episode.step(
-        t, width, breach, elevated, severity,
-        consecutive=params.consecutive, calm_needed=params.calm_buckets,
+    state.episode, transitions = episodes.advance(
+        state.episode,
+        t,
+        width,
+        breach,
+        elevated,
+        severity,
+        consecutive=params.consecutive,
+        calm_needed=params.calm_buckets,
     )
     # Learn the bucket, clipped while it looks anomalous so spikes stay anomalous.
-    learnt = min(spend, mean + params.clip_z * sd) if (breach or state.episode.firing) and warm else spend
+    learnt = (
+        min(spend, mean + params.clip_z * sd)
+        if (breach or episodes.firing(state.episode)) and warm
+        else spend
+    )
     baseline.update(t, learnt, alpha)
     if not transitions:
         return []

@@ -6,8 +6,8 @@ hash of the labels, so the firing and the resolved message of an episode share i
 ``startsAt`` / ``endsAt`` are event times; ``endsAt`` is ``0001-01-01T00:00:00Z`` while firing.
 
 >>> from detectors.decision import Decision
->>> d = Decision("spend_spike", "firing", "warning", 1793613600.0, None,
-...              {"observed": 3.0, "baseline": 1.0, "ratio": 3.0, "money_at_risk_usd_per_hour": 120.0})
+>>> values = {"observed": 3.0, "baseline": 1.0, "ratio": 3.0, "money_at_risk_usd_per_hour": 120.0}
+>>> d = Decision("spend_spike", "firing", "warning", 1793613600.0, None, values)
 >>> a = build_alert({"customer_id": "acme", "endpoint": "chat"}, d)
 >>> a.labels["scope"], a.fingerprint == fingerprint(a.labels), a.to_payload()["startsAt"]
 ('endpoint', True, '2026-11-02T10:00:00Z')
@@ -94,7 +94,8 @@ def _summary(labels: dict[str, str], v: dict[str, float]) -> str:
     if name == "retry_storm":
         return (
             f"Retry storm for {who}{where}: {100 * v.get('error_rate', 0):.0f}% of "
-            f"{v.get('requests', 0):.0f} attempts failed, {100 * v.get('retry_share', 0):.0f}% retries"
+            f"{v.get('requests', 0):.0f} attempts failed, "
+            f"{100 * v.get('retry_share', 0):.0f}% retries"
         )
     if name == "margin_breach":
         return (

@@ -31,7 +31,17 @@ def _load(config: str | None) -> tuple[Settings, PriceTable]:
 
 def print_alert_table(alerts: Sequence[Alert], out=sys.stdout) -> None:
     """Alerts as a readable table, one line per transition."""
-    header = ("STATUS", "SEVERITY", "ALERT", "KEY", "STARTS", "ENDS", "OBSERVED", "BASELINE", "$/H AT RISK")
+    header = (
+        "STATUS",
+        "SEVERITY",
+        "ALERT",
+        "KEY",
+        "STARTS",
+        "ENDS",
+        "OBSERVED",
+        "BASELINE",
+        "$/H AT RISK",
+    )
     rows = [header]
     for a in alerts:
         p = a.to_payload()
@@ -39,16 +49,24 @@ def print_alert_table(alerts: Sequence[Alert], out=sys.stdout) -> None:
         key = "/".join(
             labels[k] for k in ("customer_id", "endpoint", "provider", "model") if k in labels
         )
-        rows.append((
-            a.status, labels["severity"], labels["alertname"], key,
-            p["startsAt"][:16].replace("T", " "),
-            "" if a.ends_at is None else p["endsAt"][:16].replace("T", " "),
-            a.annotations.get("observed", ""), a.annotations.get("baseline", ""),
-            a.annotations.get("money_at_risk_usd_per_hour", ""),
-        ))
+        rows.append(
+            (
+                a.status,
+                labels["severity"],
+                labels["alertname"],
+                key,
+                p["startsAt"][:16].replace("T", " "),
+                "" if a.ends_at is None else p["endsAt"][:16].replace("T", " "),
+                a.annotations.get("observed", ""),
+                a.annotations.get("baseline", ""),
+                a.annotations.get("money_at_risk_usd_per_hour", ""),
+            )
+        )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
     for r in rows:
-        out.write("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+        out.write(
+            "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"
+        )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -61,8 +79,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.usage:
         print("spendwatch replay: give USAGE.jsonl[.gz] or --series METRIC.csv", file=sys.stderr)
         return 2
-    customers_file = Path(args.customers) if args.customers else (
-        settings.resolve(settings.customers_file) if settings.customers_file else None
+    customers_file = (
+        Path(args.customers)
+        if args.customers
+        else (settings.resolve(settings.customers_file) if settings.customers_file else None)
     )
     customers = load_customers(customers_file) if customers_file and customers_file.exists() else {}
     pipeline = Pipeline(settings, prices, customers)
@@ -111,8 +131,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from stream.simulate import SimConfig, simulate
 
     cfg = SimConfig(
-        days=args.days, customers=args.customers, seed=args.seed,
-        incidents=args.incidents, rate_per_min=args.rate,
+        days=args.days,
+        customers=args.customers,
+        seed=args.seed,
+        incidents=args.incidents,
+        rate_per_min=args.rate,
     )
     summary = simulate(Path(args.outdir), cfg)
     print(summary, file=sys.stderr)

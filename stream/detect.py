@@ -28,7 +28,9 @@ from stream.settings import Settings
 
 # Row of one (customer, endpoint, provider, model) in one bucket. TOP_CUSTOMER (failures of
 # the customer with most of them) is filled in rollups only.
-COST, REQUESTS, FAILURES, RETRIES, RATE_LIMITED, WASTED, TOP_CUSTOMER = range(7)
+COST, REQUESTS, FAILURES, RETRIES, RATE_LIMITED, WASTED, FIRST_FAILURES, RETRIED, TOP_CUSTOMER = (
+    range(9)
+)
 RowKey = tuple[str, str, str, str]
 Rollup = dict[tuple[str, str], list[float]]  # (provider, model) -> counts row
 
@@ -43,8 +45,14 @@ class Keyed:
 
 def _counts(row: list[float], top_customer: float | None = None) -> BucketCounts:
     return BucketCounts(
-        row[REQUESTS], row[FAILURES], row[RETRIES], row[RATE_LIMITED], row[WASTED],
+        row[REQUESTS],
+        row[FAILURES],
+        row[RETRIES],
+        row[RATE_LIMITED],
+        row[WASTED],
         row[FAILURES] if top_customer is None else top_customer,
+        row[FIRST_FAILURES],
+        row[RETRIED],
     )
 
 
@@ -99,14 +107,19 @@ class Buckets:
         key = (event.customer_id, event.endpoint, event.provider, event.model)
         row = rows.get(key)
         if row is None:
-            row = rows[key] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+            row = rows[key] = [0.0] * (TOP_CUSTOMER + 1)
         row[COST] += cost
         row[REQUESTS] += 1
+        attempt = event.attempt
         if event.failed:
             row[FAILURES] += 1
             row[WASTED] += cost
-        if event.attempt > 1:
+            if attempt == 1:
+                row[FIRST_FAILURES] += 1
+        if attempt > 1:
             row[RETRIES] += 1
+            if attempt == 2:
+                row[RETRIED] += 1
         if event.rate_limited:
             row[RATE_LIMITED] += 1
         if ts > self.watermark:
@@ -141,7 +154,10 @@ class CustomerDetection:
         self.retry_endpoint: MutableMapping[Any, RetryStormState] = store("retry_endpoint")
         self.margin: MutableMapping[Any, MarginBreachState] = store("margin")
         self.active: dict[str, set[Any]] = {
-            "spike_customer": set(), "spike_endpoint": set(), "retry_endpoint": set(), "margin": set(),
+            "spike_customer": set(),
+            "spike_endpoint": set(),
+            "retry_endpoint": set(),
+            "margin": set(),
         }
         self.unknown_customers: set[str] = set()
 
@@ -170,7 +186,9 @@ class CustomerDetection:
                 row = by_endpoint.get(key)
                 counts = _counts(row) if row else BucketCounts()
                 decisions = retry_storm.update(state, t, width, counts, params)
-                self._keep("retry_endpoint", self.retry_endpoint, key, state, state.episode.active)
+                self._keep(
+                    "retry_endpoint", self.retry_endpoint, key, state, state.episode is not None
+                )
                 out += [Keyed({"customer_id": key[0], "endpoint": key[1]}, d) for d in decisions]
         if det.margin_breach.enabled:
             out += self._run_margins(t, width, by_customer)
@@ -193,15 +211,18 @@ class CustomerDetection:
                 state = table.get(key) or SpendSpikeState.new(params)
                 row = spend.get(key)
                 decisions = spend_spike.update(state, t, width, row[COST] if row else 0.0, params)
-                self._keep(name, table, key, state, state.episode.active)
+                self._keep(name, table, key, state, state.episode is not None)
                 labels = (
-                    {"customer_id": key} if isinstance(key, str)
+                    {"customer_id": key}
+                    if isinstance(key, str)
                     else {"customer_id": key[0], "endpoint": key[1]}
                 )
                 out += [Keyed(labels, d) for d in decisions]
         return out
 
-    def _run_margins(self, t: float, width: float, by_customer: dict[str, list[float]]) -> list[Keyed]:
+    def _run_margins(
+        self, t: float, width: float, by_customer: dict[str, list[float]]
+    ) -> list[Keyed]:
         params = self.settings.detectors.margin_breach
         out: list[Keyed] = []
         for customer_id in self._keys("margin", by_customer):
@@ -210,8 +231,10 @@ class CustomerDetection:
                 continue
             state = self.margin.get(customer_id) or MarginBreachState()
             row = by_customer.get(customer_id)
-            decisions = margin_breach.update(state, t, width, row[COST] if row else 0.0, terms, params)
-            self._keep("margin", self.margin, customer_id, state, state.episode.firing)
+            decisions = margin_breach.update(
+                state, t, width, row[COST] if row else 0.0, terms, params
+            )
+            self._keep("margin", self.margin, customer_id, state, state.episode is not None)
             out += [Keyed({"customer_id": customer_id}, d) for d in decisions]
         return out
 
@@ -222,7 +245,9 @@ class CustomerDetection:
             self.unknown_customers.add(customer_id)
             return None
         plan = self.settings.plan(customer.plan)
-        target = customer.margin_target if customer.margin_target is not None else plan.margin_target
+        target = (
+            customer.margin_target if customer.margin_target is not None else plan.margin_target
+        )
         return MarginTerms(
             price_usd=customer.monthly_price_usd,
             overhead_ratio=plan.overhead_ratio,
@@ -269,7 +294,7 @@ class GlobalDetection:
             counts = _counts(row, row[TOP_CUSTOMER]) if row else BucketCounts()
             decisions = retry_storm.update(state, t, width, counts, params)
             self.retry_model[key] = state
-            if state.episode.active:
+            if state.episode is not None:
                 self.active.add(key)
             else:
                 self.active.discard(key)

@@ -34,9 +34,7 @@ Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS_PER_EVENT)]
 # Optional fields the contracts do not allow to be null are typed without None and default
 # to None: absent means None, an explicit null is refused (no Python validator per field,
 # which would cost a call per event on the hot path).
-Tags = Annotated[
-    dict[str, Annotated[str, Field(max_length=256)]], Field(max_length=32)
-]
+Tags = Annotated[dict[str, Annotated[str, Field(max_length=256)]], Field(max_length=32)]
 
 UsageStatus = Literal["ok", "rate_limited", "timeout", "server_error", "client_error", "cancelled"]
 ErrorType = Literal[

@@ -89,7 +89,8 @@ class Ingest:
         """Parse one message of ``kind`` ("usage" or "errors")."""
         if len(raw) > self.settings.max_event_bytes:
             rejection = Rejection(
-                "too_large", "(root)",
+                "too_large",
+                "(root)",
                 f"{len(raw)} bytes > ingest.max_event_bytes {self.settings.max_event_bytes}",
             )
             self.stats.reject(kind, rejection)
@@ -108,7 +109,8 @@ class Ingest:
         if ts > self.stream_time:
             if self.stream_time and ts - self.stream_time > self.settings.max_future_skew_s:
                 rejection = Rejection(
-                    "ts_in_future", "ts",
+                    "ts_in_future",
+                    "ts",
                     f"{ts - self.stream_time:.0f} s ahead of stream time "
                     f"(ingest.max_future_skew_s {self.settings.max_future_skew_s:.0f})",
                 )
@@ -122,6 +124,10 @@ class Ingest:
         if event.cost_usd is not None:
             return event.cost_usd
         return self.prices.cost_usd(
-            event.provider, event.model, event.input_tokens, event.output_tokens,
-            event.cached_input_tokens, event.cache_write_tokens,
+            event.provider,
+            event.model,
+            event.input_tokens,
+            event.output_tokens,
+            event.cached_input_tokens,
+            event.cache_write_tokens,
         )

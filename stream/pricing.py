@@ -131,9 +131,14 @@ class PriceTableConfig(_Section):
         problems = list(_reference_problems(self.providers))
         if problems:
             summary = "; ".join(f"{'.'.join(loc)}: {why} (got {v!r})" for loc, v, why in problems)
-            raise PydanticCustomError("reference", "{summary}", {
-                "summary": summary, "problems": problems,
-            })
+            raise PydanticCustomError(
+                "reference",
+                "{summary}",
+                {
+                    "summary": summary,
+                    "problems": problems,
+                },
+            )
         return self
 
 
@@ -203,7 +208,7 @@ class _Catalog:
             candidates.append(base)
             for prefix in self.prefixes:
                 if base.startswith(prefix):
-                    candidates.append(base[len(prefix):])
+                    candidates.append(base[len(prefix) :])
                     break
         for candidate in candidates:
             if candidate in self.families:
@@ -213,9 +218,7 @@ class _Catalog:
         for candidate in candidates:
             # Longest first, so gpt-4o-mini-2024-07-18 is gpt-4o-mini, never gpt-4o.
             for known in self.by_length:
-                if candidate.startswith(known) and self.snapshot.fullmatch(
-                    candidate, len(known)
-                ):
+                if candidate.startswith(known) and self.snapshot.fullmatch(candidate, len(known)):
                     return self.families[known]
         return None
 
@@ -316,7 +319,8 @@ class PriceTable:
     def _remember(self, provider: str, model: str) -> tuple[ModelPrice, bool]:
         entry = self.resolve(provider, model)
         hit = (
-            (self.fallback, False) if entry is None
+            (self.fallback, False)
+            if entry is None
             else (self._catalogs[entry[0]].prices[entry[1]], True)
         )
         if len(self._cache) >= self.max_cached:

@@ -162,8 +162,10 @@ def read_series(path: Path) -> Series:
 
 def _series_time(path: Path, number: int, stamp: str) -> float:
     try:
-        return to_epoch_seconds(float(stamp)) if stamp.replace(".", "", 1).isdigit() else (
-            to_epoch_seconds(stamp if _has_offset(stamp) else stamp + "+00:00")
+        return (
+            to_epoch_seconds(float(stamp))
+            if stamp.replace(".", "", 1).isdigit()
+            else (to_epoch_seconds(stamp if _has_offset(stamp) else stamp + "+00:00"))
         )
     except ValueError as exc:
         raise ValueError(f"{path}:{number}: timestamp {stamp!r}: {exc}") from None

@@ -32,7 +32,9 @@ class Section(BaseModel):
 
 
 class BucketSettings(Section):
-    width_s: Annotated[float, Field(gt=0, le=86_400, description="Event-time bucket width, s.")] = 60.0
+    width_s: Annotated[float, Field(gt=0, le=86_400, description="Event-time bucket width, s.")] = (
+        60.0
+    )
     allowed_lateness_s: Annotated[
         float, Field(ge=0, le=3600, description="How late an event may be and still count, s.")
     ] = 30.0
@@ -55,10 +57,12 @@ class PlanSettings(Section):
         float, Field(ge=0, description="Infra, monitoring, storage cost per $1 of API cost.")
     ] = 0.65
     margin_target: Annotated[
-        float, Field(ge=-1, le=1, description="Gross margin to keep (customer record may override).")
+        float,
+        Field(ge=-1, le=1, description="Gross margin to keep (customer record may override)."),
     ] = 0.5
     cost_cap_usd: Annotated[
-        float | None, Field(ge=0, description="For free plans: cost-to-serve allowed per month, USD.")
+        float | None,
+        Field(ge=0, description="For free plans: cost-to-serve allowed per month, USD."),
     ] = None
 
 
@@ -73,7 +77,7 @@ class DetectorSettings(Section):
         description="Per customer and endpoint.",
     )
     retry_storm_global: RetryStormParams = Field(
-        default=RetryStormParams(min_requests=100, max_customer_share=0.5),
+        default=RetryStormParams(min_requests=50, max_customer_share=0.5),
         description="Per provider and model across all customers (provider outages).",
     )
     margin_breach: MarginBreachParams = MarginBreachParams()

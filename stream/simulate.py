@@ -107,23 +107,80 @@ class EndpointKind:
 
 
 KINDS = (
-    EndpointKind("chat", 0.30, {"gpt-4o-mini": .35, "claude-haiku-4-5": .25,
-                 "gemini-2.5-flash": .15, "gpt-4.1-mini": .10, "claude-sonnet-4-5": .10,
-                 "gpt-4o": .05}, (600, 2000), (150, 500), (0.7, 0.6)),
-    EndpointKind("/v1/summarize", 0.20, {"gemini-2.5-flash": .30, "gpt-4o-mini": .30,
-                 "claude-haiku-4-5": .15, BEDROCK_HAIKU: .15, "gpt-4.1-mini": .10},
-                 (1500, 3000), (150, 400), (0.6, 0.4)),
-    EndpointKind("search", 0.20, {"gpt-4o-mini": .40, "gpt-4.1-mini": .25,
-                 "gemini-2.5-flash": .20, "claude-haiku-4-5": .15},
-                 (800, 2500), (100, 300), (0.5, 0.5)),
-    EndpointKind("agent", 0.15, {"claude-sonnet-4-5": .30, "gpt-4.1": .20, "o4-mini": .15,
-                 "gpt-4o": .10, "gemini-2.5-pro": .10, "claude-haiku-4-5": .10,
-                 "claude-opus-4-1": .05}, (1500, 3000), (300, 800), (0.9, 0.8)),
-    EndpointKind("embed-rerank", 0.10, {"gpt-4o-mini": .40, "gemini-2.5-flash": .30,
-                 BEDROCK_HAIKU: .30}, (300, 1200), (100, 200), (0.5, 0.3)),
-    EndpointKind("/v1/extract", 0.05, {"gpt-4.1-mini": .30, "gpt-4o-mini": .30,
-                 "claude-haiku-4-5": .20, BEDROCK_HAIKU: .20}, (800, 2500), (100, 400),
-                 (0.6, 0.5)),
+    EndpointKind(
+        "chat",
+        0.30,
+        {
+            "gpt-4o-mini": 0.35,
+            "claude-haiku-4-5": 0.25,
+            "gemini-2.5-flash": 0.15,
+            "gpt-4.1-mini": 0.10,
+            "claude-sonnet-4-5": 0.10,
+            "gpt-4o": 0.05,
+        },
+        (600, 2000),
+        (150, 500),
+        (0.7, 0.6),
+    ),
+    EndpointKind(
+        "/v1/summarize",
+        0.20,
+        {
+            "gemini-2.5-flash": 0.30,
+            "gpt-4o-mini": 0.30,
+            "claude-haiku-4-5": 0.15,
+            BEDROCK_HAIKU: 0.15,
+            "gpt-4.1-mini": 0.10,
+        },
+        (1500, 3000),
+        (150, 400),
+        (0.6, 0.4),
+    ),
+    EndpointKind(
+        "search",
+        0.20,
+        {
+            "gpt-4o-mini": 0.40,
+            "gpt-4.1-mini": 0.25,
+            "gemini-2.5-flash": 0.20,
+            "claude-haiku-4-5": 0.15,
+        },
+        (800, 2500),
+        (100, 300),
+        (0.5, 0.5),
+    ),
+    EndpointKind(
+        "agent",
+        0.15,
+        {
+            "claude-sonnet-4-5": 0.30,
+            "gpt-4.1": 0.20,
+            "o4-mini": 0.15,
+            "gpt-4o": 0.10,
+            "gemini-2.5-pro": 0.10,
+            "claude-haiku-4-5": 0.10,
+            "claude-opus-4-1": 0.05,
+        },
+        (1500, 3000),
+        (300, 800),
+        (0.9, 0.8),
+    ),
+    EndpointKind(
+        "embed-rerank",
+        0.10,
+        {"gpt-4o-mini": 0.40, "gemini-2.5-flash": 0.30, BEDROCK_HAIKU: 0.30},
+        (300, 1200),
+        (100, 200),
+        (0.5, 0.3),
+    ),
+    EndpointKind(
+        "/v1/extract",
+        0.05,
+        {"gpt-4.1-mini": 0.30, "gpt-4o-mini": 0.30, "claude-haiku-4-5": 0.20, BEDROCK_HAIKU: 0.20},
+        (800, 2500),
+        (100, 400),
+        (0.6, 0.5),
+    ),
 )
 # Free-plan traffic is small calls on the cheapest model, so it stays under its cost cap.
 FREE_KINDS = tuple(
@@ -131,13 +188,44 @@ FREE_KINDS = tuple(
     for name in ("chat", "search")
 )
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-southeast-1")
-NAME_HEADS = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wonka",
-              "Tyrell", "Cyberdyne", "Aperture", "Pied Piper", "Dunder", "Oscorp", "Nakatomi",
-              "Monarch", "Soylent", "Massive", "Gringotts", "Wayne")
-NAME_TAILS = ("Labs", "AI", "Health", "Legal", "Robotics", "Analytics", "Travel", "Finance",
-              "Studio", "Logistics")
-LIST_PRICES = {"starter": (29, 49, 99, 149, 199, 299),
-               "pro": (499, 799, 999, 1499, 1999, 2999, 3999, 4999)}
+NAME_HEADS = (
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Vandelay",
+    "Stark",
+    "Wonka",
+    "Tyrell",
+    "Cyberdyne",
+    "Aperture",
+    "Pied Piper",
+    "Dunder",
+    "Oscorp",
+    "Nakatomi",
+    "Monarch",
+    "Soylent",
+    "Massive",
+    "Gringotts",
+    "Wayne",
+)
+NAME_TAILS = (
+    "Labs",
+    "AI",
+    "Health",
+    "Legal",
+    "Robotics",
+    "Analytics",
+    "Travel",
+    "Finance",
+    "Studio",
+    "Logistics",
+)
+LIST_PRICES = {
+    "starter": (29, 49, 99, 149, 199, 299),
+    "pro": (499, 799, 999, 1499, 1999, 2999, 3999, 4999),
+}
 
 
 @dataclass(frozen=True)
@@ -189,12 +277,14 @@ class World:
     def expected_cost(self, e: int, model: int | None = None) -> float:
         """Mean cost of one successful call on endpoint ``e`` (optionally on ``model``), USD."""
         ep = self.endpoints[e]
-        tokens = np.array([
-            ep.input_median * math.exp(ep.input_sigma**2 / 2),
-            ep.output_median * math.exp(ep.output_sigma**2 / 2),
-            ep.cache_prefix * CACHE_READ_SHARE,
-            ep.cache_prefix * CACHE_WRITE_SHARE,
-        ])
+        tokens = np.array(
+            [
+                ep.input_median * math.exp(ep.input_sigma**2 / 2),
+                ep.output_median * math.exp(ep.output_sigma**2 / 2),
+                ep.cache_prefix * CACHE_READ_SHARE,
+                ep.cache_prefix * CACHE_WRITE_SHARE,
+            ]
+        )
         return float(self.unit_cost[ep.model if model is None else model] @ tokens)
 
 
@@ -213,8 +303,13 @@ class FailureMode:
         return self.error_types[int(rng.choice(len(self.error_types), p=self.error_weights))]
 
 
-BACKGROUND = FailureMode(FAILURE_SHARE, ("rate_limited", "timeout", "server_error", "overloaded"),
-                         (0.4, 0.15, 0.3, 0.15), RETRY_SHARE, 3)
+BACKGROUND = FailureMode(
+    FAILURE_SHARE,
+    ("rate_limited", "timeout", "server_error", "overloaded"),
+    (0.4, 0.15, 0.3, 0.15),
+    RETRY_SHARE,
+    3,
+)
 
 
 @dataclass(frozen=True)
@@ -234,10 +329,16 @@ class Incident:
     secondary: list[dict[str, Any]] = field(default_factory=list)
 
     def truth(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "alertname": self.alertname,
-                "labels": self.labels, "start": rfc3339(self.start_ms),
-                "end": rfc3339(self.end_ms), "secondary": self.secondary,
-                "detail": self.detail}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "alertname": self.alertname,
+            "labels": self.labels,
+            "start": rfc3339(self.start_ms),
+            "end": rfc3339(self.end_ms),
+            "secondary": self.secondary,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -255,9 +356,11 @@ class SimSummary:
     end: str
 
     def __str__(self) -> str:
-        lines = [f"simulated {self.start} .. {self.end} into {self.outdir}",
-                 f"  usage events {self.usage_events} (producer duplicates {self.duplicates}),"
-                 f" error events {self.error_events}, customers {self.customers}"]
+        lines = [
+            f"simulated {self.start} .. {self.end} into {self.outdir}",
+            f"  usage events {self.usage_events} (producer duplicates {self.duplicates}),"
+            f" error events {self.error_events}, customers {self.customers}",
+        ]
         lines += [f"  incident {line}" for line in self.incidents]
         lines += [f"  wrote {path}" for path in self.files.values()]
         return "\n".join(lines)
@@ -304,9 +407,15 @@ def build_world(cfg: SimConfig, prices: PriceTable) -> World:
     for c in range(cfg.customers):
         customers.append(_customer(rng, c, names[c], float(rates[c]), bool(free[c])))
         endpoints += _endpoints(rng, c, customers[c])
-    unit_cost = np.array([[prices.cost_usd(s.provider, s.model, *tokens) for tokens in
-                           ((1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1))]
-                          for s in MODELS])
+    unit_cost = np.array(
+        [
+            [
+                prices.cost_usd(s.provider, s.model, *tokens)
+                for tokens in ((1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1))
+            ]
+            for s in MODELS
+        ]
+    )
     day_level = rng.lognormal(0.0, 0.05, (cfg.customers, math.ceil(cfg.days) + 2))
     return World(customers, endpoints, day_level, unit_cost)
 
@@ -326,20 +435,25 @@ def _names(rng: np.random.Generator, n: int) -> list[str]:
     """``n`` distinct readable company names ("Acme Robotics", then "Acme Robotics 2")."""
     combos = [f"{head} {tail}" for head in NAME_HEADS for tail in NAME_TAILS]
     order = rng.permutation(len(combos))
-    return [combos[order[i % len(combos)]] + (f" {i // len(combos) + 1}" if i >= len(combos)
-                                              else "") for i in range(n)]
+    return [
+        combos[order[i % len(combos)]] + (f" {i // len(combos) + 1}" if i >= len(combos) else "")
+        for i in range(n)
+    ]
 
 
-def _customer(
-    rng: np.random.Generator, c: int, name: str, rate: float, free: bool
-) -> SimCustomer:
+def _customer(rng: np.random.Generator, c: int, name: str, rate: float, free: bool) -> SimCustomer:
     region = REGIONS[rng.integers(len(REGIONS))] if rng.random() < 0.8 else None
     billing_day = 1 if free or rng.random() < 0.7 else int(rng.integers(2, 29))
     target = float(rng.choice([0.5, 0.55])) if not free and rng.random() < 0.25 else None
     return SimCustomer(
-        customer_id=f"cus_{c + 1:04d}", name=name, rate_per_min=rate, free_tier=free,
-        peak_shift_h=float(np.clip(rng.normal(0.0, 1.5), -3, 3)), billing_day=billing_day,
-        margin_target=target, tags={"region": region} if region else None,
+        customer_id=f"cus_{c + 1:04d}",
+        name=name,
+        rate_per_min=rate,
+        free_tier=free,
+        peak_shift_h=float(np.clip(rng.normal(0.0, 1.5), -3, 3)),
+        billing_day=billing_day,
+        margin_target=target,
+        tags={"region": region} if region else None,
     )
 
 
@@ -348,8 +462,9 @@ def _endpoints(rng: np.random.Generator, c: int, customer: SimCustomer) -> list[
         kinds: list[EndpointKind] = list(FREE_KINDS)
     else:
         weights = np.array([k.weight for k in KINDS])
-        picked = rng.choice(len(KINDS), int(rng.integers(2, 5)), replace=False,
-                            p=weights / weights.sum())
+        picked = rng.choice(
+            len(KINDS), int(rng.integers(2, 5)), replace=False, p=weights / weights.sum()
+        )
         kinds = [KINDS[i] for i in picked]
     shares = rng.dirichlet(np.full(len(kinds), 2.0))
     out = []
@@ -359,14 +474,19 @@ def _endpoints(rng: np.random.Generator, c: int, customer: SimCustomer) -> list[
         # Anthropic bills cache reads at 0.1x: products there put a long system prompt first.
         prefix = math.exp(rng.uniform(math.log(1500), math.log(6000)))
         caches = MODELS[model].provider == "anthropic"
-        out.append(Endpoint(
-            customer=c, name=kind.name, model=model,
-            rate_per_min=customer.rate_per_min * float(share),
-            input_median=math.exp(rng.uniform(*np.log(kind.input_median))),
-            output_median=math.exp(rng.uniform(*np.log(kind.output_median))),
-            input_sigma=kind.sigma[0], output_sigma=kind.sigma[1],
-            cache_prefix=int(prefix) if caches else 0,
-        ))
+        out.append(
+            Endpoint(
+                customer=c,
+                name=kind.name,
+                model=model,
+                rate_per_min=customer.rate_per_min * float(share),
+                input_median=math.exp(rng.uniform(*np.log(kind.input_median))),
+                output_median=math.exp(rng.uniform(*np.log(kind.output_median))),
+                input_sigma=kind.sigma[0],
+                output_sigma=kind.sigma[1],
+                cache_prefix=int(prefix) if caches else 0,
+            )
+        )
     return out
 
 
@@ -409,15 +529,22 @@ def plan_incidents(world: World, start_ms: int, end_ms: int, seed: int) -> list[
     def material(excess: Any) -> Any:
         return lambda e, ep: excess(e, ep) >= MATERIAL_USD_PER_HOUR
 
-    switch = pick("model_switch", switch_excess, prefer=material(switch_excess),
-                  eligible=lambda ep: MODELS[ep.model].model in SWITCH_TARGETS)
+    switch = pick(
+        "model_switch",
+        switch_excess,
+        prefer=material(switch_excess),
+        eligible=lambda ep: MODELS[ep.model].model in SWITCH_TARGETS,
+    )
     model_rate: dict[int, float] = {}
     for ep in world.endpoints:
         model_rate[ep.model] = model_rate.get(ep.model, 0.0) + ep.rate_per_min
     # A retry loop on an endpoint that carries most of its model's traffic would also look
     # like a provider outage of that model: prefer one that is a small part of it.
-    retry = pick("retry_loop", lambda e, ep: ep.rate_per_min, prefer=lambda e, ep:
-                 ep.rate_per_min <= RETRY_LOOP_MODEL_SHARE * model_rate[ep.model])
+    retry = pick(
+        "retry_loop",
+        lambda e, ep: ep.rate_per_min,
+        prefer=lambda e, ep: ep.rate_per_min <= RETRY_LOOP_MODEL_SHARE * model_rate[ep.model],
+    )
     runaway = pick("runaway_loop", runaway_excess, prefer=material(runaway_excess))
     overgrowth = _pick_overgrowth(world, rng, {world.endpoints[e].customer for e in taken})
     target = _switch_target(world.endpoints[switch].model)
@@ -426,46 +553,96 @@ def plan_incidents(world: World, start_ms: int, end_ms: int, seed: int) -> list[
         ep, s = world.endpoints[e], starts[kind]
         labels = {"customer_id": world.customers[ep.customer].customer_id, "endpoint": ep.name}
         spec = MODELS[ep.model]
-        detail = {"provider": spec.provider, "model": spec.model,
-                  "endpoint_rate_per_min": round(ep.rate_per_min, 2), **detail}
+        detail = {
+            "provider": spec.provider,
+            "model": spec.model,
+            "endpoint_rate_per_min": round(ep.rate_per_min, 2),
+            **detail,
+        }
         secondary = (
             [{"alertname": alertname, "labels": {"customer_id": labels["customer_id"]}}]
-            if alertname == "spend_spike" else
-            [{"alertname": alertname, "labels": {"provider": spec.provider, "model": spec.model}}]
+            if alertname == "spend_spike"
+            else [
+                {"alertname": alertname, "labels": {"provider": spec.provider, "model": spec.model}}
+            ]
         )
-        return Incident(f"inc-{n}", kind, alertname, labels, s,
-                        s + DURATION_MIN[kind] * MINUTE_MS, endpoint=e, customer=ep.customer,
-                        model=target if kind == "model_switch" else None, detail=detail,
-                        secondary=secondary)
+        return Incident(
+            f"inc-{n}",
+            kind,
+            alertname,
+            labels,
+            s,
+            s + DURATION_MIN[kind] * MINUTE_MS,
+            endpoint=e,
+            customer=ep.customer,
+            model=target if kind == "model_switch" else None,
+            detail=detail,
+            secondary=secondary,
+        )
 
     outage = MODELS[outage_model]
     s = starts["provider_outage"]
     return [
-        on_endpoint(1, "runaway_loop", "spend_spike", runaway, multiplier=RUNAWAY_MULTIPLIER,
-                    expected_excess_usd_per_hour=round(
-                        runaway_excess(runaway, world.endpoints[runaway]), 2)),
-        on_endpoint(2, "model_switch", "spend_spike", switch,
-                    to=f"{MODELS[target].provider}/{MODELS[target].model}",
-                    expected_excess_usd_per_hour=round(
-                        switch_excess(switch, world.endpoints[switch]), 2)),
-        on_endpoint(3, "retry_loop", "retry_storm", retry, error_share=RETRY_LOOP.fail_share,
-                    error_type="rate_limited", max_attempt=RETRY_LOOP.max_attempt),
-        Incident("inc-4", "provider_outage", "retry_storm",
-                 {"provider": outage.provider, "model": outage.model}, s,
-                 s + DURATION_MIN["provider_outage"] * MINUTE_MS, model=outage_model,
-                 detail={"error_share": OUTAGE.fail_share, "customers": outage_customers},
-                 secondary=[{"alertname": "retry_storm", "labels": labels}
-                            for labels in _endpoints_on(world, outage_model)]),
-        Incident("inc-5", "plan_overgrowth", "margin_breach",
-                 {"customer_id": world.customers[overgrowth].customer_id}, start_ms, end_ms,
-                 customer=overgrowth),
+        on_endpoint(
+            1,
+            "runaway_loop",
+            "spend_spike",
+            runaway,
+            multiplier=RUNAWAY_MULTIPLIER,
+            expected_excess_usd_per_hour=round(
+                runaway_excess(runaway, world.endpoints[runaway]), 2
+            ),
+        ),
+        on_endpoint(
+            2,
+            "model_switch",
+            "spend_spike",
+            switch,
+            to=f"{MODELS[target].provider}/{MODELS[target].model}",
+            expected_excess_usd_per_hour=round(switch_excess(switch, world.endpoints[switch]), 2),
+        ),
+        on_endpoint(
+            3,
+            "retry_loop",
+            "retry_storm",
+            retry,
+            error_share=RETRY_LOOP.fail_share,
+            error_type="rate_limited",
+            max_attempt=RETRY_LOOP.max_attempt,
+        ),
+        Incident(
+            "inc-4",
+            "provider_outage",
+            "retry_storm",
+            {"provider": outage.provider, "model": outage.model},
+            s,
+            s + DURATION_MIN["provider_outage"] * MINUTE_MS,
+            model=outage_model,
+            detail={"error_share": OUTAGE.fail_share, "customers": outage_customers},
+            secondary=[
+                {"alertname": "retry_storm", "labels": labels}
+                for labels in _endpoints_on(world, outage_model)
+            ],
+        ),
+        Incident(
+            "inc-5",
+            "plan_overgrowth",
+            "margin_breach",
+            {"customer_id": world.customers[overgrowth].customer_id},
+            start_ms,
+            end_ms,
+            customer=overgrowth,
+        ),
     ]
 
 
 def _endpoints_on(world: World, model: int) -> list[dict[str, str]]:
     """The (customer_id, endpoint) pairs calling ``model``: an outage fails them all."""
-    return [{"customer_id": world.customers[ep.customer].customer_id, "endpoint": ep.name}
-            for ep in world.endpoints if ep.model == model]
+    return [
+        {"customer_id": world.customers[ep.customer].customer_id, "endpoint": ep.name}
+        for ep in world.endpoints
+        if ep.model == model
+    ]
 
 
 def _switch_target(model: int) -> int:
@@ -480,8 +657,10 @@ def _incident_window(start_ms: int, end_ms: int) -> tuple[int, int]:
         lo -= DAY_MS  # a sliver of a last day: use the full day before it
     if end_ms - lo < MIN_WINDOW_MS:
         need = 1 + MIN_WINDOW_MS / DAY_MS
-        raise ValueError(f"incidents need a day of history and then {MIN_WINDOW_MS // MINUTE_MS}"
-                         f" min: use days >= {math.ceil(need * 100) / 100}")
+        raise ValueError(
+            f"incidents need a day of history and then {MIN_WINDOW_MS // MINUTE_MS}"
+            f" min: use days >= {math.ceil(need * 100) / 100}"
+        )
     return lo, end_ms
 
 
@@ -525,8 +704,9 @@ def _outage_model(world: World) -> tuple[int, list[str]]:
     for ep in world.endpoints:
         users.setdefault(ep.model, set()).add(ep.customer)
         rate[ep.model] = rate.get(ep.model, 0.0) + ep.rate_per_min
-    shared = [m for m in users if len(users[m]) >= 3 and MODELS[m].model not in
-              SWITCH_TARGETS.values()]
+    shared = [
+        m for m in users if len(users[m]) >= 3 and MODELS[m].model not in SWITCH_TARGETS.values()
+    ]
     if not shared:
         raise ValueError("provider_outage needs a model used by >= 3 customers: add customers")
     model = max(shared, key=lambda m: (rate[m], -m))
@@ -534,8 +714,13 @@ def _outage_model(world: World) -> tuple[int, list[str]]:
 
 
 def _pick_endpoint(
-    world: World, rng: np.random.Generator, taken: dict[int, tuple[int, int]],
-    span: tuple[int, int], avoid_model: int, score: Any, eligible: Any = None,
+    world: World,
+    rng: np.random.Generator,
+    taken: dict[int, tuple[int, int]],
+    span: tuple[int, int],
+    avoid_model: int,
+    score: Any,
+    eligible: Any = None,
     prefer: Any = None,
 ) -> int:
     """A random one of the top 3 endpoints by ``score`` among those busy enough (the top
@@ -553,13 +738,21 @@ def _pick_endpoint(
     def free_during(ep: Endpoint) -> bool:
         return all(end <= span[0] or span[1] <= start for start, end in busy.get(ep.customer, []))
 
-    pool = [e for e, ep in enumerate(world.endpoints) if ep.rate_per_min >= MIN_INCIDENT_RATE
-            and not world.customers[ep.customer].free_tier and e not in taken
-            and free_during(ep) and (eligible is None or eligible(ep))]
+    pool = [
+        e
+        for e, ep in enumerate(world.endpoints)
+        if ep.rate_per_min >= MIN_INCIDENT_RATE
+        and not world.customers[ep.customer].free_tier
+        and e not in taken
+        and free_during(ep)
+        and (eligible is None or eligible(ep))
+    ]
     if not pool:
-        raise ValueError(f"incidents need busy endpoints (>= {MIN_INCIDENT_RATE} requests/min,"
-                         " paying, one incident per customer at a time): raise rate_per_min"
-                         " or customers")
+        raise ValueError(
+            f"incidents need busy endpoints (>= {MIN_INCIDENT_RATE} requests/min,"
+            " paying, one incident per customer at a time): raise rate_per_min"
+            " or customers"
+        )
     preferred = [e for e in pool if prefer is None or prefer(e, world.endpoints[e])]
     top = 3 if preferred else 1  # none is ideal: take the best there is
     pool = preferred or pool
@@ -624,8 +817,9 @@ class Traffic:
         self.start_ms = round(cfg.start.timestamp() * 1000)
         self.minutes = max(1, round(cfg.days * 1440))
         self.end_ms = self.start_ms + self.minutes * MINUTE_MS
-        self.incidents = (plan_incidents(world, self.start_ms, self.end_ms, cfg.seed)
-                          if cfg.incidents else [])
+        self.incidents = (
+            plan_incidents(world, self.start_ms, self.end_ms, cfg.seed) if cfg.incidents else []
+        )
         self.spend_usd = np.zeros(len(world.customers))  # as ingest prices it, duplicates once
         self.duplicates = 0
         eps = world.endpoints
@@ -638,8 +832,15 @@ class Traffic:
         self._prefix = np.array([ep.cache_prefix for ep in eps])
         self._first_token = np.log([spec.first_token_ms for spec in MODELS])
         self._ms_per_token = np.array([spec.ms_per_token for spec in MODELS])
-        self._labels = [(world.customers[ep.customer].customer_id, ep.name,
-                         world.customers[ep.customer].tags, ep.cache_prefix > 0) for ep in eps]
+        self._labels = [
+            (
+                world.customers[ep.customer].customer_id,
+                ep.name,
+                world.customers[ep.customer].tags,
+                ep.cache_prefix > 0,
+            )
+            for ep in eps
+        ]
         self._background = [BACKGROUND] * len(eps)
         self._ts_prefix: dict[int, str] = {}
         self._later: list[tuple[int, int, str, dict[str, Any], bool]] = []  # a heap
@@ -670,8 +871,11 @@ class Traffic:
 
     def _effects(self, t_ms: int) -> tuple[Any, Any, list[FailureMode]]:
         """(rate multiplier, model, failure mode) per endpoint for the minute at ``t_ms``."""
-        active = [inc for inc in self.incidents
-                  if inc.start_ms <= t_ms < inc.end_ms and inc.kind != "plan_overgrowth"]
+        active = [
+            inc
+            for inc in self.incidents
+            if inc.start_ms <= t_ms < inc.end_ms and inc.kind != "plan_overgrowth"
+        ]
         if not active:
             return 1.0, self._model, self._background
         mult, model, modes = np.ones(len(self._model)), self._model.copy(), list(self._background)
@@ -706,26 +910,44 @@ class Traffic:
         e = np.repeat(np.arange(len(lam)), counts)[order]
         z = rng.standard_normal((3, n))
         u = rng.random((5, n))
-        tokens = np.clip(np.rint(np.exp(self._mu[:, e] + self._sigma[:, e] * z[:2])), 1,
-                         [[MAX_INPUT_TOKENS], [MAX_OUTPUT_TOKENS]]).astype(np.int64)
+        tokens = np.clip(
+            np.rint(np.exp(self._mu[:, e] + self._sigma[:, e] * z[:2])),
+            1,
+            [[MAX_INPUT_TOKENS], [MAX_OUTPUT_TOKENS]],
+        ).astype(np.int64)
         prefix = self._prefix[e]
         cached = np.where(u[0] < CACHE_READ_SHARE, prefix, 0)
-        written = np.where((u[0] >= CACHE_READ_SHARE)
-                           & (u[0] < CACHE_READ_SHARE + CACHE_WRITE_SHARE), prefix, 0)
+        written = np.where(
+            (u[0] >= CACHE_READ_SHARE) & (u[0] < CACHE_READ_SHARE + CACHE_WRITE_SHARE), prefix, 0
+        )
         model = model_now[e]
-        latency = np.round(np.exp(self._first_token[model] + 0.35 * z[2])
-                           + tokens[1] * self._ms_per_token[model], 1)
+        latency = np.round(
+            np.exp(self._first_token[model] + 0.35 * z[2]) + tokens[1] * self._ms_per_token[model],
+            1,
+        )
         fail_share = np.array([mode.fail_share for mode in modes])
         failed = u[1] < fail_share[e]
-        self._book(e[~failed], model[~failed], tokens[:, ~failed], cached[~failed],
-                   written[~failed])
+        self._book(
+            e[~failed], model[~failed], tokens[:, ~failed], cached[~failed], written[~failed]
+        )
         request_ids = rng.integers(0, 2**63, n, dtype=np.int64)
         formats = np.searchsorted(FORMAT_EDGES, u[2])
-        columns = zip(e.tolist(), (t + offsets[order]).tolist(), model.tolist(),
-                      tokens[0].tolist(), tokens[1].tolist(), cached.tolist(), written.tolist(),
-                      latency.tolist(), failed.tolist(), formats.tolist(),
-                      (u[3] < REPORTED_COST_SHARE).tolist(), (u[4] < DUPLICATE_SHARE).tolist(),
-                      request_ids.tolist(), strict=True)
+        columns = zip(
+            e.tolist(),
+            (t + offsets[order]).tolist(),
+            model.tolist(),
+            tokens[0].tolist(),
+            tokens[1].tolist(),
+            cached.tolist(),
+            written.tolist(),
+            latency.tolist(),
+            failed.tolist(),
+            formats.tolist(),
+            (u[3] < REPORTED_COST_SHARE).tolist(),
+            (u[4] < DUPLICATE_SHARE).tolist(),
+            request_ids.tolist(),
+            strict=True,
+        )
         return self._events(rng, m, columns, modes)
 
     def _events(
@@ -757,8 +979,12 @@ class Traffic:
     def _book(self, e: Any, model: Any, tokens: Any, cached: Any, written: Any) -> None:
         """Add successful first attempts' price-table cost to their customers' spend, USD."""
         unit = self.world.unit_cost[model]
-        cost = (tokens[0] * unit[:, 0] + tokens[1] * unit[:, 1] + cached * unit[:, 2]
-                + written * unit[:, 3])
+        cost = (
+            tokens[0] * unit[:, 0]
+            + tokens[1] * unit[:, 1]
+            + cached * unit[:, 2]
+            + written * unit[:, 3]
+        )
         self.spend_usd += np.bincount(self._customer[e], cost, minlength=len(self.spend_usd))
 
     def _usage(
@@ -767,10 +993,17 @@ class Traffic:
         customer_id, endpoint, tags, caches = self._labels[call.endpoint]
         spec = MODELS[call.model]
         event: dict[str, Any] = {
-            "event_id": event_id, "ts": self._ts(ms, fmt), "customer_id": customer_id,
-            "endpoint": endpoint, "provider": spec.provider, "model": spec.model,
-            "request_id": call.request_id, "attempt": attempt, "status": "ok",
-            "input_tokens": call.input_tokens, "output_tokens": call.output_tokens,
+            "event_id": event_id,
+            "ts": self._ts(ms, fmt),
+            "customer_id": customer_id,
+            "endpoint": endpoint,
+            "provider": spec.provider,
+            "model": spec.model,
+            "request_id": call.request_id,
+            "attempt": attempt,
+            "status": "ok",
+            "input_tokens": call.input_tokens,
+            "output_tokens": call.output_tokens,
         }
         if caches:
             event["cached_input_tokens"] = call.cached_input_tokens
@@ -778,14 +1011,24 @@ class Traffic:
         event["latency_ms"] = call.latency_ms
         if reported:  # as a gateway bills it: exactly the price-table cost
             event["cost_usd"] = self.prices.cost_usd(
-                spec.provider, spec.model, call.input_tokens, call.output_tokens,
-                call.cached_input_tokens, call.cache_write_tokens)
+                spec.provider,
+                spec.model,
+                call.input_tokens,
+                call.output_tokens,
+                call.cached_input_tokens,
+                call.cache_write_tokens,
+            )
         if tags:
             event["tags"] = tags
         return event
 
     def _failure(
-        self, rng: np.random.Generator, event_id: str, call: Call, ms: int, fmt: int,
+        self,
+        rng: np.random.Generator,
+        event_id: str,
+        call: Call,
+        ms: int,
+        fmt: int,
         mode: FailureMode,
     ) -> list[Timed]:
         """A failed first attempt's error event, then its retries (attempt + 1, the same
@@ -795,8 +1038,9 @@ class Traffic:
         latency = _error_latency_ms(rng, error_type)
         while True:
             will_retry = attempt < mode.max_attempt and rng.random() < mode.retry_share
-            event, wait_s = self._error(rng, event_id, ms, fmt, call, attempt, error_type,
-                                        latency, will_retry)
+            event, wait_s = self._error(
+                rng, event_id, ms, fmt, call, attempt, error_type, latency, will_retry
+            )
             out.append((ms, ERRORS, event, False))
             if not will_retry:
                 return out
@@ -808,8 +1052,9 @@ class Traffic:
                 mode = BACKGROUND  # the incident is over; this retry meets normal service
             if rng.random() >= mode.fail_share:
                 ms = started + round(call.latency_ms)
-                usage = self._usage(event_id, ms, fmt, call, attempt,
-                                    rng.random() < REPORTED_COST_SHARE)
+                usage = self._usage(
+                    event_id, ms, fmt, call, attempt, rng.random() < REPORTED_COST_SHARE
+                )
                 self._book_event(call, usage)
                 out.append((ms, USAGE, usage, False))
                 if rng.random() < DUPLICATE_SHARE:
@@ -820,19 +1065,37 @@ class Traffic:
             ms = started + round(latency)
 
     def _error(
-        self, rng: np.random.Generator, event_id: str, ms: int, fmt: int, call: Call,
-        attempt: int, error_type: str, latency_ms: float, will_retry: bool,
+        self,
+        rng: np.random.Generator,
+        event_id: str,
+        ms: int,
+        fmt: int,
+        call: Call,
+        attempt: int,
+        error_type: str,
+        latency_ms: float,
+        will_retry: bool,
     ) -> tuple[dict[str, Any], float]:
         """(error event ending at ``ms``, seconds the client waits before retrying)."""
         customer_id, endpoint, tags, _ = self._labels[call.endpoint]
         spec = MODELS[call.model]
-        status = 529 if error_type == "overloaded" and spec.provider == "anthropic" else \
-            HTTP_STATUS[error_type]
+        status = (
+            529
+            if error_type == "overloaded" and spec.provider == "anthropic"
+            else HTTP_STATUS[error_type]
+        )
         event: dict[str, Any] = {
-            "event_id": event_id, "ts": self._ts(ms, fmt), "customer_id": customer_id,
-            "endpoint": endpoint, "provider": spec.provider, "model": spec.model,
-            "request_id": call.request_id, "attempt": attempt, "error_type": error_type,
-            "http_status": status, "will_retry": will_retry,
+            "event_id": event_id,
+            "ts": self._ts(ms, fmt),
+            "customer_id": customer_id,
+            "endpoint": endpoint,
+            "provider": spec.provider,
+            "model": spec.model,
+            "request_id": call.request_id,
+            "attempt": attempt,
+            "error_type": error_type,
+            "http_status": status,
+            "will_retry": will_retry,
         }
         wait_s = 0.5 * 2 ** (attempt - 1) * rng.uniform(1.0, 2.0)  # exponential backoff
         if error_type == "rate_limited":
@@ -841,9 +1104,13 @@ class Traffic:
         elif error_type == "timeout":  # the prompt was read and some output produced
             event["input_tokens"] = call.input_tokens
             event["output_tokens"] = int(call.output_tokens * rng.uniform(0.2, 0.9))
-            event["cost_usd"] = self.prices.cost_usd(
-                spec.provider, spec.model, call.input_tokens, event["output_tokens"]
-            ) if rng.random() < 0.6 else None
+            event["cost_usd"] = (
+                self.prices.cost_usd(
+                    spec.provider, spec.model, call.input_tokens, event["output_tokens"]
+                )
+                if rng.random() < 0.6
+                else None
+            )
         elif error_type == "server_error" and rng.random() < 0.5:
             event["input_tokens"] = call.input_tokens
             event["cost_usd"] = None
@@ -859,9 +1126,13 @@ class Traffic:
         cost = event.get("cost_usd")
         if cost is None:
             cost = self.prices.cost_usd(
-                event["provider"], event["model"], event.get("input_tokens", 0),
-                event.get("output_tokens", 0), event.get("cached_input_tokens", 0),
-                event.get("cache_write_tokens", 0))
+                event["provider"],
+                event["model"],
+                event.get("input_tokens", 0),
+                event.get("output_tokens", 0),
+                event.get("cached_input_tokens", 0),
+                event.get("cache_write_tokens", 0),
+            )
         self.spend_usd[self.world.endpoints[call.endpoint].customer] += cost
 
     def _ts(self, ms: int, fmt: int) -> str | int | float:
@@ -922,13 +1193,18 @@ def price_customers(traffic: Traffic) -> list[dict[str, Any]]:
             # Its billing month starts with the run, so a month-end projection has a whole
             # month ahead of it (a period ending mid-run would hide the overgrowth).
             billing_day, margin_target = min(traffic.cfg.start.astimezone(UTC).day, 28), None
-            overgrowth.detail.update(monthly_price_usd=price,
-                                     projected_monthly_cost_to_serve_usd=round(serve_usd, 2))
+            overgrowth.detail.update(
+                monthly_price_usd=price, projected_monthly_cost_to_serve_usd=round(serve_usd, 2)
+            )
         elif customer.free_tier and api_usd < FREE_MAX_API_USD:
             plan, price, margin_target = "free", 0.0, None
-        record: dict[str, Any] = {"customer_id": customer.customer_id, "name": customer.name,
-                                  "plan": plan, "monthly_price_usd": price,
-                                  "billing_day": billing_day}
+        record: dict[str, Any] = {
+            "customer_id": customer.customer_id,
+            "name": customer.name,
+            "plan": plan,
+            "monthly_price_usd": price,
+            "billing_day": billing_day,
+        }
         if margin_target is not None:
             record["margin_target"] = margin_target
         records.append(record)
@@ -951,8 +1227,9 @@ class GzipLines:
         self.path = path
         self.lines = 0
         self._raw: IO[bytes] = path.open("wb")
-        self._gz = gzip.GzipFile(filename=path.name, mode="wb", fileobj=self._raw,
-                                 compresslevel=5, mtime=0)
+        self._gz = gzip.GzipFile(
+            filename=path.name, mode="wb", fileobj=self._raw, compresslevel=5, mtime=0
+        )
         self._batch = batch
         self._pending: list[bytes] = []
 
@@ -981,26 +1258,42 @@ def simulate(outdir: Path, cfg: SimConfig) -> SimSummary:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     traffic = Traffic(cfg)
-    files = {USAGE: outdir / "usage.jsonl.gz", ERRORS: outdir / "errors.jsonl.gz",
-             "customers": outdir / "customers.jsonl"}
+    files = {
+        USAGE: outdir / "usage.jsonl.gz",
+        ERRORS: outdir / "errors.jsonl.gz",
+        "customers": outdir / "customers.jsonl",
+    }
     with GzipLines(files[USAGE]) as usage, GzipLines(files[ERRORS]) as errors:
         writers = {USAGE: usage, ERRORS: errors}
         for kind, event, _ in traffic.emissions():
             writers[kind].write(event)
     customers = price_customers(traffic)
-    files["customers"].write_bytes(b"".join(
-        orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in customers))
+    files["customers"].write_bytes(
+        b"".join(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in customers)
+    )
     if cfg.incidents:
         files["truth"] = outdir / "truth.json"
-        truth = {"seed": cfg.seed, "start": rfc3339(traffic.start_ms),
-                 "end": rfc3339(traffic.end_ms), "bucket_s": 60,
-                 "incidents": [inc.truth() for inc in traffic.incidents]}
+        truth = {
+            "seed": cfg.seed,
+            "start": rfc3339(traffic.start_ms),
+            "end": rfc3339(traffic.end_ms),
+            "bucket_s": 60,
+            "incidents": [inc.truth() for inc in traffic.incidents],
+        }
         files["truth"].write_bytes(
-            orjson.dumps(truth, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+            orjson.dumps(truth, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        )
     return SimSummary(
-        outdir=outdir, files=files, usage_events=usage.lines, error_events=errors.lines,
-        duplicates=traffic.duplicates, customers=len(customers),
-        incidents=tuple(f"{inc.id} {inc.kind} {inc.labels} {rfc3339(inc.start_ms)}"
-                        f" .. {rfc3339(inc.end_ms)}" for inc in traffic.incidents),
-        start=rfc3339(traffic.start_ms), end=rfc3339(traffic.end_ms),
+        outdir=outdir,
+        files=files,
+        usage_events=usage.lines,
+        error_events=errors.lines,
+        duplicates=traffic.duplicates,
+        customers=len(customers),
+        incidents=tuple(
+            f"{inc.id} {inc.kind} {inc.labels} {rfc3339(inc.start_ms)} .. {rfc3339(inc.end_ms)}"
+            for inc in traffic.incidents
+        ),
+        start=rfc3339(traffic.start_ms),
+        end=rfc3339(traffic.end_ms),
     )

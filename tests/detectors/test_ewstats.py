@@ -76,8 +76,7 @@ def test_an_hour_with_little_history_falls_back_to_the_all_hours_baseline():
     assert b.expected(0.0) == pytest.approx((overall.mean, overall.std), rel=1e-5)
 
 
-@given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=100),
-       st.booleans())
+@given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=100), st.booleans())
 def test_seasonal_baseline_state_round_trips_through_json(values, seasonal):
     b = SeasonalBaseline(seasonal=seasonal)
     for i, x in enumerate(values):

@@ -4,7 +4,12 @@ from datetime import UTC, datetime
 import pytest
 
 from detectors import margin_breach
-from detectors.margin_breach import MarginBreachParams, MarginBreachState, MarginTerms, billing_period
+from detectors.margin_breach import (
+    MarginBreachParams,
+    MarginBreachState,
+    MarginTerms,
+    billing_period,
+)
 
 MINUTE = 60.0
 NOV_2 = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
@@ -79,7 +84,9 @@ def test_an_open_breach_resolves_when_the_billing_period_ends():
     decisions, _ = run(0.01, 30 * 60, MarginTerms(price_usd=5.0), start=start, params=params)
     december = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
     assert [(d.status, d.ends_at) for d in decisions] == [
-        ("firing", None), ("resolved", december), ("firing", None),
+        ("firing", None),
+        ("resolved", december),
+        ("firing", None),
     ]
     assert decisions[2].starts_at >= december
 
@@ -97,4 +104,4 @@ def test_state_round_trips_through_json():
     _, state = run(0.01, 500, MarginTerms(price_usd=10.0))
     copy = MarginBreachState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert copy == state
-    assert copy.burn_rate() == pytest.approx(0.01 / 60)
+    assert copy.burn_rate(PARAMS.burn_tau_s, MINUTE) == pytest.approx(0.01 / 60)

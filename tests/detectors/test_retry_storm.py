@@ -24,8 +24,22 @@ def traffic(minutes, seed, rate=40.0, error_p=0.015, storms=()):
         n = int(rng.poisson(rate))
         failures = int(rng.binomial(n, p_err))
         retries = int(rng.binomial(n, p_retry))
-        out.append((m * MINUTE, BucketCounts(n, failures, retries, failures * 0.8, failures * 0.002)))
+        out.append((m * MINUTE, counts(n, failures, retries, failures * 0.8, failures * 0.002)))
     return out
+
+
+def counts(requests, failures, retries, rate_limited=0.0, wasted=0.0, top=None):
+    """Bucket counts where failures and retries are independent requests (no chains)."""
+    return BucketCounts(
+        requests,
+        failures,
+        retries,
+        rate_limited,
+        wasted,
+        failures if top is None else top,
+        failures,
+        retries,
+    )
 
 
 def run(series, params=PARAMS, state=None):
@@ -60,27 +74,35 @@ def test_a_moderate_storm_is_a_warning():
 
 def test_a_few_failures_in_a_small_window_are_not_significant():
     # 3 of 40 attempts failing (7.5 %) twice in a row is chance at a 1.5 % baseline.
-    series = [(m * MINUTE, BucketCounts(8, 1 if m % 2 else 0, 0, 0, 0)) for m in range(300)]
-    series[200] = (200 * MINUTE, BucketCounts(8, 3, 0, 0, 0))
-    series[201] = (201 * MINUTE, BucketCounts(8, 2, 0, 0, 0))
+    series = [(m * MINUTE, counts(8, 1 if m % 2 else 0, 0, 0, 0)) for m in range(300)]
+    series[200] = (200 * MINUTE, counts(8, 3, 0, 0, 0))
+    series[201] = (201 * MINUTE, counts(8, 2, 0, 0, 0))
     assert run(series)[0] == []
 
 
 def test_failures_of_one_customer_alone_are_no_provider_storm():
     params = RetryStormParams(max_customer_share=0.5)
-    one = [(m * MINUTE, BucketCounts(200, 80, 70, 0, 0, top_customer_failures=78)) for m in range(20)]
+    one = [(m * MINUTE, counts(200, 80, 70, 0, 0, top=78)) for m in range(20)]
     assert run(one, params)[0] == []
-    many = [(m * MINUTE, BucketCounts(200, 80, 70, 0, 0, top_customer_failures=20)) for m in range(20)]
+    many = [(m * MINUTE, counts(200, 80, 70, 0, 0, top=20)) for m in range(20)]
     assert run(many, params)[0][0].status == "firing"
 
 
+def test_one_requests_chain_of_failing_retries_is_not_a_storm():
+    # 13 attempts in the window, 4 of them one request failing and retrying: 31 % of
+    # attempts failed, but one request in ten did.
+    series = [(m * MINUTE, counts(3, 0, 0)) for m in range(300)]
+    series[200] = (200 * MINUTE, BucketCounts(6, 4, 3, 4, 0.01, 4, 1, 1))
+    assert run(series)[0] == []
+
+
 def test_one_failure_in_three_requests_is_not_a_storm():
-    series = [(m * MINUTE, BucketCounts(3, 1 if m % 2 else 0, 1, 1, 0.01)) for m in range(200)]
+    series = [(m * MINUTE, counts(3, 1 if m % 2 else 0, 1, 1, 0.01)) for m in range(200)]
     assert run(series)[0] == []
 
 
 def test_a_retry_loop_without_errors_is_a_storm():
-    series = [(m * MINUTE, BucketCounts(100, 0, 60 if m >= 100 else 1, 0, 0.0)) for m in range(130)]
+    series = [(m * MINUTE, counts(100, 0, 60 if m >= 100 else 1, 0, 0.0)) for m in range(130)]
     decisions, _ = run(series)
     assert decisions[0].status == "firing"
     assert decisions[0].values["retry_share"] > 0.15
@@ -90,13 +112,13 @@ def test_the_threshold_rises_for_a_key_that_always_fails_more():
     # A key whose normal error rate is 12 % learns in warm-up that this is its normal
     # (clipped at the absolute 10 %): 12 % and 14 % are no storm, 45 % is.
     params = RetryStormParams(error_rate=0.10, baseline_factor=3.0)
-    calm = [(m * MINUTE, BucketCounts(100, 12, 5, 0, 0)) for m in range(200)]
+    calm = [(m * MINUTE, counts(100, 12, 5, 0, 0)) for m in range(200)]
     decisions, state = run(calm, params)
     assert decisions == []
     assert 0.10 <= state.error_baseline <= 0.12  # learnt clipped at the limit in warm-up
-    worse = [((200 + m) * MINUTE, BucketCounts(100, 14, 5, 0, 0)) for m in range(30)]
+    worse = [((200 + m) * MINUTE, counts(100, 14, 5, 0, 0)) for m in range(30)]
     assert run(worse, params, state)[0] == []
-    storm = [((230 + m) * MINUTE, BucketCounts(100, 45, 40, 0, 0)) for m in range(10)]
+    storm = [((230 + m) * MINUTE, counts(100, 45, 40, 0, 0)) for m in range(10)]
     assert run(storm, params, state)[0][0].status == "firing"
 
 
@@ -112,6 +134,6 @@ def test_state_round_trip_mid_stream_gives_the_same_decisions(cut):
 
 def test_gaps_empty_the_window():
     state = RetryStormState.new(PARAMS)
-    run([(m * MINUTE, BucketCounts(100, 60, 50, 0, 0)) for m in range(3)], state=state)
-    run([(500 * MINUTE, BucketCounts(10, 0, 0, 0, 0))], state=state)
+    run([(m * MINUTE, counts(100, 60, 50, 0, 0)) for m in range(3)], state=state)
+    run([(500 * MINUTE, counts(10, 0, 0, 0, 0))], state=state)
     assert sum(state.ring[0::6]) == 10

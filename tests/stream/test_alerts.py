@@ -9,8 +9,14 @@ T0 = 1793613600.0  # 2026-11-02T10:00:00Z
 
 
 def decision(status="firing", ends=None, severity="warning", name="spend_spike"):
-    return Decision(name, status, severity, T0, ends,
-                    {"observed": 2.5, "baseline": 1.0, "ratio": 2.5, "money_at_risk_usd_per_hour": 90.0})
+    return Decision(
+        name,
+        status,
+        severity,
+        T0,
+        ends,
+        {"observed": 2.5, "baseline": 1.0, "ratio": 2.5, "money_at_risk_usd_per_hour": 90.0},
+    )
 
 
 def alerts_item_schema():
@@ -18,14 +24,19 @@ def alerts_item_schema():
 
 
 def test_a_firing_alert_matches_the_webhook_contract_item():
-    alert = build_alert({"customer_id": "acme", "endpoint": "chat"}, decision(), "https://x/{alertname}")
+    alert = build_alert(
+        {"customer_id": "acme", "endpoint": "chat"}, decision(), "https://x/{alertname}"
+    )
     payload = alert.to_payload()
     jsonschema.validate(payload, alerts_item_schema())
     assert payload["endsAt"] == ZERO_TIME
     assert payload["startsAt"] == "2026-11-02T10:00:00Z"
     assert payload["labels"] == {
-        "alertname": "spend_spike", "severity": "warning", "customer_id": "acme",
-        "endpoint": "chat", "scope": "endpoint",
+        "alertname": "spend_spike",
+        "severity": "warning",
+        "customer_id": "acme",
+        "endpoint": "chat",
+        "scope": "endpoint",
     }
     assert payload["annotations"]["runbook_url"] == "https://x/spend_spike"
     assert payload["annotations"]["money_at_risk_usd_per_hour"] == "90.00"

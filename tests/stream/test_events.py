@@ -1,7 +1,6 @@
 """Parsing: every kind of bad input yields a structured reason, never an exception."""
 
 import json
-from pathlib import Path
 
 import jsonschema
 import orjson
@@ -22,9 +21,14 @@ from stream.events import (
 from tests.contracts import schema
 
 GOOD = {
-    "event_id": "ev-1", "ts": "2026-11-02T10:00:00Z", "customer_id": "acme",
-    "endpoint": "chat", "provider": "openai", "model": "gpt-4o",
-    "input_tokens": 2000, "output_tokens": 500,
+    "event_id": "ev-1",
+    "ts": "2026-11-02T10:00:00Z",
+    "customer_id": "acme",
+    "endpoint": "chat",
+    "provider": "openai",
+    "model": "gpt-4o",
+    "input_tokens": 2000,
+    "output_tokens": 500,
 }
 
 
@@ -108,7 +112,9 @@ def test_error_events_need_an_error_type_from_the_contract():
 def test_customer_records_follow_the_contract():
     c = parse_customer(b'{"customer_id": "acme", "plan": "pro", "monthly_price_usd": 99}')
     assert isinstance(c, Customer) and c.billing_day == 1 and not c.deleted
-    bad = parse_customer(b'{"customer_id": "acme", "plan": "pro", "monthly_price_usd": 9, "billing_day": 31}')
+    bad = parse_customer(
+        b'{"customer_id": "acme", "plan": "pro", "monthly_price_usd": 9, "billing_day": 31}'
+    )
     assert isinstance(bad, Rejection) and bad.field == "billing_day"
 
 
@@ -123,13 +129,19 @@ def test_arbitrary_bytes_never_raise(raw):
     assert isinstance(parse_error(raw), ErrorEvent | Rejection)
 
 
-@given(st.dictionaries(st.sampled_from(sorted(GOOD) + ["attempt", "tags", "cost_usd"]),
-                       st.one_of(st.none(), st.integers(), st.text(max_size=20), st.floats())))
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(GOOD) + ["attempt", "tags", "cost_usd"]),
+        st.one_of(st.none(), st.integers(), st.text(max_size=20), st.floats()),
+    )
+)
 def test_the_model_accepts_exactly_what_the_contract_schema_accepts(changes):
     body = {**GOOD, **changes}
     raw = json.dumps(body).encode()
     try:
-        jsonschema.validate(json.loads(raw), schema("usage-event"), format_checker=jsonschema.FormatChecker())
+        jsonschema.validate(
+            json.loads(raw), schema("usage-event"), format_checker=jsonschema.FormatChecker()
+        )
         schema_ok = True
     except jsonschema.ValidationError:
         schema_ok = False
@@ -146,5 +158,6 @@ def test_null_is_refused_where_the_contract_does_not_allow_it(field):
     raw = orjson.dumps({**GOOD, "error_type": "timeout", field: None})
     result = parse_error(raw)
     assert isinstance(result, Rejection) and result.field == field
-    assert isinstance(parse_error(orjson.dumps({**GOOD, "error_type": "timeout", "cost_usd": None})),
-                      ErrorEvent)
+    assert isinstance(
+        parse_error(orjson.dumps({**GOOD, "error_type": "timeout", "cost_usd": None})), ErrorEvent
+    )

@@ -14,15 +14,27 @@ PRICES = PriceTable.load(CONFIG_DIR / "prices.yaml")
 
 
 def event(i, ts, customer="acme", endpoint="chat", model="gpt-4o", **extra):
-    body = {"event_id": f"ev-{i}", "ts": ts, "customer_id": customer, "endpoint": endpoint,
-            "provider": "openai", "model": model, "input_tokens": 2000, "output_tokens": 500}
+    body = {
+        "event_id": f"ev-{i}",
+        "ts": ts,
+        "customer_id": customer,
+        "endpoint": endpoint,
+        "provider": "openai",
+        "model": model,
+        "input_tokens": 2000,
+        "output_tokens": 500,
+    }
     return orjson.dumps({**body, **extra})
 
 
 def make(settings=None, customers=None):
     dead = []
-    pipeline = Pipeline(settings or Settings(), PriceTable.load(CONFIG_DIR / "prices.yaml"),
-                        customers, on_dead_letter=dead.append)
+    pipeline = Pipeline(
+        settings or Settings(),
+        PriceTable.load(CONFIG_DIR / "prices.yaml"),
+        customers,
+        on_dead_letter=dead.append,
+    )
     return pipeline, dead
 
 
@@ -49,12 +61,23 @@ def test_duplicate_event_ids_are_counted_once():
 
 def test_bad_input_goes_to_dead_letters_with_reason_and_original_bytes():
     pipeline, dead = make()
-    raws = [b"{nope", event(1, T0, input_tokens=-1), b"x" * 70_000, event(2, "2100-01-02T00:00:00Z")]
+    raws = [
+        b"{nope",
+        event(1, T0, input_tokens=-1),
+        b"x" * 70_000,
+        event(2, "2100-01-02T00:00:00Z"),
+    ]
     for raw in raws:
         assert pipeline.feed("usage", raw) == []
     assert [d.rejection.reason for d in dead] == [
-        "json_invalid", "greater_than_equal", "too_large", "bad_timestamp"]
-    assert all(isinstance(d, DeadLetter) and d.raw == raw for d, raw in zip(dead, raws, strict=True))
+        "json_invalid",
+        "greater_than_equal",
+        "too_large",
+        "bad_timestamp",
+    ]
+    assert all(
+        isinstance(d, DeadLetter) and d.raw == raw for d, raw in zip(dead, raws, strict=True)
+    )
     assert sum(pipeline.ingest.stats.rejected.values()) == 4
     pipeline.feed("usage", event(3, T0))  # the stream goes on
     assert pipeline.ingest.stats.accepted["usage"] == 1
@@ -99,8 +122,12 @@ def test_a_runaway_customer_fires_a_spend_spike_with_labels_and_resolves():
     alerts += pipeline.flush()
     spikes = [a for a in alerts if a.labels["alertname"] == "spend_spike"]
     keys = {(a.labels["scope"], a.status) for a in spikes}
-    assert keys == {("customer", "firing"), ("customer", "resolved"),
-                    ("endpoint", "firing"), ("endpoint", "resolved")}
+    assert keys == {
+        ("customer", "firing"),
+        ("customer", "resolved"),
+        ("endpoint", "firing"),
+        ("endpoint", "resolved"),
+    }
     firing = next(a for a in spikes if a.status == "firing" and a.labels["scope"] == "endpoint")
     assert firing.labels["customer_id"] == "acme" and firing.labels["endpoint"] == "chat"
     assert firing.starts_at == T0 + 120 * 60
@@ -123,9 +150,14 @@ def test_a_provider_outage_fires_one_global_retry_storm():
     alerts += pipeline.flush()
     storms = [a for a in alerts if a.labels["scope"] == "provider"]
     assert [(a.status, a.labels["provider"], a.labels["model"]) for a in storms] == [
-        ("firing", "openai", "gpt-4o"), ("resolved", "openai", "gpt-4o")]
-    per_customer = {a.labels["customer_id"] for a in alerts if a.labels["alertname"] == "retry_storm"
-                    and "customer_id" in a.labels}
+        ("firing", "openai", "gpt-4o"),
+        ("resolved", "openai", "gpt-4o"),
+    ]
+    per_customer = {
+        a.labels["customer_id"]
+        for a in alerts
+        if a.labels["alertname"] == "retry_storm" and "customer_id" in a.labels
+    }
     assert per_customer == {"a", "b", "c", "d"}
 
 
@@ -139,5 +171,6 @@ def test_margin_breach_needs_a_customer_record():
     alerts += pipeline.flush()
     margins = [a for a in alerts if a.labels["alertname"] == "margin_breach"]
     assert [(a.status, a.labels["severity"], a.labels["customer_id"]) for a in margins] == [
-        ("firing", "critical", "acme")]
+        ("firing", "critical", "acme")
+    ]
     assert pipeline.per_customer.unknown_customers == {"nobody"}

@@ -53,8 +53,9 @@ def test_a_cache_written_once_and_read_eight_times_costs_6_15_against_24_uncache
 
 
 def test_cost_usd_prices_each_disjoint_token_kind_at_its_own_price(shipped: PriceTable):
-    cost = shipped.cost_usd("anthropic", "claude-sonnet-4-5", 1_000_000, 1_000_000,
-                            1_000_000, 1_000_000)
+    cost = shipped.cost_usd(
+        "anthropic", "claude-sonnet-4-5", 1_000_000, 1_000_000, 1_000_000, 1_000_000
+    )
     assert cost == pytest.approx(3.00 + 15.00 + 0.30 + 3.75)
 
 
@@ -63,13 +64,15 @@ def test_cache_prices_default_to_the_input_price():
     assert (price.cached_input, price.cache_write) == (2.0, 2.0)
 
 
-@given(
-    st.integers(0, 10**8), st.integers(0, 10**8), st.integers(0, 10**8), st.integers(0, 10**8)
-)
+@given(st.integers(0, 10**8), st.integers(0, 10**8), st.integers(0, 10**8), st.integers(0, 10**8))
 def test_event_cost_is_the_sum_of_its_token_kinds(inp: int, out: int, read: int, wrote: int):
     whole = event_cost(SONNET, inp, out, read, wrote)
-    parts = (event_cost(SONNET, inp, 0, 0, 0) + event_cost(SONNET, 0, out, 0, 0)
-             + event_cost(SONNET, 0, 0, read, 0) + event_cost(SONNET, 0, 0, 0, wrote))
+    parts = (
+        event_cost(SONNET, inp, 0, 0, 0)
+        + event_cost(SONNET, 0, out, 0, 0)
+        + event_cost(SONNET, 0, 0, read, 0)
+        + event_cost(SONNET, 0, 0, 0, wrote)
+    )
     assert whole == pytest.approx(parts)
     assert whole >= 0
 
@@ -77,19 +80,32 @@ def test_event_cost_is_the_sum_of_its_token_kinds(inp: int, out: int, read: int,
 # --- the shipped table ----------------------------------------------------------------
 
 REQUIRED = [
-    ("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("openai", "gpt-4.1"),
-    ("openai", "gpt-4.1-mini"), ("openai", "o3"), ("openai", "o4-mini"),
-    ("anthropic", "claude-sonnet-4-5"), ("anthropic", "claude-haiku-4-5"),
-    ("anthropic", "claude-opus-4-1"), ("google", "gemini-2.5-pro"),
-    ("google", "gemini-2.5-flash"), ("bedrock", "anthropic.claude-sonnet-4-20250514-v1:0"),
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-mini"),
+    ("openai", "gpt-4.1"),
+    ("openai", "gpt-4.1-mini"),
+    ("openai", "o3"),
+    ("openai", "o4-mini"),
+    ("anthropic", "claude-sonnet-4-5"),
+    ("anthropic", "claude-haiku-4-5"),
+    ("anthropic", "claude-opus-4-1"),
+    ("google", "gemini-2.5-pro"),
+    ("google", "gemini-2.5-flash"),
+    ("bedrock", "anthropic.claude-sonnet-4-20250514-v1:0"),
 ]
 
 # The exact pairs the traffic simulator emits: each must be priced from the table.
 SIMULATED = [
-    ("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("openai", "gpt-4.1"),
-    ("openai", "gpt-4.1-mini"), ("openai", "o4-mini"), ("anthropic", "claude-sonnet-4-5"),
-    ("anthropic", "claude-haiku-4-5"), ("anthropic", "claude-opus-4-1"),
-    ("google", "gemini-2.5-flash"), ("google", "gemini-2.5-pro"),
+    ("openai", "gpt-4o-mini"),
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4.1"),
+    ("openai", "gpt-4.1-mini"),
+    ("openai", "o4-mini"),
+    ("anthropic", "claude-sonnet-4-5"),
+    ("anthropic", "claude-haiku-4-5"),
+    ("anthropic", "claude-opus-4-1"),
+    ("google", "gemini-2.5-flash"),
+    ("google", "gemini-2.5-pro"),
     ("bedrock", "anthropic.claude-3-5-haiku-20241022-v1:0"),
 ]
 
@@ -142,16 +158,20 @@ def test_shipped_openai_cache_writes_cost_plain_input(shipped: PriceTable):
         ("google", "gemini-2.5-flash-lite-preview-06-17", ("google", "gemini-2.5-flash-lite")),
         ("google", "models/gemini-2.5-pro", ("google", "gemini-2.5-pro")),
         ("google", "gemini-2.0-flash-001", ("google", "gemini-2.0-flash")),
-        ("bedrock", "us.anthropic.claude-sonnet-4-20250514-v1:0",
-         ("bedrock", "anthropic.claude-sonnet-4-20250514-v1:0")),
+        (
+            "bedrock",
+            "us.anthropic.claude-sonnet-4-20250514-v1:0",
+            ("bedrock", "anthropic.claude-sonnet-4-20250514-v1:0"),
+        ),
         ("bedrock", "amazon.nova-pro-v1:0", ("bedrock", "amazon.nova-pro-v1:0")),
         ("bedrock", "meta.llama3-70b-instruct-v1:0", ("bedrock", "meta.llama3-70b-instruct-v1:0")),
         ("azure", "gpt-4o", ("azure", "gpt-4o")),
         ("azure", "gpt-35-turbo-0125", ("azure", "gpt-3.5-turbo")),
     ],
 )
-def test_names_and_dated_snapshots_resolve_to_their_family(shipped: PriceTable, provider,
-                                                            model, entry):
+def test_names_and_dated_snapshots_resolve_to_their_family(
+    shipped: PriceTable, provider, model, entry
+):
     assert shipped.resolve(provider, model) == entry
 
 
@@ -190,17 +210,22 @@ def test_azure_inherits_openai_prices(shipped: PriceTable):
         ("vertex_ai", "gemini-2.5-pro", ("google", "gemini-2.5-pro")),
     ],
 )
-def test_a_model_known_under_another_provider_is_matched_by_name(shipped: PriceTable,
-                                                                 provider, model, entry):
+def test_a_model_known_under_another_provider_is_matched_by_name(
+    shipped: PriceTable, provider, model, entry
+):
     assert shipped.resolve(provider, model) == entry
     assert shipped.lookup(provider, model)[1]
 
 
 def test_azure_matches_openai_by_name_even_in_a_table_without_azure():
-    table = PriceTable.from_config(PriceTableConfig.model_validate({
-        "fallback": {"input": 5, "output": 15},
-        "providers": {"openai": {"models": {"gpt-4o": {"input": 2.5, "output": 10}}}},
-    }))
+    table = PriceTable.from_config(
+        PriceTableConfig.model_validate(
+            {
+                "fallback": {"input": 5, "output": 15},
+                "providers": {"openai": {"models": {"gpt-4o": {"input": 2.5, "output": 10}}}},
+            }
+        )
+    )
     assert table.resolve("azure", "gpt-4o") == ("openai", "gpt-4o")
     assert table.lookup("azure", "gpt-4o") == (ModelPrice(input=2.5, output=10), True)
 
@@ -261,21 +286,55 @@ def test_a_minimal_file_loads_from_disk(tmp_path: Path):
 @pytest.mark.parametrize(
     ("text", "line", "field", "value", "why"),
     [
-        (GOOD.replace("input: 2.5", "input: -2.5"), 6,
-         "providers.openai.models.gpt-4o.input", "-2.5", "greater than or equal to 0"),
-        (GOOD.replace("output: 10}", "output: 10, cache_read: 1}"), 6,
-         "providers.openai.models.gpt-4o.cache_read", "1",
-         "valid: input, output, cached_input, cache_write"),
-        (GOOD.replace("output: 10}", "output: ten}"), 6,
-         "providers.openai.models.gpt-4o.output", "'ten'", "valid number"),
-        (GOOD.replace("gpt-4o:", "GPT-4o:"), 6,
-         "providers.openai.models.GPT-4o", "'GPT-4o'", "lower case"),
-        (GOOD + "    snapshot_suffixes: ['-(\\d{4}']\n", 7,
-         "providers.openai.snapshot_suffixes.0", "'-(\\\\d{4}'", "regular expression"),
-        (GOOD + "  azure: {inherits: opneai}\n", 7,
-         "providers.azure.inherits", "'opneai'", "valid: openai"),
-        (GOOD + "    aliases: {chatgpt-4o-latest: gpt-40}\n", 7,
-         "providers.openai.aliases.chatgpt-4o-latest", "'gpt-40'", "not a model"),
+        (
+            GOOD.replace("input: 2.5", "input: -2.5"),
+            6,
+            "providers.openai.models.gpt-4o.input",
+            "-2.5",
+            "greater than or equal to 0",
+        ),
+        (
+            GOOD.replace("output: 10}", "output: 10, cache_read: 1}"),
+            6,
+            "providers.openai.models.gpt-4o.cache_read",
+            "1",
+            "valid: input, output, cached_input, cache_write",
+        ),
+        (
+            GOOD.replace("output: 10}", "output: ten}"),
+            6,
+            "providers.openai.models.gpt-4o.output",
+            "'ten'",
+            "valid number",
+        ),
+        (
+            GOOD.replace("gpt-4o:", "GPT-4o:"),
+            6,
+            "providers.openai.models.GPT-4o",
+            "'GPT-4o'",
+            "lower case",
+        ),
+        (
+            GOOD + "    snapshot_suffixes: ['-(\\d{4}']\n",
+            7,
+            "providers.openai.snapshot_suffixes.0",
+            "'-(\\\\d{4}'",
+            "regular expression",
+        ),
+        (
+            GOOD + "  azure: {inherits: opneai}\n",
+            7,
+            "providers.azure.inherits",
+            "'opneai'",
+            "valid: openai",
+        ),
+        (
+            GOOD + "    aliases: {chatgpt-4o-latest: gpt-40}\n",
+            7,
+            "providers.openai.aliases.chatgpt-4o-latest",
+            "'gpt-40'",
+            "not a model",
+        ),
         (GOOD.replace("version: 1", "version: 2"), 1, "version", "2", "1"),
     ],
 )
@@ -313,10 +372,12 @@ def test_a_missing_file_is_refused_naming_it(tmp_path: Path):
 
 def test_an_inheritance_cycle_is_refused():
     with pytest.raises(ValueError, match="providers.a.inherits: inherits in a cycle"):
-        PriceTableConfig.model_validate({
-            "fallback": {"input": 1, "output": 1},
-            "providers": {"a": {"inherits": "b"}, "b": {"inherits": "a"}},
-        })
+        PriceTableConfig.model_validate(
+            {
+                "fallback": {"input": 1, "output": 1},
+                "providers": {"a": {"inherits": "b"}, "b": {"inherits": "a"}},
+            }
+        )
 
 
 def test_a_bad_input_price_is_reported_once_not_again_for_the_cache_prices_it_feeds(

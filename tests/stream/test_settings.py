@@ -32,9 +32,18 @@ def test_the_shipped_customers_load():
     ("text", "line", "field", "why"),
     [
         ("buckets:\n  width_s: -1\n", 2, "buckets.width_s", "greater than 0"),
-        ("detectors:\n  spend_spike:\n    min_zz: 3\n", 3, "detectors.spend_spike.min_zz", "Unexpected"),
-        ("detectors:\n  retry_storm:\n    error_rate: 2\n", 3, "detectors.retry_storm.error_rate",
-         "less than or equal to 1"),
+        (
+            "detectors:\n  spend_spike:\n    min_zz: 3\n",
+            3,
+            "detectors.spend_spike.min_zz",
+            "Unexpected",
+        ),
+        (
+            "detectors:\n  retry_storm:\n    error_rate: 2\n",
+            3,
+            "detectors.retry_storm.error_rate",
+            "less than or equal to 1",
+        ),
         ("plans:\n  pro: {margin_target: lots}\n", 2, "plans.pro.margin_target", "valid number"),
         ("bukets: {}\n", 1, "bukets", "Extra inputs"),
     ],
@@ -70,8 +79,12 @@ def test_a_bad_environment_override_is_refused(tmp_path, monkeypatch):
 
 
 def test_bad_customer_records_name_file_line_and_field(tmp_path):
-    path = write(tmp_path, "- {customer_id: a, plan: pro, monthly_price_usd: 10}\n"
-                           "- {customer_id: b, plan: pro, monthly_price_usd: -1}\n", "c.yaml")
+    path = write(
+        tmp_path,
+        "- {customer_id: a, plan: pro, monthly_price_usd: 10}\n"
+        "- {customer_id: b, plan: pro, monthly_price_usd: -1}\n",
+        "c.yaml",
+    )
     with pytest.raises(ConfigFileError, match=rf"{path}:2: 1.monthly_price_usd"):
         load_customers(path)
     jsonl = write(tmp_path, '{"customer_id": "a", "plan": "pro"}\n', "c.jsonl")

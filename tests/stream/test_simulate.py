@@ -39,12 +39,15 @@ class Run:
         self.cfg = cfg
         self.outdir = outdir
         self.summary = simulate(outdir, cfg)
-        self.raw = {kind: gzip.decompress((outdir / f"{kind}.jsonl.gz").read_bytes())
-                    for kind in ("usage", "errors")}
+        self.raw = {
+            kind: gzip.decompress((outdir / f"{kind}.jsonl.gz").read_bytes())
+            for kind in ("usage", "errors")
+        }
         self.usage = [orjson.loads(line) for line in self.raw["usage"].splitlines()]
         self.errors = [orjson.loads(line) for line in self.raw["errors"].splitlines()]
-        self.customers = [orjson.loads(line)
-                          for line in (outdir / "customers.jsonl").read_bytes().splitlines()]
+        self.customers = [
+            orjson.loads(line) for line in (outdir / "customers.jsonl").read_bytes().splitlines()
+        ]
         truth = outdir / "truth.json"
         self.truth = orjson.loads(truth.read_bytes()) if truth.exists() else None
 
@@ -70,9 +73,13 @@ class Run:
             cost = e.get("cost_usd")
             if cost is None:
                 cost = prices.cost_usd(
-                    e["provider"], e["model"], e.get("input_tokens", 0),
-                    e.get("output_tokens", 0), e.get("cached_input_tokens", 0),
-                    e.get("cache_write_tokens", 0))
+                    e["provider"],
+                    e["model"],
+                    e.get("input_tokens", 0),
+                    e.get("output_tokens", 0),
+                    e.get("cached_input_tokens", 0),
+                    e.get("cache_write_tokens", 0),
+                )
             spend[e["customer_id"]] += cost
         return {c: usd / self.cfg.days * 30 for c, usd in spend.items()}
 
@@ -176,7 +183,8 @@ def test_timestamps_are_in_order_but_for_duplicates_a_moment_late(clean: Run) ->
             assert t >= newest - 3.0
             newest = max(newest, t)
     assert [seconds(e["ts"]) for e in clean.errors] == sorted(
-        seconds(e["ts"]) for e in clean.errors)
+        seconds(e["ts"]) for e in clean.errors
+    )
 
 
 def test_event_ids_are_unique_but_for_producer_duplicates(clean: Run) -> None:
@@ -203,7 +211,11 @@ def test_clean_traffic_fails_about_one_and_a_half_percent(clean: Run) -> None:
     assert 0.01 < len(failed) / len(first) < 0.02
     assert 0.01 < len(clean.errors) / len(attempts) < 0.03
     assert set(Counter(e["error_type"] for e in clean.errors)) == {
-        "rate_limited", "timeout", "server_error", "overloaded"}
+        "rate_limited",
+        "timeout",
+        "server_error",
+        "overloaded",
+    }
     assert all("retry_after_s" in e for e in clean.errors if e["error_type"] == "rate_limited")
 
 
@@ -231,8 +243,13 @@ def test_a_few_usage_events_report_their_price_table_cost(clean: Run) -> None:
     assert 0.01 < len(reported) / len(clean.usage) < 0.03
     for e in reported:
         assert e["cost_usd"] == prices.cost_usd(
-            e["provider"], e["model"], e["input_tokens"], e["output_tokens"],
-            e.get("cached_input_tokens", 0), e.get("cache_write_tokens", 0))
+            e["provider"],
+            e["model"],
+            e["input_tokens"],
+            e["output_tokens"],
+            e.get("cached_input_tokens", 0),
+            e.get("cache_write_tokens", 0),
+        )
 
 
 def test_anthropic_endpoints_use_the_prompt_cache(clean: Run) -> None:
@@ -247,8 +264,9 @@ def test_anthropic_endpoints_use_the_prompt_cache(clean: Run) -> None:
 
 def test_afternoon_traffic_is_about_two_and_a_half_times_the_night(clean: Run) -> None:
     start = CLEAN.start.timestamp()
-    hours = Counter(int((seconds(e["ts"]) - start) // 3600) for e in clean.attempts()
-                    if e["attempt"] == 1)
+    hours = Counter(
+        int((seconds(e["ts"]) - start) // 3600) for e in clean.attempts() if e["attempt"] == 1
+    )
     afternoon = sum(hours[h] for h in (13, 14, 15, 16))
     night = sum(hours[h] for h in (1, 2, 3, 4))
     assert 1.8 < afternoon / night < 3.3
@@ -292,9 +310,13 @@ def test_truth_lists_the_five_incidents_starting_on_the_last_day(incidents: Run)
     assert seconds(truth["end"]) == start + INCIDENTS.days * 86_400
     kinds = {inc["kind"]: inc for inc in truth["incidents"]}
     assert [inc["id"] for inc in truth["incidents"]] == [f"inc-{i}" for i in range(1, 6)]
-    expected = {"runaway_loop": "spend_spike", "model_switch": "spend_spike",
-                "retry_loop": "retry_storm", "provider_outage": "retry_storm",
-                "plan_overgrowth": "margin_breach"}
+    expected = {
+        "runaway_loop": "spend_spike",
+        "model_switch": "spend_spike",
+        "retry_loop": "retry_storm",
+        "provider_outage": "retry_storm",
+        "plan_overgrowth": "margin_breach",
+    }
     assert {kind: inc["alertname"] for kind, inc in kinds.items()} == expected
     timed = [inc for inc in truth["incidents"] if inc["kind"] != "plan_overgrowth"]
     assert all(seconds(inc["start"]) >= start + 86_400 for inc in timed)
@@ -319,8 +341,13 @@ def test_incidents_on_one_customer_do_not_overlap(incidents: Run) -> None:
 
 
 def first_attempts(run: Run, labels: dict[str, str], span: tuple[float, float]) -> int:
-    return sum(1 for e in run.attempts() if e["attempt"] == 1 and span[0] <= seconds(e["ts"])
-               < span[1] and all(e[k] == v for k, v in labels.items()))
+    return sum(
+        1
+        for e in run.attempts()
+        if e["attempt"] == 1
+        and span[0] <= seconds(e["ts"]) < span[1]
+        and all(e[k] == v for k, v in labels.items())
+    )
 
 
 def test_runaway_loop_sends_ten_times_the_requests_of_the_day_before(incidents: Run) -> None:
@@ -334,10 +361,14 @@ def test_model_switch_moves_the_endpoint_to_the_expensive_model(incidents: Run) 
     inc = incident(incidents, "model_switch")
     lo, hi = window(inc)
     provider, model = inc["detail"]["to"].split("/")
-    on_endpoint = [e for e in incidents.attempts()
-                   if all(e[k] == v for k, v in inc["labels"].items())]
-    during = {(e["provider"], e["model"]) for e in on_endpoint if lo <= seconds(e["ts"]) < hi
-              and e["attempt"] == 1}
+    on_endpoint = [
+        e for e in incidents.attempts() if all(e[k] == v for k, v in inc["labels"].items())
+    ]
+    during = {
+        (e["provider"], e["model"])
+        for e in on_endpoint
+        if lo <= seconds(e["ts"]) < hi and e["attempt"] == 1
+    }
     before = {(e["provider"], e["model"]) for e in on_endpoint if seconds(e["ts"]) < lo}
     assert during == {(provider, model)}
     assert before == {(inc["detail"]["provider"], inc["detail"]["model"])}
@@ -347,8 +378,11 @@ def test_model_switch_moves_the_endpoint_to_the_expensive_model(incidents: Run) 
 def test_retry_loop_rate_limits_half_the_attempts_up_to_attempt_five(incidents: Run) -> None:
     inc = incident(incidents, "retry_loop")
     lo, hi = window(inc)
-    events = [e for e in incidents.attempts() if lo <= seconds(e["ts"]) < hi
-              and all(e[k] == v for k, v in inc["labels"].items())]
+    events = [
+        e
+        for e in incidents.attempts()
+        if lo <= seconds(e["ts"]) < hi and all(e[k] == v for k, v in inc["labels"].items())
+    ]
     limited = [e for e in events if e.get("error_type") == "rate_limited"]
     assert 0.35 < len(limited) / len(events) < 0.65
     assert max(e["attempt"] for e in events) == 5
@@ -386,14 +420,18 @@ def test_overgrowth_customer_pays_less_than_its_cost_to_serve(incidents: Run) ->
 
 def test_truth_names_the_alerts_an_incident_may_also_raise(incidents: Run) -> None:
     runaway = incident(incidents, "runaway_loop")
-    assert runaway["secondary"] == [{"alertname": "spend_spike", "labels": {
-        "customer_id": runaway["labels"]["customer_id"]}}]
+    assert runaway["secondary"] == [
+        {"alertname": "spend_spike", "labels": {"customer_id": runaway["labels"]["customer_id"]}}
+    ]
     outage = incident(incidents, "provider_outage")
-    on_model = {(e["customer_id"], e["endpoint"]) for e in incidents.attempts()
-                if (e["provider"], e["model"]) == tuple(outage["labels"].values())
-                and e["attempt"] == 1 and seconds(e["ts"]) < seconds(outage["start"])}
-    secondary = {(s["labels"]["customer_id"], s["labels"]["endpoint"])
-                 for s in outage["secondary"]}
+    on_model = {
+        (e["customer_id"], e["endpoint"])
+        for e in incidents.attempts()
+        if (e["provider"], e["model"]) == tuple(outage["labels"].values())
+        and e["attempt"] == 1
+        and seconds(e["ts"]) < seconds(outage["start"])
+    }
+    secondary = {(s["labels"]["customer_id"], s["labels"]["endpoint"]) for s in outage["secondary"]}
     assert on_model <= secondary
     assert {s["alertname"] for s in outage["secondary"]} == {"retry_storm"}
 
