@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
@@ -75,11 +76,18 @@ class MarginBreachParams:
 def billing_period(t: float, billing_day: int) -> tuple[float, float]:
     """(start, end) epoch seconds of the billing month containing ``t`` (UTC midnights).
 
+    Judged for every customer every bucket, so the answer is cached per UTC day.
+
     >>> s, e = billing_period(datetime(2026, 11, 25, tzinfo=UTC).timestamp(), 28)
     >>> datetime.fromtimestamp(s, UTC).date(), datetime.fromtimestamp(e, UTC).date()
     (datetime.date(2026, 10, 28), datetime.date(2026, 11, 28))
     """
-    day = datetime.fromtimestamp(t, UTC)
+    return _billing_period(int(t // 86_400), billing_day)
+
+
+@lru_cache(maxsize=4096)
+def _billing_period(day_index: int, billing_day: int) -> tuple[float, float]:
+    day = datetime.fromtimestamp(day_index * 86_400, UTC)
     year, month = day.year, day.month
     if day.day < billing_day:
         year, month = (year, month - 1) if month > 1 else (year - 1, 12)

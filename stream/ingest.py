@@ -36,21 +36,23 @@ class DedupWindow:
     (False, True, False)
     """
 
-    __slots__ = ("horizon", "generation", "current", "previous")
+    __slots__ = ("horizon", "generation", "current", "previous", "rotate_at")
 
     def __init__(self, horizon_s: float) -> None:
         self.horizon = max(horizon_s, 1e-9)
         self.generation = 0
+        self.rotate_at = self.horizon  # event time at which the next generation starts
         self.current: set[str] = set()
         self.previous: set[str] = set()
 
     def seen(self, event_id: str, ts: float) -> bool:
         """True if ``event_id`` was seen recently; otherwise remember it."""
-        generation = int(ts // self.horizon)
-        if generation > self.generation:
+        if ts >= self.rotate_at:
+            generation = int(ts // self.horizon)
             self.previous = self.current if generation == self.generation + 1 else set()
             self.current = set()
             self.generation = generation
+            self.rotate_at = (generation + 1) * self.horizon
         if event_id in self.current or event_id in self.previous:
             return True
         self.current.add(event_id)

@@ -79,20 +79,21 @@ def _read(pipeline: Pipeline, kind: str, path: Path, report: ReplayReport) -> It
     lines, disk = open_lines(path)
     with lines, disk:
         for raw in lines:
-            raw = raw.rstrip(b"\r\n")
-            if not raw:
+            if raw.isspace():
                 continue
             report.lines += 1
             if report.lines % 10_000 == 0:
                 report.positions[path] = disk.tell()
+            # JSON allows the trailing newline: it is stripped only from what is kept.
             event = parse(kind, raw)
             if isinstance(event, DeadLetter):
+                event.raw = raw.rstrip(b"\r\n")
                 report.dead_letters += 1
                 if pipeline.on_dead_letter:
                     pipeline.on_dead_letter(event)
                 continue
             seq += 1
-            yield event.ts, seq, kind, event, raw
+            yield event.ts, seq, kind, event, raw.rstrip(b"\r\n")
 
 
 def replay_files(
