@@ -218,14 +218,19 @@ def _push_and_judge(
     stats[slot + _RETRIED] = counts.retried_requests
     requests = sum(stats[_RING + _REQ :: _FIELDS])
     if requests < params.min_requests:
-        # Too few attempts to judge: an open storm is held, not resolved (a retry loop on a
-        # quiet endpoint dips under the minimum), unless traffic stopped altogether.
+        # Too few attempts to judge: an open storm is held while the few attempts still
+        # fail (a retry loop on a quiet endpoint dips under the minimum), and calms when
+        # they do not, or when traffic stopped altogether.
+        failing = requests > 0 and (
+            sum(stats[_RING + _FAIL :: _FIELDS]) >= 0.5 * params.error_rate * requests
+            or sum(stats[_RING + _RETRY :: _FIELDS]) >= 0.5 * params.retry_share * requests
+        )
         state.episode, transitions = episodes.advance(
             state.episode,
             t,
             width,
             False,
-            requests > 0,
+            failing,
             WARNING,
             consecutive=params.consecutive,
             calm_needed=params.calm_buckets,

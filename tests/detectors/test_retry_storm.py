@@ -137,3 +137,18 @@ def test_gaps_empty_the_window():
     run([(m * MINUTE, counts(100, 60, 50, 0, 0)) for m in range(3)], state=state)
     run([(500 * MINUTE, counts(10, 0, 0, 0, 0))], state=state)
     assert sum(state.ring[0::6]) == 10
+
+
+def test_a_storm_on_a_quiet_key_resolves_when_its_few_attempts_succeed_again():
+    storm = [(m * MINUTE, counts(6, 4, 3)) for m in range(10)]
+    quiet = [((10 + m) * MINUTE, counts(1, 0, 0)) for m in range(20)]  # window < min_requests
+    decisions, _ = run(storm + quiet)
+    assert [d.status for d in decisions] == ["firing", "resolved"]
+    assert decisions[1].ends_at <= 12 * MINUTE
+
+
+def test_a_storm_on_a_quiet_key_is_held_while_its_few_attempts_still_fail():
+    storm = [(m * MINUTE, counts(6, 4, 3)) for m in range(10)]
+    failing = [((10 + m) * MINUTE, counts(1, 1, 1)) for m in range(20)]
+    decisions, _ = run(storm + failing)
+    assert [d.status for d in decisions] == ["firing"]
