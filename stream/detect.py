@@ -183,8 +183,8 @@ class CustomerDetection:
             params = det.retry_storm
             for key in self._keys("retry_endpoint", by_endpoint):
                 state = self.retry_endpoint.get(key) or RetryStormState.new(params)
-                row = by_endpoint.get(key)
-                counts = _counts(row) if row else BucketCounts()
+                fresh = by_endpoint.get(key)
+                counts = _counts(fresh) if fresh else BucketCounts()
                 decisions = retry_storm.update(state, t, width, counts, params)
                 self._keep(
                     "retry_endpoint", self.retry_endpoint, key, state, state.episode is not None
