@@ -129,6 +129,8 @@ def advance(
     >>> ep, out
     (None, [])
     """
+    if episode is None and not breach:
+        return None, []  # idle and nothing to start: the common case, no object needed
     current = episode or Episode()
     transitions = current.step(
         t,
