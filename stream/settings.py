@@ -13,9 +13,9 @@ Secrets (tokens, passwords, signing keys) are read from the environment only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from detectors.margin_breach import MarginBreachParams
@@ -90,6 +90,84 @@ class AlertSettings(Section):
     external_url: Annotated[str, Field(description="Where spendwatch's UI or docs live.")] = ""
 
 
+class TopicSettings(Section):
+    usage: Annotated[str, Field(min_length=1, description="Usage events (producers write).")] = (
+        "spendwatch.usage"
+    )
+    errors: Annotated[str, Field(min_length=1, description="Error events (producers write).")] = (
+        "spendwatch.errors"
+    )
+    customers: Annotated[
+        str, Field(min_length=1, description="Customer records, compacted, key = customer_id.")
+    ] = "spendwatch.customers"
+    alerts: Annotated[
+        str, Field(min_length=1, description="Alert transitions (firing/resolved).")
+    ] = "spendwatch.alerts"
+    deadletter: Annotated[
+        str, Field(min_length=1, description="Refused input with its reason and original bytes.")
+    ] = "spendwatch.deadletter"
+    partitions: Annotated[
+        int, Field(ge=1, le=1024, description="Partitions of the topics spendwatch creates.")
+    ] = 4
+    replication_factor: Annotated[
+        int, Field(ge=1, le=16, description="Replication factor of the topics spendwatch creates.")
+    ] = 1
+
+
+class KafkaSettings(Section):
+    bootstrap_servers: Annotated[
+        str, Field(min_length=1, description="Comma-separated host:port list.")
+    ] = "127.0.0.1:9092"
+    client_id: Annotated[str, Field(min_length=1, description="Kafka client id.")] = "spendwatch"
+    app_id: Annotated[
+        str, Field(min_length=1, description="Worker group id; prefixes internal topics.")
+    ] = "spendwatch"
+    security_protocol: Annotated[
+        Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"],
+        Field(description="How to talk to the brokers."),
+    ] = "PLAINTEXT"
+    ssl_cafile: Annotated[Path | None, Field(description="CA bundle to verify brokers (TLS).")] = (
+        None
+    )
+    ssl_certfile: Annotated[Path | None, Field(description="Client certificate (mutual TLS).")] = (
+        None
+    )
+    ssl_keyfile: Annotated[Path | None, Field(description="Client private key (mutual TLS).")] = (
+        None
+    )
+    sasl_mechanism: Annotated[
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"], Field(description="SASL mechanism.")
+    ] = "PLAIN"
+    sasl_username: Annotated[str | None, Field(description="SASL user name.")] = None
+    sasl_password: Annotated[
+        SecretStr | None,
+        Field(description="SASL password: environment only (SPENDWATCH_KAFKA__SASL_PASSWORD)."),
+    ] = None
+    topics: TopicSettings = TopicSettings()
+
+
+class WorkerSettings(Section):
+    web_host: Annotated[str, Field(description="Address the worker's web port listens on.")] = (
+        "127.0.0.1"
+    )
+    web_port: Annotated[int, Field(ge=1, le=65535, description="/health and /metrics port.")] = 6066
+    data_dir: Annotated[Path, Field(description="Worker scratch directory (faust datadir).")] = (
+        Path("/tmp/spendwatch-worker")
+    )
+    batch_size: Annotated[int, Field(ge=1, description="Events taken per batch.")] = 1000
+    batch_within_s: Annotated[
+        float, Field(gt=0, description="Longest wait to fill a batch, seconds.")
+    ] = 0.5
+    session_timeout_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="Kafka group session timeout (how fast a dead worker's "
+            "partitions move), seconds.",
+        ),
+    ] = 10.0
+
+
 class Settings(BaseSettings):
     """Everything a spendwatch process needs, validated."""
 
@@ -111,6 +189,8 @@ class Settings(BaseSettings):
     ] = Field(default_factory=_default_plans)
     detectors: DetectorSettings = DetectorSettings()
     alerts: AlertSettings = AlertSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    worker: WorkerSettings = WorkerSettings()
 
     # Where the file came from, to resolve relative paths; not a setting.
     source_path: Path | None = Field(default=None, exclude=True)
@@ -137,6 +217,10 @@ class Settings(BaseSettings):
         return self.plans.get(name) or self.plans.get("default") or PlanSettings()
 
 
+# Settings that are secrets: refused in files, read from the environment only.
+SECRET_FIELDS: tuple[tuple[str, ...], ...] = (("kafka", "sasl_password"),)
+
+
 def load_settings(path: Path | str | None = None) -> Settings:
     """Settings from a YAML file (default config/spendwatch.yaml) and the environment.
 
@@ -146,6 +230,17 @@ def load_settings(path: Path | str | None = None) -> Settings:
     data, lines = load_yaml(file)
     if not isinstance(data, dict):
         raise ConfigFileError(f"{file}: the top level must be a mapping of settings")
+    for path in SECRET_FIELDS:
+        node: Any = data
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            where = f"{file}:{lines.get(path, '?')}"
+            env = "SPENDWATCH_" + "__".join(p.upper() for p in path)
+            raise ConfigFileError(
+                f"{where}: {'.'.join(path)}: secrets are read from the environment only "
+                f"(set {env}); remove it from the file"
+            )
     try:
         settings = Settings(**data, source_path=file)
     except ValidationError as exc:

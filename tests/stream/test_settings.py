@@ -90,3 +90,16 @@ def test_bad_customer_records_name_file_line_and_field(tmp_path):
     jsonl = write(tmp_path, '{"customer_id": "a", "plan": "pro"}\n', "c.jsonl")
     with pytest.raises(ConfigFileError, match=rf"{jsonl}:1: monthly_price_usd"):
         load_customers(jsonl)
+
+
+def test_a_secret_in_the_config_file_is_refused(tmp_path):
+    path = write(tmp_path, "kafka:\n  sasl_username: svc\n  sasl_password: hunter2\n")
+    with pytest.raises(ConfigFileError, match=rf"{path}:3: kafka.sasl_password: secrets are read"):
+        load_settings(path)
+
+
+def test_secrets_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPENDWATCH_KAFKA__SASL_PASSWORD", "hunter2")
+    settings = load_settings(write(tmp_path, "kafka:\n  security_protocol: SASL_SSL\n"))
+    assert settings.kafka.sasl_password.get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(settings)
