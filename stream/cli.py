@@ -7,6 +7,7 @@ Machine-readable output (``--json``) goes to stdout alone; everything for people
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from collections.abc import Sequence
@@ -16,6 +17,8 @@ import orjson
 
 from stream.alerts import Alert
 from stream.customers import load_customers
+from stream.events import Customer, to_epoch_seconds
+from stream.kafka import topic_name
 from stream.pipeline import Pipeline
 from stream.pricing import PriceConfigError, PriceTable
 from stream.replay import read_series, replay_files, replay_series
@@ -69,8 +72,20 @@ def print_alert_table(alerts: Sequence[Alert], out=sys.stdout) -> None:
         )
 
 
+def _epoch_ms(value: str) -> int:
+    """A --from/--to time: RFC 3339 (UTC if no offset) or epoch seconds."""
+    text = value.strip()
+    if text.replace(".", "", 1).isdigit():
+        return int(to_epoch_seconds(float(text)) * 1000)
+    if "T" in text and not (text.endswith(("Z", "z")) or "+" in text[10:] or "-" in text[10:]):
+        text += "+00:00"
+    return int(to_epoch_seconds(text) * 1000)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     settings, prices = _load(args.config)
+    if args.topic:
+        return _replay_topic(args, settings, prices)
     if args.series:
         alerts = replay_series(read_series(Path(args.series)), settings, args.key)
         _emit(alerts, args.json)
@@ -91,6 +106,58 @@ def cmd_replay(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     _emit(report.alerts, args.json)
     _summary(pipeline, report.lines, report.dead_letters, len(report.alerts), elapsed)
+    return 0
+
+
+def _customers(args: argparse.Namespace, settings: Settings) -> dict[str, Customer]:
+    path = (
+        Path(args.customers)
+        if args.customers
+        else (settings.resolve(settings.customers_file) if settings.customers_file else None)
+    )
+    return load_customers(path) if path and path.exists() else {}
+
+
+def _replay_topic(args: argparse.Namespace, settings: Settings, prices: PriceTable) -> int:
+    from stream.topic_replay import replay_topics
+
+    if not (args.start and args.end):
+        print("spendwatch replay --topic needs --from and --to", file=sys.stderr)
+        return 2
+    pipeline = Pipeline(settings, prices, _customers(args, settings))
+    started = time.perf_counter()
+    report = asyncio.run(
+        replay_topics(
+            pipeline,
+            settings.kafka,
+            topic_name(settings, args.topic),
+            topic_name(settings, args.errors_topic) if args.errors_topic else None,
+            _epoch_ms(args.start),
+            _epoch_ms(args.end),
+        )
+    )
+    _emit(report.alerts, args.json)
+    _summary(
+        pipeline,
+        report.lines,
+        report.dead_letters,
+        len(report.alerts),
+        time.perf_counter() - started,
+    )
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from stream.produce import produce
+
+    settings = load_settings(args.config)
+    topic = topic_name(settings, args.topic)
+    report = asyncio.run(produce(settings.kafka, Path(args.file), topic, args.rate))
+    print(
+        f"sent {report.sent:,} records to {topic} in {report.seconds:.1f} s"
+        f" ({report.unkeyed:,} without a customer_id key)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -164,7 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="one alert JSON object per line")
     replay.add_argument("--series", help="a timestamp,value CSV to run the spend detector on")
     replay.add_argument("--key", default="series", help="the key (customer_id) for --series")
+    replay.add_argument("--topic", help="replay a Kafka topic (usage, errors or a name) ...")
+    replay.add_argument("--errors-topic", help="... merged with this error topic")
+    replay.add_argument("--from", dest="start", help="start of the range (RFC 3339 or epoch s)")
+    replay.add_argument("--to", dest="end", help="end of the range, exclusive")
     replay.set_defaults(func=cmd_replay)
+
+    prod = sub.add_parser("produce", help="publish JSON lines to a topic, keyed by customer")
+    prod.add_argument("file", help="JSON lines, .jsonl or .jsonl.gz")
+    prod.add_argument("--topic", required=True, help="usage, errors, customers or a topic name")
+    prod.add_argument("--rate", type=float, help="at most this many records per second")
+    prod.add_argument("--config", help="config file (default config/spendwatch.yaml)")
+    prod.set_defaults(func=cmd_produce)
 
     sim = sub.add_parser("simulate", help="write realistic traffic in the contract formats")
     sim.add_argument("outdir")

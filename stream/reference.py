@@ -15,8 +15,10 @@ from typing import Any
 from stream.settings import PlanSettings, Settings
 
 _RANGES = (
-    ("exclusiveMinimum", "> {}"), ("minimum", ">= {}"),
-    ("exclusiveMaximum", "< {}"), ("maximum", "<= {}"),
+    ("exclusiveMinimum", "> {}"),
+    ("minimum", ">= {}"),
+    ("exclusiveMaximum", "< {}"),
+    ("maximum", "<= {}"),
 )
 
 
