@@ -135,9 +135,34 @@ def update(
     terms: MarginTerms,
     params: MarginBreachParams,
 ) -> list[Decision]:
-    """Add the API cost (USD) of the bucket starting at ``t`` and judge the month."""
-    if state.last_t is not None and t <= state.last_t:
+    """Add the API cost (USD) of the bucket starting at ``t`` and judge the month.
+
+    Buckets skipped since the last call had no cost: an open episode is judged on each
+    of the last few of them (so it resolves on time), older ones only decay the burn rate.
+    A bucket at or before the last one is ignored (the caller closes buckets in order).
+    """
+    if state.last_t is None:
+        return _bucket(state, t, width, cost_usd, terms, params)
+    if t <= state.last_t:
         return []
+    skipped = int(round((t - state.last_t) / width)) - 1
+    judged = min(skipped, params.consecutive + params.calm_buckets) if state.episode else 0
+    if skipped > judged:
+        state.rate_raw *= math.exp(-width / params.burn_tau_s) ** (skipped - judged)
+    decisions: list[Decision] = []
+    for i in range(judged, 0, -1):
+        decisions += _bucket(state, t - i * width, width, 0.0, terms, params)
+    return decisions + _bucket(state, t, width, cost_usd, terms, params)
+
+
+def _bucket(
+    state: MarginBreachState,
+    t: float,
+    width: float,
+    cost_usd: float,
+    terms: MarginTerms,
+    params: MarginBreachParams,
+) -> list[Decision]:
     decisions: list[Decision] = []
     period = billing_period(t, terms.billing_day)
     if state.last_t is not None and state.last_t < period[0]:
@@ -148,9 +173,6 @@ def update(
             state.episode = None
         state.cost_usd = 0.0
     keep = math.exp(-width / params.burn_tau_s)
-    skipped = 0 if state.last_t is None else int(round((t - state.last_t) / width)) - 1
-    if skipped > 0:
-        state.rate_raw *= keep**skipped
     state.rate_raw = keep * state.rate_raw + (1.0 - keep) * cost_usd / width
     state.cost_usd += cost_usd
     if state.first_t is None:

@@ -48,13 +48,17 @@ def kafka_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     """Settings pointing at the test broker, with topics and group unique to this test."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     base = load_settings()
-    kafka = base.kafka.model_copy(update={
-        "bootstrap_servers": kafka_bootstrap,
-        "app_id": f"{prefix}-spendwatch",
-        "topics": base.kafka.topics.model_copy(update={
-            name: f"{prefix}.{getattr(base.kafka.topics, name)}"
-            for name in ("usage", "errors", "customers", "alerts", "deadletter")
-        }),
-    })
+    kafka = base.kafka.model_copy(
+        update={
+            "bootstrap_servers": kafka_bootstrap,
+            "app_id": f"{prefix}-spendwatch",
+            "topics": base.kafka.topics.model_copy(
+                update={
+                    name: f"{prefix}.{getattr(base.kafka.topics, name)}"
+                    for name in ("usage", "errors", "customers", "alerts", "deadletter")
+                }
+            ),
+        }
+    )
     worker = base.worker.model_copy(update={"data_dir": tmp_path / "worker"})
     return base.model_copy(update={"kafka": kafka, "worker": worker})

@@ -36,7 +36,9 @@ def test_topic_replay_of_produced_traffic_fires_what_file_replay_fires(kafka_set
     customers = load_customers(recorded / "customers.jsonl")
     from_files = replay_files(
         Pipeline(settings, prices, customers),
-        [recorded / "usage.jsonl.gz"], [recorded / "errors.jsonl.gz"], progress=False,
+        [recorded / "usage.jsonl.gz"],
+        [recorded / "errors.jsonl.gz"],
+        progress=False,
     )
     assert from_files.alerts
 
@@ -48,10 +50,16 @@ def test_topic_replay_of_produced_traffic_fires_what_file_replay_fires(kafka_set
 
     start = int(datetime.fromisoformat("2026-11-02T00:00:00+00:00").timestamp() * 1000)
     end = start + int(1.5 * 86400 * 1000)
-    from_topics = asyncio.run(replay_topics(
-        Pipeline(settings, prices, customers), settings.kafka, topics.usage, topics.errors,
-        start, end,
-    ))
+    from_topics = asyncio.run(
+        replay_topics(
+            Pipeline(settings, prices, customers),
+            settings.kafka,
+            topics.usage,
+            topics.errors,
+            start,
+            end,
+        )
+    )
     assert from_topics.lines == from_files.lines
     assert identity(from_topics.alerts) == identity(from_files.alerts)
 
@@ -62,9 +70,16 @@ def test_topic_replay_selects_the_time_range(kafka_settings, recorded):
     asyncio.run(produce(settings.kafka, recorded / "usage.jsonl.gz", topics.usage))
     prices = PriceTable.load(settings.resolve(settings.prices_file))
     start = int(datetime.fromisoformat("2026-11-02T06:00:00+00:00").timestamp() * 1000)
-    report = asyncio.run(replay_topics(
-        Pipeline(settings, prices), settings.kafka, topics.usage, None, start, start + 3_600_000,
-    ))
+    report = asyncio.run(
+        replay_topics(
+            Pipeline(settings, prices),
+            settings.kafka,
+            topics.usage,
+            None,
+            start,
+            start + 3_600_000,
+        )
+    )
     pipeline_events = report.lines
     assert 0 < pipeline_events < 20_000
     import gzip
@@ -72,6 +87,7 @@ def test_topic_replay_selects_the_time_range(kafka_settings, recorded):
     import orjson
 
     from stream.events import to_epoch_seconds
+
     expected = 0
     with gzip.open(recorded / "usage.jsonl.gz") as lines:
         for line in lines:
