@@ -209,6 +209,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from stream.worker import run
+
+    run(load_settings(args.config), loglevel=args.loglevel)
+    return 0
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     settings, _ = _load(args.path)
     if settings.customers_file:
@@ -252,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--rate", type=float, default=120.0, help="mean requests per minute")
     sim.add_argument("--incidents", action="store_true", help="inject labelled incidents")
     sim.set_defaults(func=cmd_simulate)
+
+    worker = sub.add_parser("worker", help="run the streaming worker on Kafka")
+    worker.add_argument("--config", help="config file (default config/spendwatch.yaml)")
+    worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    worker.set_defaults(func=cmd_worker)
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)

@@ -80,10 +80,12 @@ class IngestStats:
 class Ingest:
     """Validate, de-duplicate and price events; refuse the rest with a reason."""
 
-    def __init__(self, settings: IngestSettings, prices: PriceTable) -> None:
+    def __init__(self, settings: IngestSettings, prices: PriceTable, dedup: bool = True) -> None:
         self.settings = settings
         self.prices = prices
-        self.dedup = DedupWindow(settings.dedup_horizon_s)
+        # The Kafka worker de-duplicates after repartitioning by customer instead, where all
+        # copies of an event meet.
+        self.dedup = DedupWindow(settings.dedup_horizon_s) if dedup else None
         self.stats = IngestStats()
         self.stream_time = 0.0  # newest accepted event time, epoch s
 
@@ -119,7 +121,7 @@ class Ingest:
                 self.stats.reject(kind, rejection)
                 return DeadLetter(kind, rejection, raw)
             self.stream_time = ts
-        if self.dedup.seen(event.event_id, ts):
+        if self.dedup is not None and self.dedup.seen(event.event_id, ts):
             self.stats.duplicates += 1
             return None
         self.stats.accepted[kind] += 1

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Create spendwatch's topics on the broker (idempotent: existing topics are kept).
+# Run by the `create-topics` service of docker-compose.yml in the apache/kafka image, after
+# the broker is healthy; the worker starts once this has exited 0.
+#
+# Names and sizes are the TopicSettings defaults (stream/settings.py); the same
+# SPENDWATCH_KAFKA__TOPICS__* variables the worker reads override them here.
+# Knobs: BOOTSTRAP_SERVERS (kafka:9092), TOOLS_DIR (/opt/kafka/bin).
+set -euo pipefail
+
+bootstrap="${BOOTSTRAP_SERVERS:-kafka:9092}"
+tools="${TOOLS_DIR:-/opt/kafka/bin}"
+partitions="${SPENDWATCH_KAFKA__TOPICS__PARTITIONS:-4}"
+replication="${SPENDWATCH_KAFKA__TOPICS__REPLICATION_FACTOR:-1}"
+
+usage_topic="${SPENDWATCH_KAFKA__TOPICS__USAGE:-spendwatch.usage}"
+errors_topic="${SPENDWATCH_KAFKA__TOPICS__ERRORS:-spendwatch.errors}"
+customers_topic="${SPENDWATCH_KAFKA__TOPICS__CUSTOMERS:-spendwatch.customers}"
+alerts_topic="${SPENDWATCH_KAFKA__TOPICS__ALERTS:-spendwatch.alerts}"
+deadletter_topic="${SPENDWATCH_KAFKA__TOPICS__DEADLETTER:-spendwatch.deadletter}"
+
+create() {  # create TOPIC [--config key=value ...]
+    local topic="$1"
+    shift
+    "$tools/kafka-topics.sh" --bootstrap-server "$bootstrap" --create --if-not-exists \
+        --topic "$topic" --partitions "$partitions" --replication-factor "$replication" "$@"
+}
+
+create "$usage_topic"
+create "$errors_topic"
+# Customer records: the latest record per key (customer_id) is kept for ever.
+create "$customers_topic" --config cleanup.policy=compact
+create "$alerts_topic"
+create "$deadletter_topic"
+
+# --if-not-exists leaves an existing topic as it is: make sure the customers topic is
+# compacted even if it was auto-created (delete policy) before this ran.
+"$tools/kafka-configs.sh" --bootstrap-server "$bootstrap" --alter --entity-type topics \
+    --entity-name "$customers_topic" --add-config cleanup.policy=compact
+
+echo "spendwatch topics ready on $bootstrap: $usage_topic $errors_topic $customers_topic" \
+    "$alerts_topic $deadletter_topic"

@@ -1,0 +1,319 @@
+"""``spendwatch worker``: the detection path as a faust-streaming worker on Kafka.
+
+Flow: usage + errors topics -> ``ingest`` agent (validate, price; bad input to the
+dead-letter topic with its reason in headers and its original bytes) -> internal events
+topic keyed by customer -> ``detect`` agent (per-customer detectors, state in a table
+with a changelog) -> alerts topic, and per-bucket provider/model rollups -> internal
+rollups topic (one partition) -> ``global_detect`` agent -> alerts topic.
+
+Agents are short loops; the work is in :mod:`stream.stages`. State is written once per
+batch per customer. The web port serves ``/health`` (200 once tables are recovered and
+customers loaded, else 503) and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from mode.supervisors import CrashingSupervisor
+
+from stream.alerts import Alert, build_alert
+from stream.customers import load_customers
+from stream.detect import Keyed
+from stream.events import Customer, Rejection, parse_customer
+from stream.ingest import ERRORS, USAGE, DeadLetter
+from stream.kafka import client_kwargs, ensure_topics, faust_credentials, partitions_of
+from stream.metrics import Metrics
+from stream.pricing import PriceTable
+from stream.settings import Settings
+from stream.stages import (
+    GlobalStage,
+    IngestStage,
+    PartitionDetect,
+    Priced,
+    decode_rollup,
+    encode_rollup,
+)
+from stream.state import CustomerStates, partition_of
+
+log = logging.getLogger("spendwatch.worker")
+GLOBAL_KEY = b"global"
+# Buckets the global detector waits for slower partitions before judging a bucket.
+GLOBAL_LAG_BUCKETS = 2
+
+
+class Worker:
+    """The faust app, its topics, tables and agents, for one Settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        kafka, worker = settings.kafka, settings.worker
+        topics = kafka.topics
+        self.metrics = Metrics()
+        self.prices = PriceTable.load(settings.resolve(settings.prices_file))
+        self.customers: dict[str, Customer] = {}
+        if settings.customers_file and settings.resolve(settings.customers_file).exists():
+            self.customers.update(load_customers(settings.resolve(settings.customers_file)))
+        self.customers_ready = asyncio.Event()
+        worker.data_dir.mkdir(parents=True, exist_ok=True)
+        self.app = faust.App(
+            kafka.app_id,
+            broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",")],
+            broker_credentials=faust_credentials(kafka),
+            broker_client_id=kafka.client_id,
+            store="memory://",
+            datadir=str(worker.data_dir),
+            topic_partitions=topics.partitions,
+            topic_replication_factor=topics.replication_factor,
+            web_enabled=True,
+            web_host=worker.web_host,
+            web_port=worker.web_port,
+            key_serializer="raw",
+            value_serializer="raw",
+            consumer_auto_offset_reset="earliest",
+            table_standby_replicas=0,
+            broker_session_timeout=worker.session_timeout_s,
+            broker_heartbeat_interval=max(1.0, worker.session_timeout_s / 4),
+            stream_wait_empty=False,
+        )
+        app = self.app
+        raw = {"key_type": bytes, "value_type": bytes}
+        self.inputs = app.topic(topics.usage, topics.errors, **raw)
+        self.events = app.topic(
+            f"{kafka.app_id}-events", partitions=topics.partitions, internal=True, **raw
+        )
+        self.rollups = app.topic(f"{kafka.app_id}-rollups", partitions=1, internal=True, **raw)
+        self.alerts = app.topic(topics.alerts, **raw)
+        self.deadletter = app.topic(topics.deadletter, **raw)
+        self.state_table = app.Table(
+            "detect-state", partitions=topics.partitions, use_partitioner=True, default=None, **raw
+        )
+        self.global_table = app.Table(
+            "global-state", partitions=1, use_partitioner=True, default=None, **raw
+        )
+        self.ingest_stage = IngestStage(settings, self.prices)
+        self.states = CustomerStates(self.state_table)  # type: ignore[arg-type]
+        self.partitions: dict[int, PartitionDetect] = {}
+        self.global_stage: GlobalStage | None = None
+        self._wire()
+
+    # -- agents -----------------------------------------------------------------------
+
+    def _wire(self) -> None:
+        app, worker = self.app, self.settings.worker
+        take = (worker.batch_size, worker.batch_within_s)
+
+        @app.agent(self.inputs, name="ingest", supervisor_strategy=CrashingSupervisor)
+        async def ingest(stream: Any) -> None:
+            async for batch in stream.take_events(*take):
+                await self.ingest_batch(batch)
+
+        @app.agent(self.events, name="detect", supervisor_strategy=CrashingSupervisor)
+        async def detect(stream: Any) -> None:
+            async for batch in stream.take_events(*take):
+                await self.detect_batch(batch)
+
+        @app.agent(self.rollups, name="global_detect", supervisor_strategy=CrashingSupervisor)
+        async def global_detect(stream: Any) -> None:
+            async for batch in stream.take_events(*take):
+                await self.global_batch(batch)
+
+        @app.task
+        async def follow_customers() -> None:
+            await self.follow_customers()
+
+        @app.on_partitions_revoked.connect
+        async def revoked(app: Any, revoked: set[TopicPartition], **kwargs: Any) -> None:
+            for tp in revoked:
+                if tp.topic == self.events.get_topic_name():
+                    self.partitions.pop(tp.partition, None)
+            self.states.cache.clear()  # re-read from the table: ownership changed
+            self.global_stage = None
+
+        @app.page("/health")
+        async def health(web: Any, request: Any) -> Any:
+            body = self.health()
+            return web.json(body, status=200 if body["ready"] else 503)
+
+        @app.page("/metrics")
+        async def metrics(web: Any, request: Any) -> Any:
+            return web.text(self.metrics.render(), content_type="text/plain; version=0.0.4")
+
+    async def ingest_batch(self, batch: list[Any]) -> None:
+        started = time.perf_counter()
+        usage_topic = self.settings.kafka.topics.usage
+        for event in batch:
+            message = event.message
+            kind = USAGE if message.topic == usage_topic else ERRORS
+            self.metrics.inc("spendwatch_events_in_total", topic=kind)
+            raw = event.value or b""
+            out = self.ingest_stage.handle(
+                kind, raw, f"{message.topic}:{message.partition}", message.offset
+            )
+            if isinstance(out, DeadLetter):
+                await self.send_dead_letter(out, message)
+            else:
+                await self.events.send(key=out.customer_id.encode(), value=out.encode())
+        self.metrics.observe(
+            "spendwatch_batch_seconds", time.perf_counter() - started, stage="ingest"
+        )
+
+    async def send_dead_letter(self, letter: DeadLetter, message: Any) -> None:
+        rejection: Rejection = letter.rejection
+        self.metrics.inc("spendwatch_dead_letters_total", reason=rejection.reason)
+        headers = [
+            ("x-spendwatch-reason", rejection.reason.encode()),
+            ("x-spendwatch-field", rejection.field.encode()),
+            ("x-spendwatch-detail", rejection.detail.encode()),
+            (
+                "x-spendwatch-source",
+                f"{message.topic}:{message.partition}:{message.offset}".encode(),
+            ),
+        ]
+        await self.deadletter.send(key=message.key, value=letter.raw, headers=headers)
+
+    async def detect_batch(self, batch: list[Any]) -> None:
+        started = time.perf_counter()
+        touched: set[int] = set()
+        newest = 0.0
+        for event in batch:
+            partition = event.message.partition
+            detect = self.partitions.get(partition) or self.open_partition(partition)
+            priced = Priced.decode(event.value)
+            if not detect.add(priced):
+                self.metrics.inc("spendwatch_duplicates_total")
+            newest = max(newest, priced.ts)
+            touched.add(partition)
+        for partition in sorted(touched):
+            detect = self.partitions[partition]
+            late_before = detect.buckets.stats.late_events
+            keyed, rollups = detect.close_due()
+            await self.send_alerts(keyed)
+            for index, rollup in rollups:
+                await self.rollups.send(key=b"rollup", value=encode_rollup(index, rollup))
+            # Customers' records first, the partition's own record last: the changelog keeps
+            # order within a partition, so a recovered partition record implies its states.
+            self.states.flush()
+            self.state_table[detect.key] = detect.snapshot()
+            self.metrics.inc(
+                "spendwatch_late_events_total", detect.buckets.stats.late_events - late_before
+            )
+        if newest:
+            self.metrics.set("spendwatch_event_time_lag_seconds", max(0.0, time.time() - newest))
+        self.metrics.observe(
+            "spendwatch_batch_seconds", time.perf_counter() - started, stage="detect"
+        )
+
+    def open_partition(self, partition: int) -> PartitionDetect:
+        """Detection for a newly assigned partition, resumed from the recovered table."""
+        count = self.settings.kafka.topics.partitions
+        detect = PartitionDetect(self.settings, self.customers.get, self.states, partition, count)
+        mine = [(k, v) for k, v in self.state_table.items() if partition_of(k, count) == partition]
+        active = self.states.load(iter(mine))
+        snapshot = self.state_table.get(detect.key)
+        if snapshot:
+            detect.restore(snapshot, active)
+        else:
+            detect.adopt(active)
+        self.partitions[partition] = detect
+        log.info("partition opened partition=%s records=%s", partition, len(mine))
+        return detect
+
+    async def global_batch(self, batch: list[Any]) -> None:
+        if self.global_stage is None:
+            self.global_stage = GlobalStage(self.settings, GLOBAL_LAG_BUCKETS)
+            snapshot = self.global_table.get(GLOBAL_KEY)
+            if snapshot:
+                self.global_stage.restore(snapshot)
+        keyed: list[Keyed] = []
+        for event in batch:
+            index, rollup = decode_rollup(event.value)
+            keyed += self.global_stage.add(index, rollup)
+        await self.send_alerts(keyed)
+        self.global_table[GLOBAL_KEY] = self.global_stage.snapshot()
+
+    async def send_alerts(self, keyed: list[Keyed]) -> None:
+        runbook, external = self.settings.alerts.runbook_url, self.settings.alerts.external_url
+        for item in keyed:
+            alert: Alert = build_alert(item.key, item.decision, runbook, external)
+            payload = orjson.dumps(alert.to_payload())
+            await self.alerts.send(key=alert.fingerprint.encode(), value=payload)
+            self.metrics.inc(
+                "spendwatch_alerts_total",
+                alertname=alert.labels["alertname"],
+                severity=alert.labels["severity"],
+                status=alert.status,
+            )
+            log.info("alert %s %s %s", alert.status, alert.labels["alertname"], alert.fingerprint)
+
+    # -- customers: every worker reads the whole compacted topic ------------------------
+
+    async def follow_customers(self) -> None:
+        kafka = self.settings.kafka
+        topic = kafka.topics.customers
+        consumer = AIOKafkaConsumer(**client_kwargs(kafka), group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(topic, p) for p in await partitions_of(kafka, topic)]
+            if partitions:
+                consumer.assign(partitions)
+                await consumer.seek_to_beginning(*partitions)
+                ends = await consumer.end_offsets(partitions)
+                caught_up = all(ends[tp] == 0 for tp in partitions)
+            else:
+                caught_up = True
+            if caught_up:
+                self.customers_ready.set()
+            while partitions:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for messages in batches.values():
+                    for message in messages:
+                        self.apply_customer(message.key, message.value)
+                if not self.customers_ready.is_set() and all(
+                    await consumer.position(tp) >= ends[tp] for tp in partitions
+                ):
+                    self.customers_ready.set()
+        finally:
+            await consumer.stop()
+
+    def apply_customer(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None:  # a tombstone
+            if key:
+                self.customers.pop(key.decode(errors="replace"), None)
+            return
+        record = parse_customer(value)
+        if isinstance(record, Rejection):
+            self.metrics.inc("spendwatch_dead_letters_total", reason=f"customer_{record.reason}")
+            log.warning("customer record refused field=%s detail=%s", record.field, record.detail)
+            return
+        self.customers[record.customer_id] = record
+
+    def health(self) -> dict[str, Any]:
+        app = self.app
+        recovered = app.tables.recovery.completed.is_set()
+        ready = recovered and not app.rebalancing and self.customers_ready.is_set()
+        return {
+            "ready": ready,
+            "status": "ok" if ready else "starting",
+            "tables_recovered": recovered,
+            "rebalancing": bool(app.rebalancing),
+            "customers": len(self.customers),
+            "detect_partitions": sorted(self.partitions),
+        }
+
+
+def run(settings: Settings, loglevel: str = "info") -> None:
+    """Create the topics if needed and run the worker until SIGTERM / SIGINT."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # faust runs on this loop too
+    created = loop.run_until_complete(ensure_topics(settings.kafka))
+    if created:
+        log.info("topics created %s", ",".join(created))
+    worker = Worker(settings)
+    faust.Worker(worker.app, loop=loop, loglevel=loglevel, quiet=True).execute_from_commandline()

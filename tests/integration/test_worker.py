@@ -1,0 +1,141 @@
+"""The Kafka worker, end to end on a real broker: the same alerts as replay, bad input to
+the dead-letter topic, and the web port's health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stream.customers import load_customers
+from stream.pipeline import Pipeline
+from stream.pricing import PriceTable
+from stream.produce import produce
+from stream.replay import replay_files
+from stream.simulate import SimConfig, simulate
+from tests.integration.workers import WorkerProcess, key_in_partition, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+BUCKET = 60.0
+
+
+def write_lines(path: Path, records: list[bytes]) -> Path:
+    path.write_bytes(b"\n".join(records) + b"\n")
+    return path
+
+
+def closing_events(settings, end: datetime, tmp: Path) -> Path:
+    """One small event per partition, past the end of the data, so every partition's
+    watermark moves on and closes its last buckets (a stream has no 'end' to flush)."""
+    partitions = settings.kafka.topics.partitions
+    ts = end.timestamp() + 15 * 60
+    return write_lines(tmp / "closing.jsonl", [
+        orjson.dumps({"event_id": f"close-{p}", "ts": ts, "customer_id": key_in_partition(
+            p, partitions, "zz-closing-"), "endpoint": "tick", "provider": "openai",
+            "model": "gpt-4o-mini", "input_tokens": 1})
+        for p in range(partitions)
+    ])
+
+
+def identity(alert: dict) -> tuple:
+    return (alert["fingerprint"], alert["status"], alert["startsAt"], alert["endsAt"])
+
+
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("worker-traffic")
+    simulate(out, SimConfig(days=1.5, customers=8, seed=4, incidents=True, rate_per_min=60))
+    return out
+
+
+def test_the_worker_fires_the_alerts_replay_fires(kafka_settings, traffic, tmp_path):
+    settings = kafka_settings
+    prices = PriceTable.load(settings.resolve(settings.prices_file))
+    customers = load_customers(traffic / "customers.jsonl")
+    expected = replay_files(Pipeline(settings, prices, customers),
+                            [traffic / "usage.jsonl.gz"], [traffic / "errors.jsonl.gz"],
+                            progress=False)
+    per_customer = {identity(a.to_payload()) for a in expected.alerts if "customer_id" in a.labels}
+    global_ = [a.to_payload() for a in expected.alerts if "customer_id" not in a.labels]
+    assert per_customer and global_
+
+    worker = WorkerProcess(settings, tmp_path).start()
+    try:
+        worker.wait_ready()
+        topics = settings.kafka.topics
+        asyncio.run(produce(settings.kafka, traffic / "customers.jsonl", topics.customers))
+        wait_for(lambda: worker.health()["customers"] >= len(customers), 60, "customers loaded")
+        asyncio.run(produce(settings.kafka, traffic / "usage.jsonl.gz", topics.usage))
+        asyncio.run(produce(settings.kafka, traffic / "errors.jsonl.gz", topics.errors))
+        end = datetime.fromisoformat("2026-11-03T12:00:00+00:00")
+        asyncio.run(produce(settings.kafka, closing_events(settings, end, tmp_path), topics.usage))
+
+        def alerts_so_far():
+            got = [json.loads(m.value) for m in read_topic(settings, topics.alerts)]
+            mine = {identity(a) for a in got if "customer_id" in a["labels"]}
+            return got if per_customer <= mine else None
+
+        got = wait_for(alerts_so_far, 240, f"per-customer alerts of replay; log {worker.log_path}",
+                       every_s=2)
+        mine = [identity(a) for a in got if "customer_id" in a["labels"]]
+        assert sorted(mine) == sorted(per_customer)  # none missing, none extra, none twice
+        theirs = [a for a in got if "customer_id" not in a["labels"]]
+        assert sorted((a["fingerprint"], a["status"]) for a in theirs) == sorted(
+            (a["fingerprint"], a["status"]) for a in global_)
+        for alert in theirs:
+            twin = next(a for a in global_ if (a["fingerprint"], a["status"]) ==
+                        (alert["fingerprint"], alert["status"]))
+            drift = abs(datetime.fromisoformat(alert["startsAt"]).timestamp()
+                        - datetime.fromisoformat(twin["startsAt"]).timestamp())
+            assert drift <= BUCKET, (alert, twin)
+
+        metrics = worker.metrics()
+        lines = sum(1 for _ in gzip.open(traffic / "usage.jsonl.gz"))
+        assert f'spendwatch_events_in_total{{topic="usage"}} {lines + 4}' in metrics
+        assert 'spendwatch_alerts_total{alertname="spend_spike"' in metrics
+    finally:
+        worker.stop()
+
+
+def test_bad_input_lands_in_the_dead_letter_topic_with_its_reason(kafka_settings, tmp_path):
+    settings = kafka_settings
+    good = {"event_id": "ok-1", "ts": "2026-11-02T10:00:00Z", "customer_id": "acme",
+            "endpoint": "chat", "provider": "openai", "model": "gpt-4o", "input_tokens": 10}
+    bad = [
+        (b"{not json", "json_invalid"),
+        (b"\xff\xfe\xfd", "invalid_utf8"),
+        (orjson.dumps({**good, "event_id": "b1", "input_tokens": "ten"}), "int_parsing"),
+        (orjson.dumps({**good, "event_id": "b2", "input_tokens": -1}), "greater_than_equal"),
+        (orjson.dumps({k: v for k, v in good.items() if k != "model"}), "missing"),
+        (orjson.dumps({**good, "event_id": "b3", "input_tokens": 10**15}), "less_than_equal"),
+        (orjson.dumps({**good, "event_id": "b4", "ts": "1970-01-02T00:00:00Z"}), "bad_timestamp"),
+        (orjson.dumps({**good, "event_id": "b5", "ts": "2100-06-01T00:00:00Z"}), "bad_timestamp"),
+        (orjson.dumps({**good, "event_id": "b6", "tags": {"x": "y" * 70_000}}), "too_large"),
+    ]
+    records = [orjson.dumps(good)] + [raw for raw, _ in bad] + [
+        orjson.dumps({**good, "event_id": "ok-2", "ts": "2026-11-02T10:00:05Z"})]
+    path = write_lines(tmp_path / "mixed.jsonl", records)
+
+    worker = WorkerProcess(settings, tmp_path).start()
+    try:
+        worker.wait_ready()
+        asyncio.run(produce(settings.kafka, path, settings.kafka.topics.usage))
+        letters = wait_for(
+            lambda: (got := read_topic(settings, settings.kafka.topics.deadletter))
+            and len(got) >= len(bad) and got, 120, f"dead letters; log {worker.log_path}")
+        assert len(letters) == len(bad)
+        by_value = {m.value: dict(m.headers) for m in letters}
+        for raw, reason in bad:
+            assert by_value[raw]["x-spendwatch-reason"].decode() == reason  # original bytes kept
+        wait_for(lambda: 'spendwatch_events_in_total{topic="usage"} 11' in worker.metrics(), 30,
+                 "both good events counted after the bad ones (the stream went on)")
+        metrics = worker.metrics()
+        assert 'spendwatch_dead_letters_total{reason="bad_timestamp"} 2' in metrics
+        assert 'spendwatch_dead_letters_total{reason="json_invalid"} 1' in metrics
+    finally:
+        worker.stop()
