@@ -37,10 +37,10 @@ from detectors.episode import CRITICAL, WARNING, Episode
 from detectors.ewstats import TYPECODE, ew_update, ew_weight
 
 NAME = "retry_storm"
-STATE_VERSION = 4
+STATE_VERSION = 5
 # Ring fields per bucket (offsets), see BucketCounts.
-_REQ, _FAIL, _RETRY, _LIMITED, _WASTED, _TOP, _FIRST_FAIL, _RETRIED = range(8)
-_FIELDS = 8
+_REQ, _FAIL, _RETRY, _LIMITED, _WASTED, _TOP, _FIRST_FAIL, _RETRIED, _TOP_REQ = range(9)
+_FIELDS = 9
 
 
 @dataclass(slots=True)
@@ -60,6 +60,8 @@ class BucketCounts:
     # as one request's chain of failing retries is one event, not five.
     first_failures: float = 0.0
     retried_requests: float = 0.0
+    # Attempts of the customer with the most failures (see top_customer_failures).
+    top_customer_requests: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +218,7 @@ def _push_and_judge(
     stats[slot + _TOP] = counts.top_customer_failures
     stats[slot + _FIRST_FAIL] = counts.first_failures
     stats[slot + _RETRIED] = counts.retried_requests
+    stats[slot + _TOP_REQ] = counts.top_customer_requests
     requests = sum(stats[_RING + _REQ :: _FIELDS])
     if requests < params.min_requests:
         # Too few attempts to judge: an open storm is held while the few attempts still
@@ -250,8 +253,14 @@ def _push_and_judge(
     error_limit = max(params.error_rate, factor * stats[_ERROR_BASE])
     retry_limit = max(params.retry_share, factor * stats[_RETRY_BASE])
     surprise = -math.log(params.significance)
-    concentrated = failures > 0 and (
-        sum(stats[_RING + _TOP :: _FIELDS]) / failures > params.max_customer_share
+    # One customer's own retry loop is not a provider storm: most failures are theirs and
+    # everyone else's attempts fail at the normal rate.
+    top_failures = sum(stats[_RING + _TOP :: _FIELDS])
+    rest_requests = requests - sum(stats[_RING + _TOP_REQ :: _FIELDS])
+    concentrated = (
+        failures > 0
+        and top_failures / failures > params.max_customer_share
+        and (failures - top_failures) < error_limit * rest_requests
     )
     # Rates are judged per attempt (what the bill sees); surprise per request (what is
     # independent): the share of first attempts that failed, or that were retried.

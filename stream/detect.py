@@ -26,11 +26,9 @@ from detectors.spend_spike import SpendSpikeState
 from stream.events import Customer, ErrorEvent, UsageEvent
 from stream.settings import Settings
 
-# Row of one (customer, endpoint, provider, model) in one bucket. TOP_CUSTOMER (failures of
-# the customer with most of them) is filled in rollups only.
-COST, REQUESTS, FAILURES, RETRIES, RATE_LIMITED, WASTED, FIRST_FAILURES, RETRIED, TOP_CUSTOMER = (
-    range(9)
-)
+# Row of one (customer, endpoint, provider, model) in one bucket.
+COST, REQUESTS, FAILURES, RETRIES, RATE_LIMITED, WASTED, FIRST_FAILURES, RETRIED = range(8)
+TOP_CUSTOMER, TOP_REQUESTS = 8, 9  # in rollups: failures and attempts of the top customer
 RowKey = tuple[str, str, str, str]
 Rollup = dict[tuple[str, str], list[float]]  # (provider, model) -> counts row
 
@@ -43,21 +41,22 @@ class Keyed:
     decision: Decision
 
 
-def _counts(row: list[float], top_customer: float | None = None) -> BucketCounts:
+def _counts(row: list[float], rollup: bool = False) -> BucketCounts:
     return BucketCounts(
         row[REQUESTS],
         row[FAILURES],
         row[RETRIES],
         row[RATE_LIMITED],
         row[WASTED],
-        row[FAILURES] if top_customer is None else top_customer,
+        row[TOP_CUSTOMER] if rollup else row[FAILURES],
         row[FIRST_FAILURES],
         row[RETRIED],
+        row[TOP_REQUESTS] if rollup else row[REQUESTS],
     )
 
 
 def merge_rollups(into: Rollup, part: Rollup) -> None:
-    """Add a partial rollup (one partition's) into ``into``: sums, and the max top customer."""
+    """Add a partial rollup (one partition's) into ``into``: sums, and the top customer."""
     for key, row in part.items():
         total = into.get(key)
         if total is None:
@@ -65,7 +64,8 @@ def merge_rollups(into: Rollup, part: Rollup) -> None:
             continue
         for i in range(TOP_CUSTOMER):
             total[i] += row[i]
-        total[TOP_CUSTOMER] = max(total[TOP_CUSTOMER], row[TOP_CUSTOMER])
+        if row[TOP_CUSTOMER] > total[TOP_CUSTOMER]:
+            total[TOP_CUSTOMER], total[TOP_REQUESTS] = row[TOP_CUSTOMER], row[TOP_REQUESTS]
 
 
 def _add(into: dict[Any, list[float]], key: Any, row: list[float]) -> None:
@@ -107,7 +107,7 @@ class Buckets:
         key = (event.customer_id, event.endpoint, event.provider, event.model)
         row = rows.get(key)
         if row is None:
-            row = rows[key] = [0.0] * (TOP_CUSTOMER + 1)
+            row = rows[key] = [0.0] * TOP_CUSTOMER
         row[COST] += cost
         row[REQUESTS] += 1
         attempt = event.attempt
@@ -174,7 +174,7 @@ class CustomerDetection:
             _add(by_endpoint, (customer, endpoint), row)
             _add(by_model_customer, (provider, model, customer), row)
         for (provider, model, _), row in by_model_customer.items():
-            merge_rollups(rollup, {(provider, model): [*row[:TOP_CUSTOMER], row[FAILURES]]})
+            merge_rollups(rollup, {(provider, model): [*row, row[FAILURES], row[REQUESTS]]})
         out: list[Keyed] = []
         det = self.settings.detectors
         if det.spend_spike.enabled:
@@ -291,7 +291,7 @@ class GlobalDetection:
         for key in list(rollup) + [k for k in self.active if k not in rollup]:
             state = self.retry_model.get(key) or RetryStormState.new(params)
             row = rollup.get(key)
-            counts = _counts(row, row[TOP_CUSTOMER]) if row else BucketCounts()
+            counts = _counts(row, rollup=True) if row else BucketCounts()
             decisions = retry_storm.update(state, t, width, counts, params)
             self.retry_model[key] = state
             if state.episode is not None:

@@ -32,6 +32,7 @@ from pydantic import BaseModel, SecretStr
 
 from stream.cli import build_parser, main
 from stream.settings import SECRET_FIELDS, Settings, TopicSettings, load_settings
+from stream.yamlsource import ConfigFileError
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -243,7 +244,11 @@ def settings_with(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Setti
     for name, value in env.items():
         if name.startswith(PREFIX):
             monkeypatch.setenv(name, value)
-    return load_settings(CONFIG)
+    try:
+        return load_settings(CONFIG)
+    except ConfigFileError as exc:
+        names = sorted(n for n in env if n.startswith(PREFIX))
+        raise AssertionError(f"Settings refuse the deployment's values of {names}: {exc}") from None
 
 
 def host_path(source: str) -> Path:
@@ -493,7 +498,8 @@ def test_settings_accept_the_commented_sasl_example(monkeypatch):
             node = getattr(node, part)
         if isinstance(node, SecretStr):
             node = node.get_secret_value()
-        assert str(node) == value, f"{ENV_EXAMPLE.name}: {var}={value} did not reach the setting"
+        same = float(value) == node if isinstance(node, int | float) else str(node) == value
+        assert same, f"{ENV_EXAMPLE.name}: {var}={value} did not reach the setting ({node!r})"
 
 
 def test_the_published_worker_port_is_the_web_port(monkeypatch):

@@ -28,7 +28,7 @@ def traffic(minutes, seed, rate=40.0, error_p=0.015, storms=()):
     return out
 
 
-def counts(requests, failures, retries, rate_limited=0.0, wasted=0.0, top=None):
+def counts(requests, failures, retries, rate_limited=0.0, wasted=0.0, top=None, top_requests=0.0):
     """Bucket counts where failures and retries are independent requests (no chains)."""
     return BucketCounts(
         requests,
@@ -39,6 +39,7 @@ def counts(requests, failures, retries, rate_limited=0.0, wasted=0.0, top=None):
         failures if top is None else top,
         failures,
         retries,
+        top_requests,
     )
 
 
@@ -94,6 +95,13 @@ def test_one_requests_chain_of_failing_retries_is_not_a_storm():
     series = [(m * MINUTE, counts(3, 0, 0)) for m in range(300)]
     series[200] = (200 * MINUTE, BucketCounts(6, 4, 3, 4, 0.01, 4, 1, 1))
     assert run(series)[0] == []
+
+
+def test_an_outage_is_a_provider_storm_even_when_one_customer_dominates_the_traffic():
+    # 60 of 80 failures are one big customer's, but the others fail at 20 % too.
+    params = RetryStormParams(max_customer_share=0.5)
+    outage = [(m * MINUTE, counts(200, 80, 70, 0, 0, top=60, top_requests=100)) for m in range(20)]
+    assert run(outage, params)[0][0].status == "firing"
 
 
 def test_one_failure_in_three_requests_is_not_a_storm():

@@ -34,12 +34,23 @@ def closing_events(settings, end: datetime, tmp: Path) -> Path:
     watermark moves on and closes its last buckets (a stream has no 'end' to flush)."""
     partitions = settings.kafka.topics.partitions
     ts = end.timestamp() + 15 * 60
-    return write_lines(tmp / "closing.jsonl", [
-        orjson.dumps({"event_id": f"close-{p}", "ts": ts, "customer_id": key_in_partition(
-            p, partitions, "zz-closing-"), "endpoint": "tick", "provider": "openai",
-            "model": "gpt-4o-mini", "input_tokens": 1})
-        for p in range(partitions)
-    ])
+    return write_lines(
+        tmp / "closing.jsonl",
+        [
+            orjson.dumps(
+                {
+                    "event_id": f"close-{p}",
+                    "ts": ts,
+                    "customer_id": key_in_partition(p, partitions, "zz-closing-"),
+                    "endpoint": "tick",
+                    "provider": "openai",
+                    "model": "gpt-4o-mini",
+                    "input_tokens": 1,
+                }
+            )
+            for p in range(partitions)
+        ],
+    )
 
 
 def identity(alert: dict) -> tuple:
@@ -57,9 +68,12 @@ def test_the_worker_fires_the_alerts_replay_fires(kafka_settings, traffic, tmp_p
     settings = kafka_settings
     prices = PriceTable.load(settings.resolve(settings.prices_file))
     customers = load_customers(traffic / "customers.jsonl")
-    expected = replay_files(Pipeline(settings, prices, customers),
-                            [traffic / "usage.jsonl.gz"], [traffic / "errors.jsonl.gz"],
-                            progress=False)
+    expected = replay_files(
+        Pipeline(settings, prices, customers),
+        [traffic / "usage.jsonl.gz"],
+        [traffic / "errors.jsonl.gz"],
+        progress=False,
+    )
     per_customer = {identity(a.to_payload()) for a in expected.alerts if "customer_id" in a.labels}
     global_ = [a.to_payload() for a in expected.alerts if "customer_id" not in a.labels]
     assert per_customer and global_
@@ -80,18 +94,25 @@ def test_the_worker_fires_the_alerts_replay_fires(kafka_settings, traffic, tmp_p
             mine = {identity(a) for a in got if "customer_id" in a["labels"]}
             return got if per_customer <= mine else None
 
-        got = wait_for(alerts_so_far, 240, f"per-customer alerts of replay; log {worker.log_path}",
-                       every_s=2)
+        got = wait_for(
+            alerts_so_far, 240, f"per-customer alerts of replay; log {worker.log_path}", every_s=2
+        )
         mine = [identity(a) for a in got if "customer_id" in a["labels"]]
         assert sorted(mine) == sorted(per_customer)  # none missing, none extra, none twice
         theirs = [a for a in got if "customer_id" not in a["labels"]]
         assert sorted((a["fingerprint"], a["status"]) for a in theirs) == sorted(
-            (a["fingerprint"], a["status"]) for a in global_)
+            (a["fingerprint"], a["status"]) for a in global_
+        )
         for alert in theirs:
-            twin = next(a for a in global_ if (a["fingerprint"], a["status"]) ==
-                        (alert["fingerprint"], alert["status"]))
-            drift = abs(datetime.fromisoformat(alert["startsAt"]).timestamp()
-                        - datetime.fromisoformat(twin["startsAt"]).timestamp())
+            twin = next(
+                a
+                for a in global_
+                if (a["fingerprint"], a["status"]) == (alert["fingerprint"], alert["status"])
+            )
+            drift = abs(
+                datetime.fromisoformat(alert["startsAt"]).timestamp()
+                - datetime.fromisoformat(twin["startsAt"]).timestamp()
+            )
             assert drift <= BUCKET, (alert, twin)
 
         metrics = worker.metrics()
@@ -104,8 +125,15 @@ def test_the_worker_fires_the_alerts_replay_fires(kafka_settings, traffic, tmp_p
 
 def test_bad_input_lands_in_the_dead_letter_topic_with_its_reason(kafka_settings, tmp_path):
     settings = kafka_settings
-    good = {"event_id": "ok-1", "ts": "2026-11-02T10:00:00Z", "customer_id": "acme",
-            "endpoint": "chat", "provider": "openai", "model": "gpt-4o", "input_tokens": 10}
+    good = {
+        "event_id": "ok-1",
+        "ts": "2026-11-02T10:00:00Z",
+        "customer_id": "acme",
+        "endpoint": "chat",
+        "provider": "openai",
+        "model": "gpt-4o",
+        "input_tokens": 10,
+    }
     bad = [
         (b"{not json", "json_invalid"),
         (b"\xff\xfe\xfd", "invalid_utf8"),
@@ -117,8 +145,11 @@ def test_bad_input_lands_in_the_dead_letter_topic_with_its_reason(kafka_settings
         (orjson.dumps({**good, "event_id": "b5", "ts": "2100-06-01T00:00:00Z"}), "bad_timestamp"),
         (orjson.dumps({**good, "event_id": "b6", "tags": {"x": "y" * 70_000}}), "too_large"),
     ]
-    records = [orjson.dumps(good)] + [raw for raw, _ in bad] + [
-        orjson.dumps({**good, "event_id": "ok-2", "ts": "2026-11-02T10:00:05Z"})]
+    records = (
+        [orjson.dumps(good)]
+        + [raw for raw, _ in bad]
+        + [orjson.dumps({**good, "event_id": "ok-2", "ts": "2026-11-02T10:00:05Z"})]
+    )
     path = write_lines(tmp_path / "mixed.jsonl", records)
 
     worker = WorkerProcess(settings, tmp_path).start()
@@ -126,14 +157,23 @@ def test_bad_input_lands_in_the_dead_letter_topic_with_its_reason(kafka_settings
         worker.wait_ready()
         asyncio.run(produce(settings.kafka, path, settings.kafka.topics.usage))
         letters = wait_for(
-            lambda: (got := read_topic(settings, settings.kafka.topics.deadletter))
-            and len(got) >= len(bad) and got, 120, f"dead letters; log {worker.log_path}")
+            lambda: (
+                (got := read_topic(settings, settings.kafka.topics.deadletter))
+                and len(got) >= len(bad)
+                and got
+            ),
+            120,
+            f"dead letters; log {worker.log_path}",
+        )
         assert len(letters) == len(bad)
         by_value = {m.value: dict(m.headers) for m in letters}
         for raw, reason in bad:
             assert by_value[raw]["x-spendwatch-reason"].decode() == reason  # original bytes kept
-        wait_for(lambda: 'spendwatch_events_in_total{topic="usage"} 11' in worker.metrics(), 30,
-                 "both good events counted after the bad ones (the stream went on)")
+        wait_for(
+            lambda: 'spendwatch_events_in_total{topic="usage"} 11' in worker.metrics(),
+            30,
+            "both good events counted after the bad ones (the stream went on)",
+        )
         metrics = worker.metrics()
         assert 'spendwatch_dead_letters_total{reason="bad_timestamp"} 2' in metrics
         assert 'spendwatch_dead_letters_total{reason="json_invalid"} 1' in metrics

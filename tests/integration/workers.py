@@ -34,13 +34,15 @@ def free_port() -> int:
 def worker_env(settings: Settings, web_port: int, data_dir: Path) -> dict[str, str]:
     kafka, topics = settings.kafka, settings.kafka.topics
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDWATCH_")}
-    env.update({
-        "SPENDWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "SPENDWATCH_KAFKA__APP_ID": kafka.app_id,
-        "SPENDWATCH_WORKER__WEB_PORT": str(web_port),
-        "SPENDWATCH_WORKER__DATA_DIR": str(data_dir),
-        "SPENDWATCH_WORKER__BATCH_WITHIN_S": "0.2",
-    })
+    env.update(
+        {
+            "SPENDWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "SPENDWATCH_KAFKA__APP_ID": kafka.app_id,
+            "SPENDWATCH_WORKER__WEB_PORT": str(web_port),
+            "SPENDWATCH_WORKER__DATA_DIR": str(data_dir),
+            "SPENDWATCH_WORKER__BATCH_WITHIN_S": "0.2",
+        }
+    )
     for name in ("usage", "errors", "customers", "alerts", "deadletter"):
         env[f"SPENDWATCH_KAFKA__TOPICS__{name.upper()}"] = getattr(topics, name)
     return env
@@ -58,8 +60,11 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         with self.log_path.open("ab") as log:  # the child keeps its own copy
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker"], cwd=REPO, env=self.env,
-                stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "stream.cli", "worker"],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         return self
 
@@ -77,8 +82,11 @@ class WorkerProcess:
             return r.read().decode()
 
     def wait_ready(self, deadline_s: float = 120.0) -> dict[str, Any]:
-        return wait_for(lambda: (h := self.health()) and h.get("ready") and h, deadline_s,
-                        f"worker on {self.port} not ready; log: {self.log_path}")
+        return wait_for(
+            lambda: (h := self.health()) and h.get("ready") and h,
+            deadline_s,
+            f"worker on {self.port} not ready; log: {self.log_path}",
+        )
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -113,8 +121,12 @@ def read_topic(settings: Settings, topic: str) -> list[Any]:
         parts = [TopicPartition(topic, p) for p in await partitions_of(kafka, topic)]
         if not parts:
             return []
-        consumer = AIOKafkaConsumer(**client_kwargs(kafka), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            **client_kwargs(kafka),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
         await consumer.start()
         try:
             consumer.assign(parts)
