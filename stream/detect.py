@@ -125,11 +125,12 @@ class Buckets:
         if ts > self.watermark:
             self.watermark = ts
 
-    def closable(self) -> list[int]:
-        """Indexes of open buckets the watermark has passed, oldest first."""
+    def closable(self, watermark: float | None = None) -> list[int]:
+        """Indexes of open buckets the watermark (default: newest event time) has passed."""
         if not self.open:
             return []
-        limit = (self.watermark - self.lateness) // self.width  # buckets ending before
+        mark = self.watermark if watermark is None else watermark
+        limit = (mark - self.lateness) // self.width  # buckets ending before
         return sorted(i for i in self.open if i < limit)
 
     def pop(self, index: int) -> dict[RowKey, list[float]]:

@@ -158,6 +158,14 @@ class WorkerSettings(Section):
     batch_within_s: Annotated[
         float, Field(gt=0, description="Longest wait to fill a batch, seconds.")
     ] = 0.5
+    source_idle_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="A source partition with no events for this long (wall "
+            "clock) no longer holds the event-time watermark back, seconds.",
+        ),
+    ] = 10.0
     session_timeout_s: Annotated[
         float,
         Field(

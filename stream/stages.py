@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,36 @@ def priced(
     )
 
 
+class SourceClock:
+    """The watermark of a merged stream: the slowest active source's newest event time.
+
+    Events reach a detect partition from many source partitions (usage and errors topics),
+    which a consumer catching up on a backlog reads at different speeds. Closing buckets
+    on the newest event time of any source would make the slower sources' events late; so
+    the watermark is the minimum over sources of their newest event time, leaving out
+    sources idle for ``idle_s`` of wall time (a source that has stopped must not hold
+    every alert back). ``clock`` is injected so tests control time.
+    """
+
+    def __init__(self, idle_s: float, clock: Callable[[], float]) -> None:
+        self.idle_s = idle_s
+        self.clock = clock
+        self.newest: dict[str, float] = {}
+        self.seen: dict[str, float] = {}
+
+    def observe(self, source: str, ts: float) -> None:
+        if ts > self.newest.get(source, 0.0):
+            self.newest[source] = ts
+        self.seen[source] = self.clock()
+
+    def watermark(self) -> float | None:
+        if not self.newest:
+            return None
+        now = self.clock()
+        active = [t for s, t in self.newest.items() if now - self.seen[s] < self.idle_s]
+        return min(active) if active else max(self.newest.values())
+
+
 class PartitionDetect:
     """Per-customer detection for one partition of the events topic."""
 
@@ -99,9 +130,11 @@ class PartitionDetect:
         states: CustomerStates,
         partition: int,
         partitions: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.states = states
+        self.clock = SourceClock(settings.worker.source_idle_s, clock)
         self.key = partition_key(partition, partitions)
         self.buckets = Buckets(settings.buckets.width_s, settings.buckets.allowed_lateness_s)
         self.detection = CustomerDetection(settings, customers, store=states.view)
@@ -116,6 +149,7 @@ class PartitionDetect:
             self.replayed += 1
             return False
         self.sources[event.source] = event.offset
+        self.clock.observe(event.source, event.ts)
         if self.dedup.seen(event.event_id, event.ts):
             self.duplicates += 1
             return False
@@ -126,7 +160,7 @@ class PartitionDetect:
         """Judge every bucket the watermark has passed; decisions and rollups, oldest first."""
         keyed: list[Keyed] = []
         rollups: list[tuple[int, Rollup]] = []
-        for index in self.buckets.closable():
+        for index in self.buckets.closable(self.clock.watermark()):
             decisions, rollup = self.detection.close(index, self.buckets.pop(index))
             keyed += decisions
             rollups.append((index, rollup))
@@ -144,6 +178,7 @@ class PartitionDetect:
                 "closed_upto": buckets.closed_upto,
                 "watermark": buckets.watermark,
                 "sources": self.sources,
+                "source_times": self.clock.newest,
             }
         )
 
@@ -158,6 +193,8 @@ class PartitionDetect:
         buckets.closed_upto = data["closed_upto"]
         buckets.watermark = data["watermark"]
         self.sources = dict(data["sources"])
+        for source, ts in data.get("source_times", {}).items():
+            self.clock.observe(source, ts)
         self.adopt(active)
 
     def adopt(self, active: dict[str, set[Any]]) -> None:

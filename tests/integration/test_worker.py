@@ -116,7 +116,8 @@ def test_the_worker_fires_the_alerts_replay_fires(kafka_settings, traffic, tmp_p
             assert drift <= BUCKET, (alert, twin)
 
         metrics = worker.metrics()
-        lines = sum(1 for _ in gzip.open(traffic / "usage.jsonl.gz"))
+        with gzip.open(traffic / "usage.jsonl.gz") as usage:
+            lines = sum(1 for _ in usage)
         assert f'spendwatch_events_in_total{{topic="usage"}} {lines + 4}' in metrics
         assert 'spendwatch_alerts_total{alertname="spend_spike"' in metrics
     finally:
