@@ -169,7 +169,10 @@ group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
-log.retention.hours=24
+# By size, not age: simulated and recorded traffic carries past event times as record
+# timestamps, which age-based retention would delete at once.
+log.retention.ms=-1
+log.retention.bytes=1073741824
 log.segment.bytes=67108864
 log.retention.check.interval.ms=60000
 EOF
