@@ -9,6 +9,7 @@ contract: ``cost_usd`` on the event wins; otherwise the price table prices the t
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stream.events import ErrorEvent, Rejection, UsageEvent, parse_error, parse_usage
@@ -80,9 +81,19 @@ class IngestStats:
 class Ingest:
     """Validate, de-duplicate and price events; refuse the rest with a reason."""
 
-    def __init__(self, settings: IngestSettings, prices: PriceTable, dedup: bool = True) -> None:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        prices: PriceTable,
+        dedup: bool = True,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.settings = settings
         self.prices = prices
+        # "Too far in the future" is judged against the wall clock where there is one (the
+        # worker: a backlog read faster on one topic is not the future), else against the
+        # newest event time seen (replay, which must not depend on when it runs).
+        self.clock = clock
         # The Kafka worker de-duplicates after repartitioning by customer instead, where all
         # copies of an event meet.
         self.dedup = DedupWindow(settings.dedup_horizon_s) if dedup else None
@@ -111,11 +122,13 @@ class Ingest:
         """The event's cost in USD if it is new; None for a duplicate; a dead letter if refused."""
         ts = event.ts
         if ts > self.stream_time:
-            if self.stream_time and ts - self.stream_time > self.settings.max_future_skew_s:
+            reference = self.clock() if self.clock is not None else self.stream_time
+            if reference and ts - reference > self.settings.max_future_skew_s:
+                what = "the clock" if self.clock is not None else "stream time"
                 rejection = Rejection(
                     "ts_in_future",
                     "ts",
-                    f"{ts - self.stream_time:.0f} s ahead of stream time "
+                    f"{ts - reference:.0f} s ahead of {what} "
                     f"(ingest.max_future_skew_s {self.settings.max_future_skew_s:.0f})",
                 )
                 self.stats.reject(kind, rejection)

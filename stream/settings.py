@@ -166,6 +166,10 @@ class WorkerSettings(Section):
             "clock) no longer holds the event-time watermark back, seconds.",
         ),
     ] = 10.0
+    tick_s: Annotated[
+        float,
+        Field(gt=0, description="How often buckets are closed when no events arrive, seconds."),
+    ] = 5.0
     session_timeout_s: Annotated[
         float,
         Field(

@@ -57,7 +57,7 @@ class IngestStage:
     """Validate and price raw messages; no de-duplication here (see PartitionDetect)."""
 
     def __init__(self, settings: Settings, prices: PriceTable) -> None:
-        self.ingest = Ingest(settings.ingest, prices, dedup=False)
+        self.ingest = Ingest(settings.ingest, prices, dedup=False, clock=time.time)
 
     def handle(self, kind: str, raw: bytes, source: str, offset: int) -> Priced | DeadLetter:
         event = self.ingest.parse(kind, raw)
@@ -106,6 +106,15 @@ class SourceClock:
         self.clock = clock
         self.newest: dict[str, float] = {}
         self.seen: dict[str, float] = {}
+
+    def expect(self, sources: list[str]) -> None:
+        """Sources known to exist but not seen yet hold the watermark until they go idle:
+        a consumer catching up may read one topic's backlog well after another's."""
+        now = self.clock()
+        for source in sources:
+            if source not in self.newest:
+                self.newest[source] = 0.0
+                self.seen[source] = now
 
     def observe(self, source: str, ts: float) -> None:
         if ts > self.newest.get(source, 0.0):

@@ -101,6 +101,7 @@ class Worker:
         self.states = CustomerStates(self.state_table)  # type: ignore[arg-type]
         self.partitions: dict[int, PartitionDetect] = {}
         self.global_stage: GlobalStage | None = None
+        self.detect_lock = asyncio.Lock()  # the detect agent and the idle tick take turns
         self._wire()
 
     # -- agents -----------------------------------------------------------------------
@@ -123,6 +124,10 @@ class Worker:
         async def global_detect(stream: Any) -> None:
             async for batch in stream.take_events(*take):
                 await self.global_batch(batch)
+
+        @app.timer(interval=worker.tick_s)
+        async def tick() -> None:
+            await self.tick()
 
         @app.task
         async def follow_customers() -> None:
@@ -180,40 +185,56 @@ class Worker:
 
     async def detect_batch(self, batch: list[Any]) -> None:
         started = time.perf_counter()
-        touched: set[int] = set()
-        newest = 0.0
-        for event in batch:
-            partition = event.message.partition
-            detect = self.partitions.get(partition) or self.open_partition(partition)
-            priced = Priced.decode(event.value)
-            if not detect.add(priced):
-                self.metrics.inc("spendwatch_duplicates_total")
-            newest = max(newest, priced.ts)
-            touched.add(partition)
-        for partition in sorted(touched):
-            detect = self.partitions[partition]
-            late_before = detect.buckets.stats.late_events
-            keyed, rollups = detect.close_due()
-            await self.send_alerts(keyed)
-            for index, rollup in rollups:
-                await self.rollups.send(key=b"rollup", value=encode_rollup(index, rollup))
-            # Customers' records first, the partition's own record last: the changelog keeps
-            # order within a partition, so a recovered partition record implies its states.
-            self.states.flush()
-            self.state_table[detect.key] = detect.snapshot()
-            self.metrics.inc(
-                "spendwatch_late_events_total", detect.buckets.stats.late_events - late_before
-            )
+        async with self.detect_lock:
+            late = self.late_events()
+            touched: set[int] = set()
+            newest = 0.0
+            for event in batch:
+                partition = event.message.partition
+                detect = self.partitions.get(partition) or self.open_partition(partition)
+                priced = Priced.decode(event.value)
+                if not detect.add(priced):
+                    self.metrics.inc("spendwatch_duplicates_total")
+                newest = max(newest, priced.ts)
+                touched.add(partition)
+            for partition in sorted(touched):
+                await self.close_partition(self.partitions[partition], always=True)
+            self.metrics.inc("spendwatch_late_events_total", self.late_events() - late)
         if newest:
             self.metrics.set("spendwatch_event_time_lag_seconds", max(0.0, time.time() - newest))
         self.metrics.observe(
             "spendwatch_batch_seconds", time.perf_counter() - started, stage="detect"
         )
 
+    async def tick(self) -> None:
+        """Close buckets that became due without new events (a source went idle)."""
+        async with self.detect_lock:
+            for detect in list(self.partitions.values()):
+                await self.close_partition(detect, always=False)
+
+    async def close_partition(self, detect: PartitionDetect, always: bool) -> None:
+        keyed, rollups = detect.close_due()
+        if not (always or keyed or rollups):
+            return
+        await self.send_alerts(keyed)
+        for index, rollup in rollups:
+            await self.rollups.send(key=b"rollup", value=encode_rollup(index, rollup))
+        # Customers' records first, the partition's own record last: the changelog keeps
+        # order within a partition, so a recovered partition record implies its states.
+        self.states.flush()
+        self.state_table[detect.key] = detect.snapshot()
+
+    def late_events(self) -> int:
+        return sum(d.buckets.stats.late_events for d in self.partitions.values())
+
     def open_partition(self, partition: int) -> PartitionDetect:
         """Detection for a newly assigned partition, resumed from the recovered table."""
         count = self.settings.kafka.topics.partitions
         detect = PartitionDetect(self.settings, self.customers.get, self.states, partition, count)
+        topics = self.settings.kafka.topics
+        detect.clock.expect(
+            [f"{t}:{i}" for t in (topics.usage, topics.errors) for i in range(count)]
+        )
         mine = [(k, v) for k, v in self.state_table.items() if partition_of(k, count) == partition]
         active = self.states.load(iter(mine))
         snapshot = self.state_table.get(detect.key)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -145,6 +146,7 @@ def test_bad_input_lands_in_the_dead_letter_topic_with_its_reason(kafka_settings
         (orjson.dumps({**good, "event_id": "b4", "ts": "1970-01-02T00:00:00Z"}), "bad_timestamp"),
         (orjson.dumps({**good, "event_id": "b5", "ts": "2100-06-01T00:00:00Z"}), "bad_timestamp"),
         (orjson.dumps({**good, "event_id": "b6", "tags": {"x": "y" * 70_000}}), "too_large"),
+        (orjson.dumps({**good, "event_id": "b7", "ts": time.time() + 7200}), "ts_in_future"),
     ]
     records = (
         [orjson.dumps(good)]

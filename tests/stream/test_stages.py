@@ -171,3 +171,14 @@ def test_priced_events_survive_the_wire():
     )
     assert Priced.decode(event.encode()) == event
     assert orjson.loads(event.encode())[0] == "usage"
+
+
+def test_a_source_not_seen_yet_holds_the_watermark_until_it_goes_idle():
+    clock = FakeClock()
+    sources = SourceClock(idle_s=10, clock=clock)
+    sources.expect(["usage:0", "errors:0"])
+    sources.observe("usage:0", T0 + 600)
+    assert sources.watermark() == 0.0  # errors:0 may still bring older events
+    clock.now = 11
+    sources.observe("usage:0", T0 + 700)
+    assert sources.watermark() == T0 + 700
