@@ -155,10 +155,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
     report = asyncio.run(produce(settings.kafka, Path(args.file), topic, args.rate))
     print(
         f"sent {report.sent:,} records to {topic} in {report.seconds:.1f} s"
-        f" ({report.unkeyed:,} without a customer_id key)",
+        f" ({report.unkeyed:,} without a customer_id key, {report.failed:,} refused by the broker)",
         file=sys.stderr,
     )
-    return 0
+    return 1 if report.failed else 0
 
 
 def _emit(alerts: Sequence[Alert], as_json: bool) -> None:

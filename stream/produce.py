@@ -11,6 +11,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -25,7 +26,15 @@ from stream.settings import KafkaSettings
 class ProduceReport:
     sent: int = 0
     unkeyed: int = 0  # lines without a readable customer_id (sent anyway, unkeyed)
+    failed: int = 0  # records the broker did not accept
     seconds: float = 0.0
+
+
+async def _settle(pending: list[asyncio.Future[Any]]) -> int:
+    """Wait for the deliveries; the number that failed. Clears ``pending``."""
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    pending.clear()
+    return sum(isinstance(r, BaseException) for r in results)
 
 
 def key_and_time(raw: bytes) -> tuple[bytes | None, int | None]:
@@ -50,6 +59,7 @@ async def produce(
 ) -> ProduceReport:
     """Send every line of ``path`` to ``topic``; at most ``rate`` lines per second if given."""
     report = ProduceReport()
+    pending: list[asyncio.Future[Any]] = []
     await ensure_topics(kafka, [topic])
     producer = AIOKafkaProducer(
         **client_kwargs(kafka),
@@ -69,13 +79,20 @@ async def produce(
                     continue
                 key, stamp = key_and_time(raw)
                 report.unkeyed += key is None
-                await producer.send(topic, raw, key=key, timestamp_ms=stamp)
+                # Brokers refuse record timestamps far in the future; such an event still
+                # goes out (for the worker to refuse), stamped by the broker's clock.
+                if stamp is not None and stamp > time.time() * 1000:
+                    stamp = None
+                pending.append(await producer.send(topic, raw, key=key, timestamp_ms=stamp))
                 report.sent += 1
+                if len(pending) >= 10_000:
+                    report.failed += await _settle(pending)
                 if rate:
                     ahead = report.sent / rate - (time.monotonic() - started)
                     if ahead > 0:
                         await asyncio.sleep(ahead)
         await producer.flush()
+        report.failed += await _settle(pending)
     finally:
         await producer.stop()
     report.seconds = time.monotonic() - started

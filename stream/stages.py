@@ -24,7 +24,7 @@ from stream.events import Customer, ErrorEvent, UsageEvent
 from stream.ingest import DeadLetter, DedupWindow, Ingest
 from stream.pricing import PriceTable
 from stream.settings import Settings
-from stream.state import CustomerStates, partition_key
+from stream.state import CustomerStates, OpenRows, partition_key, partition_of
 
 
 @dataclass(slots=True)
@@ -144,11 +144,14 @@ class PartitionDetect:
         self.settings = settings
         self.states = states
         self.clock = SourceClock(settings.worker.source_idle_s, clock)
+        self.partition = partition
+        self.partitions = partitions
         self.key = partition_key(partition, partitions)
         self.buckets = Buckets(settings.buckets.width_s, settings.buckets.allowed_lateness_s)
         self.detection = CustomerDetection(settings, customers, store=states.view)
         self.dedup = DedupWindow(settings.ingest.dedup_horizon_s)
         self.sources: dict[str, int] = {}
+        self.touched: set[str] = set()  # customers whose open rows changed since saved
         self.duplicates = 0
         self.replayed = 0
 
@@ -163,6 +166,7 @@ class PartitionDetect:
             self.duplicates += 1
             return False
         self.buckets.add(event, event.cost)  # type: ignore[arg-type]
+        self.touched.add(event.customer_id)
         return True
 
     def close_due(self) -> tuple[list[Keyed], list[tuple[int, Rollup]]]:
@@ -170,20 +174,44 @@ class PartitionDetect:
         keyed: list[Keyed] = []
         rollups: list[tuple[int, Rollup]] = []
         for index in self.buckets.closable(self.clock.watermark()):
-            decisions, rollup = self.detection.close(index, self.buckets.pop(index))
+            rows = self.buckets.pop(index)
+            self.touched.update(key[0] for key in rows)
+            decisions, rollup = self.detection.close(index, rows)
             keyed += decisions
             rollups.append((index, rollup))
         return keyed, rollups
 
+    def complete_upto(self) -> int:
+        """The newest bucket index this partition will receive no more events for."""
+        mark = self.clock.watermark()
+        if mark is None:
+            mark = self.buckets.watermark
+        buckets = self.buckets
+        return max(buckets.closed_upto, int((mark - buckets.lateness) // buckets.width) - 1)
+
+    def save_open_rows(self) -> None:
+        """Put the open rows of customers that changed into their records."""
+        if not self.touched:
+            return
+        mine: dict[str, list[list[Any]]] = {c: [] for c in self.touched}
+        for index, rows in self.buckets.open.items():
+            for (customer, endpoint, provider, model), row in rows.items():
+                if customer in mine:
+                    mine[customer].append([index, endpoint, provider, model, *row])
+        for customer, rows in mine.items():
+            record = self.states.record(customer)
+            if rows:
+                record["open"] = OpenRows(rows)
+            else:
+                record.pop("open", None)
+            self.states.dirty.add(customer)
+        self.touched.clear()
+
     def snapshot(self) -> bytes:
-        """This partition's own record: open buckets, watermark, applied source offsets."""
+        """This partition's own record (small): progress and applied source offsets."""
         buckets = self.buckets
         return orjson.dumps(
             {
-                "open": {
-                    str(index): [[*key, *row] for key, row in rows.items()]
-                    for index, rows in buckets.open.items()
-                },
                 "closed_upto": buckets.closed_upto,
                 "watermark": buckets.watermark,
                 "sources": self.sources,
@@ -192,18 +220,21 @@ class PartitionDetect:
         )
 
     def restore(self, raw: bytes, active: dict[str, set[Any]]) -> None:
-        """Resume from a snapshot and the open episodes found in the recovered records."""
+        """Resume from a snapshot, the customers' open rows and their open episodes."""
         data = orjson.loads(raw)
         buckets = self.buckets
-        buckets.open = {
-            int(index): {tuple(row[:4]): row[4:] for row in rows}  # type: ignore[misc]
-            for index, rows in data["open"].items()
-        }
         buckets.closed_upto = data["closed_upto"]
         buckets.watermark = data["watermark"]
         self.sources = dict(data["sources"])
         for source, ts in data.get("source_times", {}).items():
             self.clock.observe(source, ts)
+        for customer, record in self.states.cache.items():
+            opened = record.get("open")
+            if opened is None or partition_of(customer.encode(), self.partitions) != self.partition:
+                continue
+            for index, endpoint, provider, model, *row in opened.rows:
+                if index > buckets.closed_upto:
+                    buckets.open.setdefault(index, {})[(customer, endpoint, provider, model)] = row
         self.adopt(active)
 
     def adopt(self, active: dict[str, set[Any]]) -> None:
@@ -213,42 +244,74 @@ class PartitionDetect:
 
 
 class GlobalStage:
-    """The provider/model retry storm over all partitions' rollups."""
+    """The provider/model retry storm over all partitions' rollups.
 
-    def __init__(self, settings: Settings, lag_buckets: int) -> None:
+    A bucket is judged once every detect partition has closed it (each reports how far it
+    has closed with its rollups, and on every idle tick), leaving out partitions that have
+    reported nothing for ``idle_s``: partitions catching up on a backlog move at different
+    speeds, and judging a bucket before the slowest had reported would miss its failures.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        partitions: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.states: dict[Any, RetryStormState] = {}
         self.detection = GlobalDetection(settings, store=lambda name: self.states)
         self.pending: dict[int, Rollup] = {}
+        self.changed: set[int] = set()  # pending buckets to write / delete since saved
         self.closed_upto = -(2**62)
-        self.lag = lag_buckets
+        self.progress = SourceClock(settings.worker.source_idle_s, clock)
+        self.progress.expect([str(p) for p in range(partitions)])
         self.late = 0
 
-    def add(self, index: int, rollup: Rollup) -> list[Keyed]:
-        """Merge one partition's rollup of bucket ``index``; judge buckets now complete."""
-        if index <= self.closed_upto:
-            self.late += 1
-            return []
-        merge_rollups(self.pending.setdefault(index, {}), rollup)
-        newest = max(self.pending)
+    def add(
+        self, partition: int, complete_upto: int, part: list[tuple[int, Rollup]]
+    ) -> list[Keyed]:
+        """One partition's rollups of the buckets it closed, and up to where it is complete."""
+        for index, rollup in part:
+            if index <= self.closed_upto:
+                self.late += 1
+            else:
+                merge_rollups(self.pending.setdefault(index, {}), rollup)
+                self.changed.add(index)
+        self.progress.observe(str(partition), float(complete_upto))
+        return self.judge_complete()
+
+    def judge_complete(self) -> list[Keyed]:
+        """Judge the pending buckets every active partition has closed."""
+        complete = self.progress.watermark()
         keyed: list[Keyed] = []
-        for due in sorted(i for i in self.pending if i <= newest - self.lag):
+        if complete is None:
+            return keyed
+        for due in sorted(i for i in self.pending if i <= complete):
             keyed += self.detection.close(due, self.pending.pop(due))
+            self.changed.add(due)
             self.closed_upto = due
         return keyed
 
     def snapshot(self) -> bytes:
+        """The stage's own record: detector states and how far it has judged."""
         return orjson.dumps(
             {
                 "states": [[p, m, s.to_dict()] for (p, m), s in self.states.items()],
-                "pending": {
-                    str(i): [[p, m, *row] for (p, m), row in r.items()]
-                    for i, r in self.pending.items()
-                },
                 "closed_upto": self.closed_upto,
             }
         )
 
-    def restore(self, raw: bytes) -> None:
+    def pending_changes(self) -> dict[int, bytes | None]:
+        """Pending buckets changed since last asked: their rollup, or None once judged.
+        Each is its own record, so a long backlog does not make one huge message."""
+        out = {
+            index: (encode_rollup(self.pending[index]) if index in self.pending else None)
+            for index in self.changed
+        }
+        self.changed.clear()
+        return out
+
+    def restore(self, raw: bytes, pending: dict[int, bytes]) -> None:
         data = orjson.loads(raw)
         self.states.clear()
         for provider, model, state in data["states"]:
@@ -256,17 +319,30 @@ class GlobalStage:
             self.states[(provider, model)] = restored
             if restored.episode is not None:
                 self.detection.active.add((provider, model))
-        self.pending = {
-            int(i): {(row[0], row[1]): row[2:] for row in rows}
-            for i, rows in data["pending"].items()
-        }
         self.closed_upto = data["closed_upto"]
+        self.pending = {i: decode_rollup(raw) for i, raw in pending.items() if i > self.closed_upto}
 
 
-def encode_rollup(index: int, rollup: Rollup) -> bytes:
-    return orjson.dumps({"i": index, "r": [[p, m, *row] for (p, m), row in rollup.items()]})
+def encode_rollup(rollup: Rollup) -> bytes:
+    return orjson.dumps([[p, m, *row] for (p, m), row in rollup.items()])
 
 
-def decode_rollup(raw: bytes) -> tuple[int, Rollup]:
+def decode_rollup(raw: bytes) -> Rollup:
+    return {(row[0], row[1]): row[2:] for row in orjson.loads(raw)}
+
+
+def encode_rollups(partition: int, complete_upto: int, part: list[tuple[int, Rollup]]) -> bytes:
+    """A detect partition's report to the global stage: rollups and how far it has closed."""
+    return orjson.dumps(
+        {
+            "p": partition,
+            "w": complete_upto,
+            "r": [[i, [[p, m, *row] for (p, m), row in r.items()]] for i, r in part],
+        }
+    )
+
+
+def decode_rollups(raw: bytes) -> tuple[int, int, list[tuple[int, Rollup]]]:
     data = orjson.loads(raw)
-    return data["i"], {(row[0], row[1]): row[2:] for row in data["r"]}
+    part = [(i, {(row[0], row[1]): row[2:] for row in rows}) for i, rows in data["r"]]
+    return data["p"], data["w"], part

@@ -32,7 +32,26 @@ from detectors.margin_breach import MarginBreachState
 from detectors.retry_storm import RetryStormState
 from detectors.spend_spike import SpendSpikeState
 
+
+class OpenRows:
+    """A customer's rows in buckets not closed yet (kept with its states, so no single
+    record grows with the whole partition while a backlog holds many buckets open)."""
+
+    episode = None  # never an open alert
+
+    def __init__(self, rows: list[list[Any]] | None = None) -> None:
+        self.rows = rows or []  # [bucket index, endpoint, provider, model, *counts]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OpenRows:
+        return cls(data["rows"])
+
+
 STATE_TYPES: dict[str, Any] = {
+    "open": OpenRows,
     "spike_customer": SpendSpikeState,
     "spike_endpoint": SpendSpikeState,
     "retry_endpoint": RetryStormState,
@@ -86,7 +105,7 @@ class CustomerStates:
 
     def load(self, items: Iterator[tuple[bytes, bytes]]) -> dict[str, set[Any]]:
         """Decode recovered records; returns the keys with an open episode, per detector."""
-        active: dict[str, set[Any]] = {name: set() for name in STATE_TYPES}
+        active: dict[str, set[Any]] = {name: set() for name in STATE_TYPES if name != "open"}
         for key, raw in items:
             if key.startswith(PARTITION_PREFIX):
                 continue

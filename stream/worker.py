@@ -37,15 +37,14 @@ from stream.stages import (
     IngestStage,
     PartitionDetect,
     Priced,
-    decode_rollup,
-    encode_rollup,
+    decode_rollups,
+    encode_rollups,
 )
 from stream.state import CustomerStates, partition_of
 
 log = logging.getLogger("spendwatch.worker")
 GLOBAL_KEY = b"global"
-# Buckets the global detector waits for slower partitions before judging a bucket.
-GLOBAL_LAG_BUCKETS = 2
+PENDING = b"pending:"
 
 
 class Worker:
@@ -198,7 +197,7 @@ class Worker:
                 newest = max(newest, priced.ts)
                 touched.add(partition)
             for partition in sorted(touched):
-                await self.close_partition(self.partitions[partition], always=True)
+                await self.close_partition(self.partitions[partition])
             self.metrics.inc("spendwatch_late_events_total", self.late_events() - late)
         if newest:
             self.metrics.set("spendwatch_event_time_lag_seconds", max(0.0, time.time() - newest))
@@ -210,17 +209,18 @@ class Worker:
         """Close buckets that became due without new events (a source went idle)."""
         async with self.detect_lock:
             for detect in list(self.partitions.values()):
-                await self.close_partition(detect, always=False)
+                await self.close_partition(detect)
 
-    async def close_partition(self, detect: PartitionDetect, always: bool) -> None:
+    async def close_partition(self, detect: PartitionDetect) -> None:
         keyed, rollups = detect.close_due()
-        if not (always or keyed or rollups):
-            return
         await self.send_alerts(keyed)
-        for index, rollup in rollups:
-            await self.rollups.send(key=b"rollup", value=encode_rollup(index, rollup))
+        # The global stage needs to hear how far this partition has closed even without
+        # rollups, or an idle partition would hold every provider-wide judgement back.
+        report = encode_rollups(detect.partition, detect.complete_upto(), rollups)
+        await self.rollups.send(key=b"rollup", value=report)
         # Customers' records first, the partition's own record last: the changelog keeps
         # order within a partition, so a recovered partition record implies its states.
+        detect.save_open_rows()
         self.states.flush()
         self.state_table[detect.key] = detect.snapshot()
 
@@ -248,15 +248,25 @@ class Worker:
 
     async def global_batch(self, batch: list[Any]) -> None:
         if self.global_stage is None:
-            self.global_stage = GlobalStage(self.settings, GLOBAL_LAG_BUCKETS)
+            self.global_stage = GlobalStage(self.settings, self.settings.kafka.topics.partitions)
             snapshot = self.global_table.get(GLOBAL_KEY)
             if snapshot:
-                self.global_stage.restore(snapshot)
+                pending = {
+                    int(k[len(PENDING) :]): v
+                    for k, v in self.global_table.items()
+                    if k.startswith(PENDING) and v
+                }
+                self.global_stage.restore(snapshot, pending)
         keyed: list[Keyed] = []
         for event in batch:
-            index, rollup = decode_rollup(event.value)
-            keyed += self.global_stage.add(index, rollup)
+            keyed += self.global_stage.add(*decode_rollups(event.value))
         await self.send_alerts(keyed)
+        for index, rollup in self.global_stage.pending_changes().items():
+            key = PENDING + str(index).encode()
+            if rollup is None:
+                self.global_table.pop(key, None)
+            else:
+                self.global_table[key] = rollup
         self.global_table[GLOBAL_KEY] = self.global_stage.snapshot()
 
     async def send_alerts(self, keyed: list[Keyed]) -> None:

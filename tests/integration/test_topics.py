@@ -46,7 +46,7 @@ def test_topic_replay_of_produced_traffic_fires_what_file_replay_fires(kafka_set
     sent_usage = asyncio.run(produce(settings.kafka, recorded / "usage.jsonl.gz", topics.usage))
     sent_errors = asyncio.run(produce(settings.kafka, recorded / "errors.jsonl.gz", topics.errors))
     assert sent_usage.sent + sent_errors.sent == from_files.lines
-    assert sent_usage.unkeyed == 0
+    assert sent_usage.unkeyed == 0 and sent_usage.failed == 0
 
     start = int(datetime.fromisoformat("2026-11-02T00:00:00+00:00").timestamp() * 1000)
     end = start + int(1.5 * 86400 * 1000)

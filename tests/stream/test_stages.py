@@ -96,6 +96,7 @@ def test_a_crash_and_redelivery_changes_nothing_in_the_alerts(tmp_path):
         for event in usage[chunk : chunk + 5000] + errors[chunk // 40 : (chunk + 5000) // 40]:
             first.add(event)
         again += first.close_due()[0]
+    first.save_open_rows()
     states.flush()
     table[first.key] = first.snapshot()
     restored_states = CustomerStates(table)
@@ -150,19 +151,37 @@ def test_partition_detection_matches_the_embedded_pipeline(tmp_path):
 
 
 def test_the_global_stage_judges_a_bucket_once_all_partitions_reported():
-    stage = GlobalStage(SETTINGS, lag_buckets=2)
+    clock = FakeClock()
+    stage = GlobalStage(SETTINGS, partitions=2, clock=clock)
     row = [0.1, 100.0, 60.0, 50.0, 0.0, 0.1, 60.0, 40.0, 20.0, 40.0]
     part = {("openai", "gpt-4o"): row}
-    out = []
     base = int(T0 // 60)
+    out = []
+    for i in range(10):  # partition 0 races ahead; nothing is judged without partition 1
+        out += stage.add(0, base + i, [(base + i, part)])
+    assert out == [] and stage.pending
     for i in range(10):
-        out += stage.add(base + i, part)
-        out += stage.add(base + i, part)  # a second partition's share of the same bucket
+        out += stage.add(1, base + i, [(base + i, part)])
     assert out and out[0].key == {"provider": "openai", "model": "gpt-4o"}
-    assert stage.add(base, part) == [] and stage.late == 1
-    restored = GlobalStage(SETTINGS, lag_buckets=2)
-    restored.restore(stage.snapshot())
+    # Fired after two buckets, each with both partitions' 100 attempts.
+    assert out[0].decision.values["requests"] == 2 * 200
+    assert stage.add(1, base + 10, [(base, part)]) == [] and stage.late == 1
+    pending = {i: raw for i, raw in stage.pending_changes().items() if raw}
+    restored = GlobalStage(SETTINGS, partitions=2, clock=clock)
+    restored.restore(stage.snapshot(), pending)
     assert restored.snapshot() == stage.snapshot()
+    assert restored.pending == stage.pending
+
+
+def test_an_idle_partition_does_not_hold_provider_judgements_back():
+    clock = FakeClock()
+    stage = GlobalStage(SETTINGS, partitions=2, clock=clock)
+    part = {("openai", "gpt-4o"): [0.1, 100.0, 60.0, 50.0, 0.0, 0.1, 60.0, 40.0, 20.0, 40.0]}
+    base = int(T0 // 60)
+    for i in range(5):
+        stage.add(0, base + i, [(base + i, part)])
+    clock.now = SETTINGS.worker.source_idle_s + 1
+    assert stage.add(0, base + 5, [(base + 5, part)])  # partition 1 never reported: idle
 
 
 def test_priced_events_survive_the_wire():
