@@ -184,3 +184,60 @@ def test_bad_input_lands_in_the_dead_letter_topic_with_its_reason(kafka_settings
         assert 'spendwatch_dead_letters_total{reason="json_invalid"} 1' in metrics
     finally:
         worker.stop()
+
+
+def test_a_worker_killed_mid_stream_resumes_from_its_changelogs(kafka_settings, traffic, tmp_path):
+    """SIGKILL mid-stream, start again: baselines come back from the changelogs (the day-2
+    incidents still fire, which a second warm-up would miss) and no alert is lost; an
+    alert re-sent after the crash is identical (same identity), never different."""
+    settings = kafka_settings
+    prices = PriceTable.load(settings.resolve(settings.prices_file))
+    customers = load_customers(traffic / "customers.jsonl")
+    expected = replay_files(
+        Pipeline(settings, prices, customers),
+        [traffic / "usage.jsonl.gz"],
+        [traffic / "errors.jsonl.gz"],
+        progress=False,
+    )
+    per_customer = {identity(a.to_payload()) for a in expected.alerts if "customer_id" in a.labels}
+
+    topics = settings.kafka.topics
+    first = WorkerProcess(settings, tmp_path, "w1").start()
+    second = WorkerProcess(settings, tmp_path, "w2")
+    try:
+        first.wait_ready()
+        asyncio.run(produce(settings.kafka, traffic / "customers.jsonl", topics.customers))
+        wait_for(lambda: first.health()["customers"] >= len(customers), 60, "customers loaded")
+        asyncio.run(produce(settings.kafka, traffic / "usage.jsonl.gz", topics.usage))
+        asyncio.run(produce(settings.kafka, traffic / "errors.jsonl.gz", topics.errors))
+        wait_for(
+            lambda: (
+                "spendwatch_events_in_total" in first.metrics()
+                and int(
+                    first.metrics()
+                    .split('spendwatch_events_in_total{topic="usage"} ')[1]
+                    .split()[0]
+                )
+                > 50_000
+            ),
+            120,
+            "the first worker half-way",
+        )
+        first.kill()
+        second.start().wait_ready(180)
+        end = datetime.fromisoformat("2026-11-03T12:00:00+00:00")
+        asyncio.run(produce(settings.kafka, closing_events(settings, end, tmp_path), topics.usage))
+
+        def complete():
+            got = [json.loads(m.value) for m in read_topic(settings, topics.alerts)]
+            mine = [identity(a) for a in got if "customer_id" in a["labels"]]
+            return mine if per_customer <= set(mine) else None
+
+        try:
+            mine = wait_for(complete, 300, "every alert of replay after the restart", every_s=3)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; logs {first.log_path} {second.log_path}") from None
+        assert set(mine) == per_customer  # nothing lost, nothing different
+    finally:
+        first.kill()
+        second.stop()
