@@ -306,10 +306,10 @@ class Worker:
                 for messages in batches.values():
                     for message in messages:
                         self.apply_customer(message.key, message.value)
-                if not self.customers_ready.is_set() and all(
-                    await consumer.position(tp) >= ends[tp] for tp in partitions
-                ):
-                    self.customers_ready.set()
+                if not self.customers_ready.is_set():
+                    positions = [await consumer.position(tp) for tp in partitions]
+                    if all(p >= ends[tp] for p, tp in zip(positions, partitions, strict=True)):
+                        self.customers_ready.set()
         finally:
             await consumer.stop()
 
