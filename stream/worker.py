@@ -29,6 +29,7 @@ from stream.detect import Keyed
 from stream.events import Customer, Rejection, parse_customer
 from stream.ingest import ERRORS, USAGE, DeadLetter
 from stream.kafka import client_kwargs, ensure_topics, faust_credentials, partitions_of
+from stream.logs import logging_config
 from stream.metrics import Metrics
 from stream.pricing import PriceTable
 from stream.settings import Settings
@@ -347,4 +348,10 @@ def run(settings: Settings, loglevel: str = "info") -> None:
     if created:
         log.info("topics created %s", ",".join(created))
     worker = Worker(settings)
-    faust.Worker(worker.app, loop=loop, loglevel=loglevel, quiet=True).execute_from_commandline()
+    faust.Worker(
+        worker.app,
+        loop=loop,
+        loglevel=loglevel,
+        quiet=True,
+        logging_config=logging_config(loglevel),
+    ).execute_from_commandline()

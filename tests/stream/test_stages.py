@@ -201,3 +201,11 @@ def test_a_source_not_seen_yet_holds_the_watermark_until_it_goes_idle():
     clock.now = 11
     sources.observe("usage:0", T0 + 700)
     assert sources.watermark() == T0 + 700
+
+
+def test_worker_logs_are_json_lines_when_not_on_a_terminal(capsys):
+    from stream.logs import logging_config
+
+    config = logging_config("info")  # pytest's stderr is not a terminal
+    assert config is not None
+    assert config["formatters"]["json"]["()"] == "stream.logs.JsonFormatter"
