@@ -241,3 +241,63 @@ def test_a_worker_killed_mid_stream_resumes_from_its_changelogs(kafka_settings, 
     finally:
         first.kill()
         second.stop()
+
+
+def events_in(worker: WorkerProcess) -> int:
+    total = 0
+    for line in worker.metrics().splitlines():
+        if line.startswith("spendwatch_events_in_total{"):
+            total += int(float(line.split()[-1]))
+    return total
+
+
+def test_two_workers_share_the_partitions_and_one_stopping_loses_no_alert(
+    kafka_settings, traffic, tmp_path
+):
+    settings = kafka_settings
+    prices = PriceTable.load(settings.resolve(settings.prices_file))
+    customers = load_customers(traffic / "customers.jsonl")
+    expected = replay_files(
+        Pipeline(settings, prices, customers),
+        [traffic / "usage.jsonl.gz"],
+        [traffic / "errors.jsonl.gz"],
+        progress=False,
+    )
+    per_customer = {identity(a.to_payload()) for a in expected.alerts if "customer_id" in a.labels}
+
+    topics = settings.kafka.topics
+    one = WorkerProcess(settings, tmp_path, "w1").start()
+    two = WorkerProcess(settings, tmp_path, "w2").start()
+    try:
+        one.wait_ready()
+        two.wait_ready()
+        asyncio.run(produce(settings.kafka, traffic / "customers.jsonl", topics.customers))
+        wait_for(
+            lambda: min(w.health()["customers"] for w in (one, two)) >= len(customers),
+            60,
+            "customers loaded on both workers",
+        )
+        asyncio.run(produce(settings.kafka, traffic / "usage.jsonl.gz", topics.usage))
+        asyncio.run(produce(settings.kafka, traffic / "errors.jsonl.gz", topics.errors))
+        wait_for(
+            lambda: events_in(one) > 0 and events_in(two) > 0,
+            120,
+            "both workers taking part",
+        )
+        two.stop()  # its partitions and their state move to the other worker
+        end = datetime.fromisoformat("2026-11-03T12:00:00+00:00")
+        asyncio.run(produce(settings.kafka, closing_events(settings, end, tmp_path), topics.usage))
+
+        def complete():
+            got = [json.loads(m.value) for m in read_topic(settings, topics.alerts)]
+            mine = [identity(a) for a in got if "customer_id" in a["labels"]]
+            return mine if per_customer <= set(mine) else None
+
+        try:
+            mine = wait_for(complete, 300, "every alert of replay after the hand-over", every_s=3)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; logs {one.log_path} {two.log_path}") from None
+        assert set(mine) == per_customer
+    finally:
+        one.stop()
+        two.stop()
