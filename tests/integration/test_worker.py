@@ -58,6 +58,44 @@ def identity(alert: dict) -> tuple:
     return (alert["fingerprint"], alert["status"], alert["startsAt"], alert["endsAt"])
 
 
+def replay_alerts(settings, traffic: Path) -> list[dict]:
+    """What file replay fires on the recorded traffic (the reference for the worker)."""
+    prices = PriceTable.load(settings.resolve(settings.prices_file))
+    customers = load_customers(traffic / "customers.jsonl")
+    report = replay_files(
+        Pipeline(settings, prices, customers),
+        [traffic / "usage.jsonl.gz"],
+        [traffic / "errors.jsonl.gz"],
+        progress=False,
+    )
+    return [a.to_payload() for a in report.alerts]
+
+
+def wait_for_alerts(settings, expected: list[dict], workers: list[WorkerProcess]) -> list[dict]:
+    """The alerts topic once it holds every expected alert (per customer by identity,
+    provider-wide by fingerprint and status)."""
+    per_customer = {identity(a) for a in expected if "customer_id" in a["labels"]}
+    provider = {
+        (a["fingerprint"], a["status"]) for a in expected if "customer_id" not in a["labels"]
+    }
+
+    def complete():
+        got = [json.loads(m.value) for m in read_topic(settings, settings.kafka.topics.alerts)]
+        mine = {identity(a) for a in got if "customer_id" in a["labels"]}
+        theirs = {(a["fingerprint"], a["status"]) for a in got if "customer_id" not in a["labels"]}
+        return got if per_customer <= mine and provider <= theirs else None
+
+    try:
+        return wait_for(complete, 300, "every alert replay fires", every_s=3)
+    except AssertionError as exc:
+        logs = " ".join(str(w.log_path) for w in workers)
+        raise AssertionError(f"{exc}; logs {logs}") from None
+
+
+def customer_alerts(alerts: list[dict]) -> list[tuple]:
+    return sorted(identity(a) for a in alerts if "customer_id" in a["labels"])
+
+
 @pytest.fixture(scope="module")
 def traffic(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("worker-traffic")
@@ -67,47 +105,23 @@ def traffic(tmp_path_factory) -> Path:
 
 def test_the_worker_fires_the_alerts_replay_fires(kafka_settings, traffic, tmp_path):
     settings = kafka_settings
-    prices = PriceTable.load(settings.resolve(settings.prices_file))
-    customers = load_customers(traffic / "customers.jsonl")
-    expected = replay_files(
-        Pipeline(settings, prices, customers),
-        [traffic / "usage.jsonl.gz"],
-        [traffic / "errors.jsonl.gz"],
-        progress=False,
-    )
-    per_customer = {identity(a.to_payload()) for a in expected.alerts if "customer_id" in a.labels}
-    global_ = [a.to_payload() for a in expected.alerts if "customer_id" not in a.labels]
-    assert per_customer and global_
-
+    expected = replay_alerts(settings, traffic)
+    assert any("customer_id" not in a["labels"] for a in expected)  # a provider storm too
     worker = WorkerProcess(settings, tmp_path).start()
     try:
         worker.wait_ready()
-        topics = settings.kafka.topics
-        asyncio.run(produce(settings.kafka, traffic / "customers.jsonl", topics.customers))
-        wait_for(lambda: worker.health()["customers"] >= len(customers), 60, "customers loaded")
-        asyncio.run(produce(settings.kafka, traffic / "usage.jsonl.gz", topics.usage))
-        asyncio.run(produce(settings.kafka, traffic / "errors.jsonl.gz", topics.errors))
-        end = datetime.fromisoformat("2026-11-03T12:00:00+00:00")
-        asyncio.run(produce(settings.kafka, closing_events(settings, end, tmp_path), topics.usage))
-
-        def alerts_so_far():
-            got = [json.loads(m.value) for m in read_topic(settings, topics.alerts)]
-            mine = {identity(a) for a in got if "customer_id" in a["labels"]}
-            return got if per_customer <= mine else None
-
-        got = wait_for(
-            alerts_so_far, 240, f"per-customer alerts of replay; log {worker.log_path}", every_s=2
-        )
-        mine = [identity(a) for a in got if "customer_id" in a["labels"]]
-        assert sorted(mine) == sorted(per_customer)  # none missing, none extra, none twice
+        send_traffic(settings, traffic, tmp_path, [worker])
+        got = wait_for_alerts(settings, expected, [worker])
+        assert customer_alerts(got) == customer_alerts(expected)  # none missing, extra, twice
         theirs = [a for a in got if "customer_id" not in a["labels"]]
+        provider = [a for a in expected if "customer_id" not in a["labels"]]
         assert sorted((a["fingerprint"], a["status"]) for a in theirs) == sorted(
-            (a["fingerprint"], a["status"]) for a in global_
+            (a["fingerprint"], a["status"]) for a in provider
         )
         for alert in theirs:
             twin = next(
                 a
-                for a in global_
+                for a in provider
                 if (a["fingerprint"], a["status"]) == (alert["fingerprint"], alert["status"])
             )
             drift = abs(
@@ -115,14 +129,34 @@ def test_the_worker_fires_the_alerts_replay_fires(kafka_settings, traffic, tmp_p
                 - datetime.fromisoformat(twin["startsAt"]).timestamp()
             )
             assert drift <= BUCKET, (alert, twin)
-
         metrics = worker.metrics()
         with gzip.open(traffic / "usage.jsonl.gz") as usage:
             lines = sum(1 for _ in usage)
-        assert f'spendwatch_events_in_total{{topic="usage"}} {lines + 4}' in metrics
+        closing = settings.kafka.topics.partitions
+        assert f'spendwatch_events_in_total{{topic="usage"}} {lines + closing}' in metrics
         assert 'spendwatch_alerts_total{alertname="spend_spike"' in metrics
     finally:
         worker.stop()
+
+
+def send_traffic(
+    settings, traffic: Path, tmp_path: Path, workers: list[WorkerProcess], before_closing=None
+) -> None:
+    """Customers (and wait until loaded), usage, errors; then closing events."""
+    topics = settings.kafka.topics
+    customers = load_customers(traffic / "customers.jsonl")
+    asyncio.run(produce(settings.kafka, traffic / "customers.jsonl", topics.customers))
+    wait_for(
+        lambda: min(w.health()["customers"] for w in workers) >= len(customers),
+        60,
+        "customers loaded",
+    )
+    asyncio.run(produce(settings.kafka, traffic / "usage.jsonl.gz", topics.usage))
+    asyncio.run(produce(settings.kafka, traffic / "errors.jsonl.gz", topics.errors))
+    if before_closing:
+        before_closing()
+    end = datetime.fromisoformat("2026-11-03T12:00:00+00:00")
+    asyncio.run(produce(settings.kafka, closing_events(settings, end, tmp_path), topics.usage))
 
 
 def test_bad_input_lands_in_the_dead_letter_topic_with_its_reason(kafka_settings, tmp_path):
@@ -191,53 +225,20 @@ def test_a_worker_killed_mid_stream_resumes_from_its_changelogs(kafka_settings, 
     incidents still fire, which a second warm-up would miss) and no alert is lost; an
     alert re-sent after the crash is identical (same identity), never different."""
     settings = kafka_settings
-    prices = PriceTable.load(settings.resolve(settings.prices_file))
-    customers = load_customers(traffic / "customers.jsonl")
-    expected = replay_files(
-        Pipeline(settings, prices, customers),
-        [traffic / "usage.jsonl.gz"],
-        [traffic / "errors.jsonl.gz"],
-        progress=False,
-    )
-    per_customer = {identity(a.to_payload()) for a in expected.alerts if "customer_id" in a.labels}
-
-    topics = settings.kafka.topics
+    expected = replay_alerts(settings, traffic)
     first = WorkerProcess(settings, tmp_path, "w1").start()
     second = WorkerProcess(settings, tmp_path, "w2")
-    try:
-        first.wait_ready()
-        asyncio.run(produce(settings.kafka, traffic / "customers.jsonl", topics.customers))
-        wait_for(lambda: first.health()["customers"] >= len(customers), 60, "customers loaded")
-        asyncio.run(produce(settings.kafka, traffic / "usage.jsonl.gz", topics.usage))
-        asyncio.run(produce(settings.kafka, traffic / "errors.jsonl.gz", topics.errors))
-        wait_for(
-            lambda: (
-                "spendwatch_events_in_total" in first.metrics()
-                and int(
-                    first.metrics()
-                    .split('spendwatch_events_in_total{topic="usage"} ')[1]
-                    .split()[0]
-                )
-                > 50_000
-            ),
-            120,
-            "the first worker half-way",
-        )
+
+    def crash_and_restart() -> None:
+        wait_for(lambda: events_in(first) > 50_000, 120, "the first worker half-way")
         first.kill()
         second.start().wait_ready(180)
-        end = datetime.fromisoformat("2026-11-03T12:00:00+00:00")
-        asyncio.run(produce(settings.kafka, closing_events(settings, end, tmp_path), topics.usage))
 
-        def complete():
-            got = [json.loads(m.value) for m in read_topic(settings, topics.alerts)]
-            mine = [identity(a) for a in got if "customer_id" in a["labels"]]
-            return mine if per_customer <= set(mine) else None
-
-        try:
-            mine = wait_for(complete, 300, "every alert of replay after the restart", every_s=3)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; logs {first.log_path} {second.log_path}") from None
-        assert set(mine) == per_customer  # nothing lost, nothing different
+    try:
+        first.wait_ready()
+        send_traffic(settings, traffic, tmp_path, [first], before_closing=crash_and_restart)
+        got = wait_for_alerts(settings, expected, [first, second])
+        assert set(customer_alerts(got)) == set(customer_alerts(expected))
     finally:
         first.kill()
         second.stop()
@@ -255,49 +256,20 @@ def test_two_workers_share_the_partitions_and_one_stopping_loses_no_alert(
     kafka_settings, traffic, tmp_path
 ):
     settings = kafka_settings
-    prices = PriceTable.load(settings.resolve(settings.prices_file))
-    customers = load_customers(traffic / "customers.jsonl")
-    expected = replay_files(
-        Pipeline(settings, prices, customers),
-        [traffic / "usage.jsonl.gz"],
-        [traffic / "errors.jsonl.gz"],
-        progress=False,
-    )
-    per_customer = {identity(a.to_payload()) for a in expected.alerts if "customer_id" in a.labels}
-
-    topics = settings.kafka.topics
+    expected = replay_alerts(settings, traffic)
     one = WorkerProcess(settings, tmp_path, "w1").start()
     two = WorkerProcess(settings, tmp_path, "w2").start()
+
+    def stop_one_mid_stream() -> None:
+        wait_for(lambda: events_in(one) > 0 and events_in(two) > 0, 120, "both taking part")
+        two.stop()  # its partitions and their state move to the other worker
+
     try:
         one.wait_ready()
         two.wait_ready()
-        asyncio.run(produce(settings.kafka, traffic / "customers.jsonl", topics.customers))
-        wait_for(
-            lambda: min(w.health()["customers"] for w in (one, two)) >= len(customers),
-            60,
-            "customers loaded on both workers",
-        )
-        asyncio.run(produce(settings.kafka, traffic / "usage.jsonl.gz", topics.usage))
-        asyncio.run(produce(settings.kafka, traffic / "errors.jsonl.gz", topics.errors))
-        wait_for(
-            lambda: events_in(one) > 0 and events_in(two) > 0,
-            120,
-            "both workers taking part",
-        )
-        two.stop()  # its partitions and their state move to the other worker
-        end = datetime.fromisoformat("2026-11-03T12:00:00+00:00")
-        asyncio.run(produce(settings.kafka, closing_events(settings, end, tmp_path), topics.usage))
-
-        def complete():
-            got = [json.loads(m.value) for m in read_topic(settings, topics.alerts)]
-            mine = [identity(a) for a in got if "customer_id" in a["labels"]]
-            return mine if per_customer <= set(mine) else None
-
-        try:
-            mine = wait_for(complete, 300, "every alert of replay after the hand-over", every_s=3)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; logs {one.log_path} {two.log_path}") from None
-        assert set(mine) == per_customer
+        send_traffic(settings, traffic, tmp_path, [one, two], before_closing=stop_one_mid_stream)
+        got = wait_for_alerts(settings, expected, [one, two])
+        assert set(customer_alerts(got)) == set(customer_alerts(expected))
     finally:
         one.stop()
         two.stop()
