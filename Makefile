@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_DIR ?= out/demo
 
-.PHONY: install demo test test-unit lint bench clean
+.PHONY: install demo test dev lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: install
 ## test: the whole suite (unit, doctests, end-to-end replay)
 test: install
 	$(PY) -m pytest -q
+
+## dev: the local broker (make kafka-up) and a worker on it, in the foreground
+dev: install kafka-up
+	$(VENV)/bin/spendwatch worker
 
 lint: install
 	$(VENV)/bin/ruff check stream detectors tests bench
