@@ -22,7 +22,7 @@ from typing import IO
 from detectors import spend_spike
 from detectors.spend_spike import SpendSpikeState
 from stream.alerts import Alert, build_alert
-from stream.events import ErrorEvent, Rejection, UsageEvent, to_epoch_seconds
+from stream.events import ErrorEvent, UsageEvent, to_epoch_seconds
 from stream.ingest import ERRORS, USAGE, DeadLetter
 from stream.pipeline import Pipeline
 from stream.settings import Settings
@@ -198,7 +198,3 @@ def replay_series(series: Series, settings: Settings, key: str) -> list[Alert]:
         for decision in spend_spike.update(state, start, width, value, params):
             alerts.append(build_alert(labels, decision, settings.alerts.runbook_url))
     return alerts
-
-
-def first_reasons(pipeline: Pipeline) -> list[tuple[str, Rejection]]:
-    return pipeline.ingest.stats.first_rejections

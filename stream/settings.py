@@ -242,15 +242,15 @@ def load_settings(path: Path | str | None = None) -> Settings:
     data, lines = load_yaml(file)
     if not isinstance(data, dict):
         raise ConfigFileError(f"{file}: the top level must be a mapping of settings")
-    for path in SECRET_FIELDS:
+    for secret in SECRET_FIELDS:
         node: Any = data
-        for part in path:
+        for part in secret:
             node = node.get(part) if isinstance(node, dict) else None
         if node is not None:
-            where = f"{file}:{lines.get(path, '?')}"
-            env = "SPENDWATCH_" + "__".join(p.upper() for p in path)
+            where = f"{file}:{lines.get(secret, '?')}"
+            env = "SPENDWATCH_" + "__".join(p.upper() for p in secret)
             raise ConfigFileError(
-                f"{where}: {'.'.join(path)}: secrets are read from the environment only "
+                f"{where}: {'.'.join(secret)}: secrets are read from the environment only "
                 f"(set {env}); remove it from the file"
             )
     try:

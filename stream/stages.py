@@ -198,10 +198,10 @@ class PartitionDetect:
             for (customer, endpoint, provider, model), row in rows.items():
                 if customer in mine:
                     mine[customer].append([index, endpoint, provider, model, *row])
-        for customer, rows in mine.items():
+        for customer, own in mine.items():
             record = self.states.record(customer)
-            if rows:
-                record["open"] = OpenRows(rows)
+            if own:
+                record["open"] = OpenRows(own)
             else:
                 record.pop("open", None)
             self.states.dirty.add(customer)

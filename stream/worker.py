@@ -83,7 +83,7 @@ class Worker:
             stream_wait_empty=False,
         )
         app = self.app
-        raw = {"key_type": bytes, "value_type": bytes}
+        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
         self.inputs = app.topic(topics.usage, topics.errors, **raw)
         self.events = app.topic(
             f"{kafka.app_id}-events", partitions=topics.partitions, internal=True, **raw
