@@ -987,12 +987,13 @@ class Traffic:
         )
         self.spend_usd += np.bincount(self._customer[e], cost, minlength=len(self.spend_usd))
 
-    def _usage(
-        self, event_id: str, ms: int, fmt: int, call: Call, attempt: int, reported: bool
+    def _attempt(
+        self, event_id: str, ms: int, fmt: int, call: Call, attempt: int
     ) -> dict[str, Any]:
-        customer_id, endpoint, tags, caches = self._labels[call.endpoint]
+        """The fields every event of one attempt has, usage or error, in contract order."""
+        customer_id, endpoint, _, _ = self._labels[call.endpoint]
         spec = MODELS[call.model]
-        event: dict[str, Any] = {
+        return {
             "event_id": event_id,
             "ts": self._ts(ms, fmt),
             "customer_id": customer_id,
@@ -1001,10 +1002,21 @@ class Traffic:
             "model": spec.model,
             "request_id": call.request_id,
             "attempt": attempt,
-            "status": "ok",
-            "input_tokens": call.input_tokens,
-            "output_tokens": call.output_tokens,
         }
+
+    def _usage(
+        self, event_id: str, ms: int, fmt: int, call: Call, attempt: int, reported: bool
+    ) -> dict[str, Any]:
+        _, _, tags, caches = self._labels[call.endpoint]
+        spec = MODELS[call.model]
+        event = self._attempt(event_id, ms, fmt, call, attempt)
+        event.update(
+            {
+                "status": "ok",
+                "input_tokens": call.input_tokens,
+                "output_tokens": call.output_tokens,
+            }
+        )
         if caches:
             event["cached_input_tokens"] = call.cached_input_tokens
             event["cache_write_tokens"] = call.cache_write_tokens
@@ -1077,26 +1089,15 @@ class Traffic:
         will_retry: bool,
     ) -> tuple[dict[str, Any], float]:
         """(error event ending at ``ms``, seconds the client waits before retrying)."""
-        customer_id, endpoint, tags, _ = self._labels[call.endpoint]
+        tags = self._labels[call.endpoint][2]
         spec = MODELS[call.model]
         status = (
             529
             if error_type == "overloaded" and spec.provider == "anthropic"
             else HTTP_STATUS[error_type]
         )
-        event: dict[str, Any] = {
-            "event_id": event_id,
-            "ts": self._ts(ms, fmt),
-            "customer_id": customer_id,
-            "endpoint": endpoint,
-            "provider": spec.provider,
-            "model": spec.model,
-            "request_id": call.request_id,
-            "attempt": attempt,
-            "error_type": error_type,
-            "http_status": status,
-            "will_retry": will_retry,
-        }
+        event = self._attempt(event_id, ms, fmt, call, attempt)
+        event.update({"error_type": error_type, "http_status": status, "will_retry": will_retry})
         wait_s = 0.5 * 2 ** (attempt - 1) * rng.uniform(1.0, 2.0)  # exponential backoff
         if error_type == "rate_limited":
             event["retry_after_s"] = retry_after = int(rng.choice([1, 2, 3, 5]))
