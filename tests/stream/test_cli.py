@@ -35,16 +35,21 @@ def incidents(tmp_path_factory) -> Path:
     return out
 
 
-def test_replay_json_prints_only_contract_alert_objects(incidents):
-    result = spendwatch(
+def replay_recorded(folder: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``spendwatch replay`` over the simulated files in ``folder``."""
+    return spendwatch(
         "replay",
-        str(incidents / "usage.jsonl.gz"),
+        str(folder / "usage.jsonl.gz"),
         "--errors",
-        str(incidents / "errors.jsonl.gz"),
+        str(folder / "errors.jsonl.gz"),
         "--customers",
-        str(incidents / "customers.jsonl"),
-        "--json",
+        str(folder / "customers.jsonl"),
+        *extra,
     )
+
+
+def test_replay_json_prints_only_contract_alert_objects(incidents):
+    result = replay_recorded(incidents, "--json")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines
@@ -58,14 +63,7 @@ def test_replay_json_prints_only_contract_alert_objects(incidents):
 
 
 def test_replay_prints_a_readable_table_by_default(incidents):
-    result = spendwatch(
-        "replay",
-        str(incidents / "usage.jsonl.gz"),
-        "--errors",
-        str(incidents / "errors.jsonl.gz"),
-        "--customers",
-        str(incidents / "customers.jsonl"),
-    )
+    result = replay_recorded(incidents)
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
     assert header.split()[:3] == ["STATUS", "SEVERITY", "ALERT"]
