@@ -12,9 +12,9 @@ from stream.customers import load_customers
 from stream.pipeline import Pipeline
 from stream.pricing import PriceTable
 from stream.produce import produce
-from stream.replay import replay_files
 from stream.simulate import SimConfig, simulate
 from stream.topic_replay import replay_topics
+from tests.integration.workers import replay_recorded
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +34,7 @@ def test_topic_replay_of_produced_traffic_fires_what_file_replay_fires(kafka_set
     settings = kafka_settings
     prices = PriceTable.load(settings.resolve(settings.prices_file))
     customers = load_customers(recorded / "customers.jsonl")
-    from_files = replay_files(
-        Pipeline(settings, prices, customers),
-        [recorded / "usage.jsonl.gz"],
-        [recorded / "errors.jsonl.gz"],
-        progress=False,
-    )
+    from_files = replay_recorded(settings, recorded)
     assert from_files.alerts
 
     topics = settings.kafka.topics

@@ -14,12 +14,15 @@ import orjson
 import pytest
 
 from stream.customers import load_customers
-from stream.pipeline import Pipeline
-from stream.pricing import PriceTable
 from stream.produce import produce
-from stream.replay import replay_files
 from stream.simulate import SimConfig, simulate
-from tests.integration.workers import WorkerProcess, key_in_partition, read_topic, wait_for
+from tests.integration.workers import (
+    WorkerProcess,
+    key_in_partition,
+    read_topic,
+    replay_recorded,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 BUCKET = 60.0
@@ -60,15 +63,7 @@ def identity(alert: dict) -> tuple:
 
 def replay_alerts(settings, traffic: Path) -> list[dict]:
     """What file replay fires on the recorded traffic (the reference for the worker)."""
-    prices = PriceTable.load(settings.resolve(settings.prices_file))
-    customers = load_customers(traffic / "customers.jsonl")
-    report = replay_files(
-        Pipeline(settings, prices, customers),
-        [traffic / "usage.jsonl.gz"],
-        [traffic / "errors.jsonl.gz"],
-        progress=False,
-    )
-    return [a.to_payload() for a in report.alerts]
+    return [a.to_payload() for a in replay_recorded(settings, traffic).alerts]
 
 
 def wait_for_alerts(settings, expected: list[dict], workers: list[WorkerProcess]) -> list[dict]:

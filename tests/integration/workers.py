@@ -18,7 +18,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from stream.customers import load_customers
 from stream.kafka import client_kwargs, partitions_of
+from stream.pipeline import Pipeline
+from stream.pricing import PriceTable
+from stream.replay import ReplayReport, replay_files
 from stream.settings import Settings
 from stream.state import partition_of
 
@@ -145,6 +149,18 @@ def read_topic(settings: Settings, topic: str) -> list[Any]:
             await consumer.stop()
 
     return asyncio.run(read())
+
+
+def replay_recorded(settings: Settings, folder: Path) -> ReplayReport:
+    """File replay of the simulated traffic in ``folder``: the reference for Kafka paths."""
+    prices = PriceTable.load(settings.resolve(settings.prices_file))
+    customers = load_customers(folder / "customers.jsonl")
+    return replay_files(
+        Pipeline(settings, prices, customers),
+        [folder / "usage.jsonl.gz"],
+        [folder / "errors.jsonl.gz"],
+        progress=False,
+    )
 
 
 def key_in_partition(partition: int, partitions: int, prefix: str) -> str:
