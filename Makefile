@@ -23,7 +23,7 @@ demo: install
 		--customers $(DEMO_DIR)/customers.jsonl
 
 ## test: the whole suite (unit, doctests, end-to-end replay)
-test: install
+test: install chromium
 	$(PY) -m pytest -q
 
 ## dev: the local broker (make kafka-up) and a worker on it, in the foreground
@@ -42,3 +42,4 @@ clean:
 	rm -rf $(VENV) out .pytest_cache
 
 include mk/kafka.mk
+include mk/chromium.mk
