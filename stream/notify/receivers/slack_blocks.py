@@ -144,13 +144,15 @@ def blocks(n: Notification, max_alerts: int = 5, mention: str = "") -> list[dict
 
 
 def fallback_text(n: Notification) -> str:
-    """The notification line (mrkdwn, escaped) shown where blocks are not."""
+    """The notification line shown where blocks are not (mrkdwn: the summary is untrusted)."""
     first = n.alerts[0]["annotations"].get("summary", "") if n.alerts else ""
-    return truncate(escape_mrkdwn(f"[{_title(n, emoji=False)}] {first}"), TEXT_LIMIT)
+    title = escape(_title(n, emoji=False))
+    return truncate(f"[{title}] {escape_mrkdwn(first)}", TEXT_LIMIT)
 
 
 def resolved_reply(n: Notification) -> list[dict[str, Any]]:
     """The thread reply when a group resolves."""
     ends = sorted(a.get("endsAt", "") for a in n.alerts)
     when = f" at {ends[-1]}" if ends else ""
-    return [{"type": "section", "text": _plain(f"✅ Resolved{when}: {_title(n, emoji=False)}")}]
+    name = n.common_labels.get("alertname") or "alerts"
+    return [{"type": "section", "text": _plain(f"✅ Resolved{when}: {name}")}]
