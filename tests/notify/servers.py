@@ -9,9 +9,10 @@ tests use it alike::
         await pd.until(2)                   # async: the same without blocking the loop
 
 Programmable faults, consumed one per request in order: ``fail_next(n, status=500)``,
-``rate_limit_next(n, retry_after=1)``. ``down()`` stops listening (connections are then
-refused) and ``up()`` listens again on the same port. Every request is recorded in
-``requests`` with the status it was answered with; ``delivered`` holds the 2xx ones.
+``rate_limit_next(n, retry_after=1)``, ``stall_next(n, seconds)``. ``down()`` stops
+listening (connections are then refused) and ``up()`` listens again on the same port.
+Every request is recorded in ``requests`` with the status it was answered with;
+``delivered`` holds the 2xx ones.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -56,8 +57,9 @@ class Recorded:
 
 @dataclass(slots=True)
 class _Fault:
-    status: int
+    status: int  # 0: answer normally, after stall_s
     headers: dict[str, str] = field(default_factory=dict)
+    stall_s: float = 0.0
 
 
 class LoopbackServer:
@@ -73,7 +75,7 @@ class LoopbackServer:
         self._runner: web.AppRunner | None = None
 
     # lifecycle -------------------------------------------------------------------------
-    def __enter__(self) -> LoopbackServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         self.up()
         return self
@@ -104,9 +106,7 @@ class LoopbackServer:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = runner.addresses[0][1]
         self._runner = runner
 
     async def _stop(self) -> None:
@@ -129,6 +129,11 @@ class LoopbackServer:
         headers = {"Retry-After": f"{retry_after:g}"}
         with self._lock:
             self._faults.extend(_Fault(429, headers) for _ in range(n))
+
+    def stall_next(self, n: int, seconds: float) -> None:
+        """Hold the next ``n`` requests ``seconds`` before answering them normally."""
+        with self._lock:
+            self._faults.extend(_Fault(0, stall_s=seconds) for _ in range(n))
 
     # recording -------------------------------------------------------------------------
     @property
@@ -158,7 +163,9 @@ class LoopbackServer:
         body = await request.read()
         with self._lock:
             fault = self._faults.popleft() if self._faults else None
-        if fault is not None:
+        if fault is not None and fault.stall_s:
+            await asyncio.sleep(fault.stall_s)
+        if fault is not None and fault.status:
             response: web.StreamResponse = self.fault_response(fault.status, fault.headers)
         else:
             response = await handler(request)

@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
@@ -59,7 +60,7 @@ class SlackReceiver:
         if self._slack.mode == "webhook":
             self._webhook = AsyncWebhookClient(url=secret, timeout=timeout, retry_handlers=[])
         else:
-            handlers = [
+            handlers: list[AsyncRetryHandler] = [
                 AsyncRateLimitErrorRetryHandler(max_retry_count=self._slack.rate_limit_retries)
             ]
             self._web = AsyncWebClient(
@@ -109,7 +110,7 @@ class SlackReceiver:
                 thread_ts=ts,
                 text=message["text"],
                 blocks=resolved_reply(n),
-                **({"username": self._slack.username} if self._slack.username else {}),
+                username=self._slack.username or None,
             )
             return DeliveryResult(
                 ok=True, status_code=reply.status_code, refs={"channel": channel, "ts": ts}

@@ -1,0 +1,282 @@
+"""Delivery over real loopback HTTP: order, exactly-once under faults, isolation, breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from stream.notify.delivery import Delivery, LaneStats
+from stream.notify.model import DeliveryResult, Notification
+from stream.notify.receiver_config import ReceiverSettings
+from tests.notify.servers import (
+    PagerDutyServer,
+    SlackApiServer,
+    WebhookServer,
+    alert_item,
+    notification,
+)
+
+SECRET = "delivery-test-secret"
+FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "breaker_failures": 1000, "timeout_s": 2}
+ENV = {
+    "SPENDWATCH_WEBHOOK_SECRET": SECRET,
+    "SPENDWATCH_SLACK_BOT_TOKEN": "xoxb-test",
+    "SPENDWATCH_PAGERDUTY_ROUTING_KEY": "RK",
+}
+
+
+def hook(name: str, url: str, **policy: Any) -> ReceiverSettings:
+    fields = {**FAST, **policy}
+    return ReceiverSettings(name=name, kind="webhook", webhook={"url": url}, **fields)
+
+
+def numbered(receiver: str, count: int) -> list[Notification]:
+    return [notification(receiver, group_key=f"g{i}", sequence=i) for i in range(count)]
+
+
+def sequences(server: WebhookServer) -> list[str]:
+    return [r.json()["groupKey"] for r in server.delivered]
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.01)
+
+
+def run(
+    settings: list[ReceiverSettings],
+    body: Callable[[Delivery, list[tuple[Notification, DeliveryResult]]], Awaitable[None]],
+) -> list[tuple[Notification, DeliveryResult]]:
+    """Start a Delivery over ``settings``, run ``body``, stop it; the delivered log."""
+    delivered: list[tuple[Notification, DeliveryResult]] = []
+
+    async def go() -> None:
+        delivery = Delivery.from_settings(
+            settings, ENV, on_delivered=lambda n, r: delivered.append((n, r))
+        )
+        await delivery.start()
+        try:
+            await body(delivery, delivered)
+        finally:
+            await delivery.stop()
+
+    asyncio.run(go())
+    return delivered
+
+
+def test_every_notification_arrives_once_in_order_through_500s_and_429s() -> None:
+    with WebhookServer(SECRET) as server:
+        server.fail_next(3, 500)
+        server.rate_limit_next(2, retry_after=0.05)
+        server.fail_next(1, 503)
+        sent = numbered("hook", 6)
+
+        async def body(delivery: Delivery, delivered: list[Any]) -> None:
+            for n in sent:
+                delivery.enqueue(n)
+            assert await delivery.wait_idle(10)
+            stats = delivery.stats()["hook"]
+            assert (stats.sent, stats.retries, stats.failed, stats.queue_depth) == (6, 6, 0, 0)
+
+        delivered = run([hook("hook", server.url)], body)
+        assert sequences(server) == [n.group_key for n in sent]
+        assert [n for n, _ in delivered] == sent
+        assert all(r.verified for r in server.requests)
+        assert [r.status for r in server.requests[:6]] == [500, 500, 500, 429, 429, 503]
+
+
+def test_retry_after_is_waited_out() -> None:
+    with WebhookServer(SECRET) as server:
+        server.rate_limit_next(1, retry_after=0.4)
+
+        async def body(delivery: Delivery, delivered: list[Any]) -> None:
+            delivery.enqueue(notification("hook"))
+            await until(lambda: len(delivered) == 1)
+
+        run([hook("hook", server.url)], body)
+        limited, ok = server.requests
+        assert (limited.status, ok.status) == (429, 200)
+        assert ok.at - limited.at >= 0.4
+
+
+def test_a_receiver_that_was_down_gets_everything_in_order_once_back() -> None:
+    with WebhookServer(SECRET) as server:
+        server.down()
+        sent = numbered("hook", 5)
+
+        async def body(delivery: Delivery, delivered: list[Any]) -> None:
+            for n in sent[:3]:
+                delivery.enqueue(n)
+            await until(lambda: delivery.stats()["hook"].retries >= 3)
+            for n in sent[3:]:
+                delivery.enqueue(n)
+            assert delivered == [] and delivery.stats()["hook"].queue_depth == 5
+            server.up()
+            assert await delivery.wait_idle(10)
+
+        delivered = run([hook("hook", server.url)], body)
+        assert sequences(server) == [n.group_key for n in sent]
+        assert [n for n, _ in delivered] == sent
+
+
+def test_a_dead_receiver_delays_no_other() -> None:
+    with WebhookServer(SECRET) as dead, WebhookServer(SECRET) as healthy:
+        dead.down()
+        started = time.monotonic()
+
+        async def body(delivery: Delivery, delivered: list[Any]) -> None:
+            for i in range(5):
+                delivery.enqueue(notification("dead", group_key=f"g{i}"))
+                delivery.enqueue(notification("healthy", group_key=f"g{i}"))
+            await healthy.until(5, timeout_s=3)
+            assert dead.delivered == [] and delivery.stats()["dead"].queue_depth == 5
+            dead.up()
+            await dead.until(5)
+
+        settings = [
+            hook("dead", dead.url, backoff_base_s=0.2, backoff_max_s=0.5),
+            hook("healthy", healthy.url),
+        ]
+        run(settings, body)
+        assert max(r.at for r in healthy.delivered) - started < 3
+        assert sequences(dead) == sequences(healthy) == [f"g{i}" for i in range(5)]
+
+
+def test_the_circuit_opens_after_consecutive_failures_and_pauses_attempts() -> None:
+    with WebhookServer(SECRET) as server:
+        server.fail_next(3, 500)
+        states: list[LaneStats] = []
+
+        async def body(delivery: Delivery, delivered: list[Any]) -> None:
+            delivery.enqueue(notification("hook"))
+            await until(lambda: len(server.requests) >= 2)
+            states.append(LaneStats(**_fields(delivery.stats()["hook"])))
+            await until(lambda: len(delivered) == 1)
+            states.append(LaneStats(**_fields(delivery.stats()["hook"])))
+
+        policy = {"breaker_failures": 2, "breaker_open_s": 0.3}
+        run([hook("hook", server.url, **policy)], body)
+        at = [r.at for r in server.requests]
+        assert [r.status for r in server.requests] == [500, 500, 500, 200]
+        assert at[2] - at[1] >= 0.3  # opened after two: paused, then one probe
+        assert at[3] - at[2] >= 0.3  # the probe failed: open again
+        assert states[0].breaker in ("open", "half_open")
+        assert (states[1].breaker, states[1].consecutive_failures, states[1].sent) == (
+            "closed",
+            0,
+            1,
+        )
+
+
+def _fields(stats: LaneStats) -> dict[str, Any]:
+    return {name: getattr(stats, name) for name in LaneStats.__slots__}  # type: ignore[attr-defined]
+
+
+def test_permanent_failures_are_dropped_counted_and_not_reported_delivered() -> None:
+    with WebhookServer(SECRET) as server:
+        server.fail_next(1, 400)
+        sent = numbered("hook", 2)
+
+        async def body(delivery: Delivery, delivered: list[Any]) -> None:
+            for n in sent:
+                delivery.enqueue(n)
+            assert await delivery.wait_idle(5)
+            stats = delivery.stats()["hook"]
+            assert (stats.sent, stats.failed, stats.retries) == (1, 1, 0)
+            assert stats.last_error.startswith("400")
+
+        delivered = run([hook("hook", server.url)], body)
+        assert [n for n, _ in delivered] == sent[1:]
+
+
+def test_max_attempts_gives_up_and_moves_on() -> None:
+    with WebhookServer(SECRET) as server:
+        server.fail_next(2, 500)
+        sent = numbered("hook", 2)
+
+        async def body(delivery: Delivery, delivered: list[Any]) -> None:
+            for n in sent:
+                delivery.enqueue(n)
+            assert await delivery.wait_idle(5)
+            assert delivery.stats()["hook"].failed == 1
+
+        delivered = run([hook("hook", server.url, max_attempts=2)], body)
+        assert [n for n, _ in delivered] == sent[1:]
+
+
+def test_an_attempt_that_hangs_times_out_and_is_retried() -> None:
+    with WebhookServer(SECRET) as server:
+        server.stall_next(1, 1.0)
+
+        async def body(delivery: Delivery, delivered: list[Any]) -> None:
+            delivery.enqueue(notification("hook"))
+            await until(lambda: len(delivered) == 1)
+            assert delivery.stats()["hook"].retries == 1
+            assert delivery.stats()["hook"].last_error == "attempt timed out"
+
+        delivered = run([hook("hook", server.url, attempt_timeout_s=0.3)], body)
+        assert len(delivered) == 1
+
+
+def test_slack_resolve_threads_under_the_firing_message_through_delivery() -> None:
+    with SlackApiServer() as api:
+        slack = {"channel": "C0ALERTS", "base_url": api.url}
+        settings = ReceiverSettings(name="slack", kind="slack", slack=slack, **FAST)
+        api.fail_next(1, 500)
+
+        async def body(delivery: Delivery, delivered: list[Any]) -> None:
+            delivery.enqueue(notification("slack", sequence=1))
+            delivery.enqueue(notification("slack", alert_item("resolved"), sequence=2))
+            await until(lambda: len(delivered) == 2)
+
+        delivered = run([settings], body)
+        post, update, reply = api.delivered
+        ts = delivered[0][1].refs["ts"]
+        assert post.path == "/api/chat.postMessage" and "thread_ts" not in post.json()
+        assert update.path == "/api/chat.update" and update.json()["ts"] == ts
+        assert reply.json()["thread_ts"] == ts
+
+
+def test_refs_come_from_the_notification_log_after_a_restart() -> None:
+    with SlackApiServer() as api:
+        slack = {"channel": "C0ALERTS", "base_url": api.url}
+        settings = ReceiverSettings(name="slack", kind="slack", slack=slack, **FAST)
+        logged = {"channel": "C0ALERTS", "ts": "1699999999.000009"}
+
+        async def go() -> None:
+            delivery = Delivery.from_settings([settings], ENV, refs_for=lambda n: logged)
+            await delivery.start()
+            delivery.enqueue(notification("slack", alert_item("resolved")))
+            assert await delivery.wait_idle(5)
+            await delivery.stop()
+
+        asyncio.run(go())
+        assert api.calls("chat.update")[0].json()["ts"] == logged["ts"]
+
+
+def test_pagerduty_events_are_retried_until_accepted() -> None:
+    with PagerDutyServer() as pd:
+        pd.fail_next(2, 502)
+        settings = ReceiverSettings(name="pd", kind="pagerduty", pagerduty={"url": pd.url}, **FAST)
+
+        async def body(delivery: Delivery, delivered: list[Any]) -> None:
+            delivery.enqueue(notification("pd"))
+            await until(lambda: len(delivered) == 1)
+
+        delivered = run([settings], body)
+        assert [r.status for r in pd.requests] == [502, 502, 202]
+        assert delivered[0][1].status_code == 202
+
+
+def test_a_full_queue_drops_the_oldest_and_unknown_receivers_are_refused() -> None:
+    settings = hook("hook", "http://127.0.0.1:9/", max_queue=2)
+    delivery = Delivery.from_settings([settings], ENV)
+    sent = numbered("hook", 3)
+    assert all(delivery.enqueue(n) for n in sent)
+    assert not delivery.enqueue(notification("nobody"))
+    stats = delivery.stats()["hook"]
+    assert (stats.dropped, stats.queue_depth, delivery.unknown_receiver) == (1, 2, 1)
