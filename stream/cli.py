@@ -147,6 +147,67 @@ def _replay_topic(args: argparse.Namespace, settings: Settings, prices: PriceTab
     return 0
 
 
+def _source(args: argparse.Namespace, settings: Settings):
+    """Replays the backtest's input (files, or a topic range) into a given pipeline."""
+    if not args.topic:
+        return lambda p: replay_files(p, args.usage, args.errors or [], progress=False)
+    from stream.topic_replay import replay_topics
+
+    topics = (
+        topic_name(settings, args.topic),
+        args.errors_topic and topic_name(settings, args.errors_topic),
+    )
+    span = (_epoch_ms(args.start), _epoch_ms(args.end))
+    return lambda p: asyncio.run(replay_topics(p, settings.kafka, *topics, *span))
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from stream.backtest import Run, compare, episodes, format_text, to_json
+
+    if not (args.usage or (args.topic and args.start and args.end)):
+        print(
+            "spendwatch backtest: give USAGE files, or --topic with --from and --to",
+            file=sys.stderr,
+        )
+        return 2
+    runs, configs = [], []
+    for config in [args.config] + ([args.against] if args.against else []):
+        settings, prices = _load(config)
+        pipeline = Pipeline(settings, prices, _customers(args, settings))
+        started = time.perf_counter()
+        report = _source(args, settings)(pipeline)
+        _summary(
+            pipeline,
+            report.lines,
+            report.dead_letters,
+            len(report.alerts),
+            time.perf_counter() - started,
+        )
+        runs.append(Run(config, episodes(report.alerts), pipeline.buckets.watermark))
+        configs.append((settings, prices))
+    diff = compare(runs[0].episodes, runs[1].episodes) if args.against else None
+    if args.json:
+        sys.stdout.buffer.write(
+            orjson.dumps(to_json(runs, diff), option=orjson.OPT_INDENT_2) + b"\n"
+        )
+    else:
+        sys.stdout.write(format_text(runs, diff))
+    if args.report:
+        from stream.keyseries import record
+        from stream.report import write_report
+
+        settings, prices = configs[0]
+        keys = {e.key for run in runs for e in run.episodes}
+        recording = record(
+            _source(args, settings), settings, prices, _customers(args, settings), keys
+        )
+        size = write_report(Path(args.report), runs, diff, recording, [s for s, _ in configs])
+        print(
+            f"wrote {args.report} ({size / 1e6:.2f} MB, {len(keys)} alerted keys)", file=sys.stderr
+        )
+    return 0
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     from stream.produce import produce
 
@@ -243,6 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--from", dest="start", help="start of the range (RFC 3339 or epoch s)")
     replay.add_argument("--to", dest="end", help="end of the range, exclusive")
     replay.set_defaults(func=cmd_replay)
+
+    back = sub.add_parser("backtest", help="replay under one or two configs; compare; report")
+    back.add_argument("usage", nargs="*", help="usage events, JSON lines (.jsonl or .jsonl.gz)")
+    back.add_argument("--errors", action="append", help="error events, JSON lines")
+    back.add_argument("--customers", help="customer records (JSONL or YAML list)")
+    back.add_argument("--config", required=True, help="the config to backtest ...")
+    back.add_argument("--against", help="... and compare with this one")
+    back.add_argument("--report", help="write a self-contained HTML report here")
+    back.add_argument("--json", action="store_true", help="the result as one JSON document")
+    back.add_argument("--topic", help="replay a Kafka topic (usage, errors or a name) ...")
+    back.add_argument("--errors-topic", help="... merged with this error topic")
+    back.add_argument("--from", dest="start", help="start of the range (RFC 3339 or epoch s)")
+    back.add_argument("--to", dest="end", help="end of the range, exclusive")
+    back.set_defaults(func=cmd_backtest)
 
     prod = sub.add_parser("produce", help="publish JSON lines to a topic, keyed by customer")
     prod.add_argument("file", help="JSON lines, .jsonl or .jsonl.gz")

@@ -1,0 +1,258 @@
+"""The bucket series of a few keys, and the baseline their detector saw, for backtest charts.
+
+Nothing here changes detection. A second replay of the same input (files or a topic range)
+runs the pipeline's own ingest (parsing, pricing, de-duplication, lateness) and event-time
+buckets with every detector off; :class:`RecordingBuckets` keeps, for the wanted keys
+only, the counts row of each closed bucket (per customer, per customer and endpoint, and
+the provider/model rollup the global stage gets). :func:`replay_band` then feeds a key's
+buckets through the detector's own ``update`` with a config's parameters, calling it for
+exactly the buckets the pipeline would (buckets with data, buckets while an episode is
+open, and the zero buckets a gap is filled with), and reads the baseline before each
+bucket is learnt: the band is what the detector saw, not a look-alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from detectors import retry_storm, spend_spike
+from detectors.retry_storm import BucketCounts, RetryStormParams, RetryStormState
+from detectors.spend_spike import SpendSpikeParams, SpendSpikeState
+from stream.backtest import KeyLabels
+from stream.detect import (
+    COST,
+    FAILURES,
+    FIRST_FAILURES,
+    RATE_LIMITED,
+    REQUESTS,
+    RETRIED,
+    RETRIES,
+    TOP_CUSTOMER,
+    TOP_REQUESTS,
+    WASTED,
+    Buckets,
+    CustomerDetection,
+    RowKey,
+)
+from stream.events import Customer
+from stream.pipeline import Pipeline
+from stream.pricing import PriceTable
+from stream.replay import ReplayReport
+from stream.settings import Settings
+
+
+def _add(into: dict[KeyLabels, list[float]], key: KeyLabels, row: list[float]) -> None:
+    total = into.get(key)
+    if total is None:
+        into[key] = list(row[:TOP_CUSTOMER])
+    else:
+        for i in range(TOP_CUSTOMER):
+            total[i] += row[i]
+
+
+class RecordingBuckets(Buckets):
+    """Event-time buckets that also keep each closed bucket's counts for ``keys``."""
+
+    def __init__(self, settings: Settings, keys: set[KeyLabels]) -> None:
+        super().__init__(settings.buckets.width_s, settings.buckets.allowed_lateness_s)
+        self.keys = keys
+        self.rows: dict[KeyLabels, dict[int, list[float]]] = {k: {} for k in keys}
+        self.last_index: int | None = None
+        # Only its provider/model rollup is used: the very rollup the global stage judges.
+        self._rollups = CustomerDetection(settings, lambda _: None)
+        self._want_models = any(k and k[0][0] == "provider" for k in keys)
+
+    def pop(self, index: int) -> dict[RowKey, list[float]]:
+        rows = super().pop(index)
+        self.last_index = index if self.last_index is None else max(self.last_index, index)
+        found: dict[KeyLabels, list[float]] = {}
+        keys = self.keys
+        for (customer, endpoint, _, _), row in rows.items():
+            by_customer = (("customer_id", customer),)
+            if by_customer in keys:
+                _add(found, by_customer, row)
+            by_endpoint = (("customer_id", customer), ("endpoint", endpoint))
+            if by_endpoint in keys:
+                _add(found, by_endpoint, row)
+        if self._want_models:
+            _, rollup = self._rollups.close(index, rows)
+            for (provider, model), row in rollup.items():
+                key = (("provider", provider), ("model", model))
+                if key in keys:
+                    found[key] = row
+        for key, row in found.items():
+            self.rows[key][index] = row
+        return rows
+
+
+def detectors_off(settings: Settings) -> Settings:
+    """A copy of ``settings`` with every detector disabled (bucketing only)."""
+    det = settings.detectors
+    changes = {
+        name: replace(getattr(det, name), enabled=False)
+        for name in ("spend_spike", "retry_storm", "retry_storm_global", "margin_breach")
+    }
+    return settings.model_copy(update={"detectors": det.model_copy(update=changes)})
+
+
+Source = Callable[[Pipeline], ReplayReport]
+
+
+def record(
+    source: Source,
+    settings: Settings,
+    prices: PriceTable,
+    customers: dict[str, Customer],
+    keys: set[KeyLabels],
+) -> RecordingBuckets:
+    """Replay ``source`` once more, detectors off, keeping the bucket rows of ``keys``."""
+    quiet = detectors_off(settings)
+    pipeline = Pipeline(quiet, prices, customers)
+    recording = RecordingBuckets(quiet, keys)
+    pipeline.buckets = recording
+    source(pipeline)
+    return recording
+
+
+@dataclass
+class KeySeries:
+    """Dense per-bucket series of one key, bucket starts ``times`` (epoch s), USD and counts."""
+
+    key: KeyLabels
+    width: float
+    times: np.ndarray
+    rows: np.ndarray  # shape (n, TOP_CUSTOMER + 2): the counts row of each bucket, 0 if none
+    has_data: np.ndarray  # bool per bucket
+
+    @property
+    def spend(self) -> np.ndarray:
+        return self.rows[:, COST]
+
+    def error_rate(self, window: int) -> np.ndarray:
+        """Failed share of the attempts in the last ``window`` buckets, as retry_storm judges;
+        NaN where the window had no attempts."""
+        kernel = np.ones(window)
+        failures = np.convolve(self.rows[:, FAILURES], kernel)[: len(self.times)]
+        requests = np.convolve(self.rows[:, REQUESTS], kernel)[: len(self.times)]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(requests > 0, failures / requests, np.nan)
+
+
+def dense(recording: RecordingBuckets, key: KeyLabels) -> KeySeries | None:
+    """The key's series from its first bucket with data to the last bucket closed."""
+    found = recording.rows.get(key)
+    if not found or recording.last_index is None:
+        return None
+    first = min(found)
+    n = recording.last_index - first + 1
+    width = recording.width
+    rows = np.zeros((n, TOP_CUSTOMER + 2))
+    has = np.zeros(n, dtype=bool)
+    for index, row in found.items():
+        rows[index - first, : len(row)] = row
+        has[index - first] = True
+    if key[0][0] != "provider":  # per customer: top customer is the customer itself
+        rows[:, TOP_CUSTOMER] = rows[:, FAILURES]
+        rows[:, TOP_REQUESTS] = rows[:, REQUESTS]
+    times = (first + np.arange(n)) * width
+    return KeySeries(key, width, times, rows, has)
+
+
+def _counts(row: np.ndarray) -> BucketCounts:
+    return BucketCounts(
+        float(row[REQUESTS]),
+        float(row[FAILURES]),
+        float(row[RETRIES]),
+        float(row[RATE_LIMITED]),
+        float(row[WASTED]),
+        float(row[TOP_CUSTOMER]),
+        float(row[FIRST_FAILURES]),
+        float(row[RETRIED]),
+        float(row[TOP_REQUESTS]),
+    )
+
+
+@dataclass
+class Band:
+    """What one config's detector expected at each bucket (NaN where it judged nothing)."""
+
+    mean: np.ndarray
+    sd: np.ndarray
+    threshold: np.ndarray
+    fired: list[float] = field(default_factory=list)  # firing starts it decided (a check)
+
+
+def _judged(series: KeySeries, max_gap: int) -> np.ndarray:
+    """Buckets at which a detector with ``max_gap`` gap-filling judges a key that has no
+    open episode: those with data and up to ``max_gap`` zero buckets before each."""
+    idx = np.flatnonzero(series.has_data)
+    judged = np.zeros(len(series.times), dtype=bool)
+    for i in idx:
+        judged[max(0, i - max_gap) : i + 1] = True
+    return judged
+
+
+def _run(
+    series: KeySeries,
+    max_gap: int,
+    step: Callable[[int], tuple[float, float, float, bool]],
+) -> Band:
+    n = len(series.times)
+    band = Band(np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan))
+    judged = _judged(series, max_gap)
+    active = False
+    for i in range(n):
+        if not (judged[i] or active):
+            continue
+        band.mean[i], band.sd[i], band.threshold[i], active = step(i)
+    return band
+
+
+def spend_band(series: KeySeries, params: SpendSpikeParams) -> Band:
+    """spend_spike's baseline (mean, sd, USD per bucket) and threshold, mean x (1 + margin)."""
+    state = SpendSpikeState.new(params)
+    width = series.width
+    spend = series.spend
+    fired: list[float] = []
+
+    def step(i: int) -> tuple[float, float, float, bool]:
+        t = float(series.times[i])
+        mean, sd = state.baseline.expected(t)
+        for d in spend_spike.update(state, t, width, float(spend[i]), params):
+            if d.status == "firing":
+                fired.append(d.starts_at)
+        return mean, sd, mean * (1.0 + params.relative_margin), state.episode is not None
+
+    band = _run(series, spend_spike.MAX_GAP_BUCKETS, step)
+    band.fired = fired
+    return band
+
+
+def error_band(series: KeySeries, params: RetryStormParams) -> Band:
+    """retry_storm's baseline error rate, and the error-rate limit it applied."""
+    state = RetryStormState.new(params)
+    width = series.width
+    fired: list[float] = []
+
+    def step(i: int) -> tuple[float, float, float, bool]:
+        t = float(series.times[i])
+        base = state.error_baseline
+        warm = state.baseline_n >= params.warmup_buckets
+        limit = max(params.error_rate, (params.baseline_factor if warm else 0.0) * base)
+        for d in retry_storm.update(state, t, width, _counts(series.rows[i]), params):
+            if d.status == "firing":
+                fired.append(d.starts_at)
+        return base, 0.0, limit, state.episode is not None
+
+    band = _run(series, params.window_buckets + params.calm_buckets, step)
+    band.fired = fired
+    return band
+
+
+def params_for(settings: Settings, detector: str, key: KeyLabels) -> Any:
+    """The parameters ``detector`` runs with for ``key`` under ``settings``."""
+    return getattr(settings.detectors, detector)

@@ -1,0 +1,202 @@
+"""spendwatch backtest: episodes from alerts, matching two configs' episodes, end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from detectors.decision import Decision
+from stream.alerts import build_alert
+from stream.backtest import Episode, compare, episodes, format_text, per_day
+from stream.cli import main
+from stream.settings import CONFIG_DIR
+from stream.simulate import SimConfig, simulate
+
+RELAXED_CUSTOMER = "cus_0006"  # has a retry loop of its own and is caught in the outage
+_CACHE: dict[str, object] = {}
+
+
+def simulated_days(factory: pytest.TempPathFactory) -> Path:
+    """Two small simulated days with labelled incidents (written once per test session)."""
+    if "sim" not in _CACHE:
+        out = factory.mktemp("backtest-sim")
+        simulate(out, SimConfig(days=2, customers=10, seed=7, incidents=True, rate_per_min=60))
+        _CACHE["sim"] = out
+    return _CACHE["sim"]  # type: ignore[return-value]
+
+
+def config_file(folder: Path, name: str, detectors_extra: str = "", retry_extra: str = "") -> Path:
+    """config/spendwatch.yaml with its paths made absolute and optional additions."""
+    text = (CONFIG_DIR / "spendwatch.yaml").read_text()
+    text = text.replace("prices_file: prices.yaml", f"prices_file: {CONFIG_DIR / 'prices.yaml'}")
+    text = text.replace("customers_file: customers.yaml", "customers_file: null")
+    text = text.replace(
+        "  retry_storm:                    # per customer + endpoint\n",
+        "  retry_storm:\n" + retry_extra,
+    )
+    text = text.replace("detectors:\n", "detectors:\n" + detectors_extra)
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def backtest_run(factory: pytest.TempPathFactory) -> tuple[dict, Path, Path, Path]:
+    """One backtest of the simulated days, --against a config with retry_storm relaxed,
+    with --json and --report: (JSON result, report path, config A, config B)."""
+    if "run" not in _CACHE:
+        sim = simulated_days(factory)
+        folder = factory.mktemp("backtest-run")
+        base = config_file(folder, "base.yaml")
+        relaxed = config_file(folder, "relaxed.yaml", retry_extra="    enabled: false\n")
+        report = folder / "report.html"
+        _CACHE["run"] = (run_cli(sim, base, relaxed, report), report, base, relaxed)
+    return _CACHE["run"]  # type: ignore[return-value]
+
+
+def run_cli(sim: Path, base: Path, against: Path, report: Path | None = None) -> dict:
+    """``spendwatch backtest ... --json`` in this process; its stdout parsed."""
+    argv = [
+        "backtest",
+        str(sim / "usage.jsonl.gz"),
+        "--errors",
+        str(sim / "errors.jsonl.gz"),
+        "--customers",
+        str(sim / "customers.jsonl"),
+        "--config",
+        str(base),
+        "--against",
+        str(against),
+        "--json",
+    ]
+    if report is not None:
+        argv += ["--report", str(report)]
+    buffer = io.BytesIO()
+    wrapper = io.TextIOWrapper(buffer, encoding="utf-8")
+    saved, sys.stdout = sys.stdout, wrapper
+    try:
+        assert main(argv) == 0
+    finally:
+        sys.stdout = saved
+    wrapper.flush()
+    wrapper.detach()
+    return json.loads(buffer.getvalue())
+
+
+def ep(name: str, customer: str, severity: str, start: float, end: float | None) -> Episode:
+    return Episode(name, (("customer_id", customer),), severity, start, end)
+
+
+def decision(status: str, severity: str, start: float, end: float | None = None) -> Decision:
+    return Decision("spend_spike", status, severity, start, end, {"observed": 1.0})
+
+
+def test_episodes_pair_firing_with_resolved_and_keep_open_ones_open():
+    key = {"customer_id": "acme"}
+    alerts = [
+        build_alert(key, decision("firing", "warning", 0.0)),
+        build_alert(key, decision("firing", "critical", 600.0)),
+        build_alert(key, decision("resolved", "warning", 0.0, 300.0)),
+    ]
+    assert episodes(alerts) == [
+        ep("spend_spike", "acme", "warning", 0.0, 300.0),
+        ep("spend_spike", "acme", "critical", 600.0, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "removed", "added", "changed"),
+    [
+        # same episode, same severity: no difference
+        (
+            [ep("spend_spike", "a", "warning", 0, 60)],
+            [ep("spend_spike", "a", "warning", 30, 90)],
+            0,
+            0,
+            0,
+        ),
+        # no overlap in time: one removed, one added
+        (
+            [ep("spend_spike", "a", "warning", 0, 60)],
+            [ep("spend_spike", "a", "warning", 120, 180)],
+            1,
+            1,
+            0,
+        ),
+        # another key or another detector never matches
+        (
+            [ep("spend_spike", "a", "warning", 0, 60)],
+            [ep("spend_spike", "b", "warning", 0, 60)],
+            1,
+            1,
+            0,
+        ),
+        (
+            [ep("spend_spike", "a", "warning", 0, 60)],
+            [ep("retry_storm", "a", "warning", 0, 60)],
+            1,
+            1,
+            0,
+        ),
+        # an open episode overlaps everything after its start
+        (
+            [ep("spend_spike", "a", "critical", 0, None)],
+            [ep("spend_spike", "a", "warning", 999, 1e6)],
+            0,
+            0,
+            1,
+        ),
+        # one episode split in two under the second config: both match it
+        (
+            [ep("spend_spike", "a", "warning", 0, 600)],
+            [ep("spend_spike", "a", "warning", 0, 60), ep("spend_spike", "a", "warning", 300, 400)],
+            0,
+            0,
+            0,
+        ),
+    ],
+)
+def test_compare_matches_episodes_by_detector_key_and_overlapping_time(
+    first, second, removed, added, changed
+):
+    diff = compare(first, second)
+    assert (len(diff.removed), len(diff.added), len(diff.changed)) == (removed, added, changed)
+
+
+def test_compare_with_itself_is_empty_and_text_lists_days():
+    found = [
+        ep("spend_spike", "a", "warning", 0, 60),
+        ep("retry_storm", "b", "critical", 86_400, None),
+    ]
+    assert compare(found, found).empty
+    assert per_day(found) == {("1970-01-01", "spend_spike"): 1, ("1970-01-02", "retry_storm"): 1}
+    from stream.backtest import Run
+
+    text = format_text([Run("a.yaml", found, 90_000.0)])
+    assert "1970-01-02  retry_storm  1" in text
+    assert "cus=b  retry_storm  critical  1970-01-02 00:00  (open)            1h00m" in text
+
+
+def test_backtest_against_a_config_without_retry_storm_removes_exactly_those_episodes(
+    tmp_path_factory,
+):
+    result, _, _, _ = backtest_run(tmp_path_factory)
+    first, second = (run["episodes"] for run in result["runs"])
+    retry_per_endpoint = [
+        e for e in first if e["alertname"] == "retry_storm" and "customer_id" in e["labels"]
+    ]
+    assert retry_per_endpoint, "the simulated days should have retry storms"
+    diff = result["diff"]
+    strip = lambda e: {k: v for k, v in e.items() if k != "duration_s"}  # noqa: E731
+    assert sorted(map(json.dumps, diff["removed"])) == sorted(
+        json.dumps(strip(e)) for e in retry_per_endpoint
+    )
+    assert diff["added"] == [] and diff["changed"] == []
+    assert [strip(e) for e in first if e not in retry_per_endpoint] == [strip(e) for e in second]
+    per_day_first = {
+        (d["day"], d["alertname"]): d["alerts"] for d in result["runs"][0]["alerts_per_day"]
+    }
+    assert sum(per_day_first.values()) == len(first)
