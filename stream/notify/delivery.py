@@ -9,14 +9,20 @@ consecutive failed attempts the lane's circuit opens: attempts pause for
 ``breaker_open_s`` (nothing is dropped), then one probe decides whether it closes or
 opens again. A notification counts as delivered only on a 2xx; then ``on_delivered`` is
 called (the dispatcher's notification log). A permanent failure (4xx other than 408/429)
-is logged, counted and dropped. ``max_queue`` bounds a lane; beyond it the oldest pending
-notification is dropped and counted.
+is logged, counted and dropped, as is a notification that used up ``max_attempts``;
+``max_queue`` bounds a lane, beyond it the oldest pending notification is dropped. Every
+drop calls ``on_dropped`` (the dispatcher's ``release``, so the group is derived again).
 
 Refs (e.g. Slack's channel and message ts) returned by a delivery are handed to the next
 notification of the same group on that receiver, so a resolve can thread under its
 firing message; ``refs_for`` lets the notification log supply them after a restart.
 
-    delivery = Delivery.from_settings(receiver_settings, os.environ, on_delivered=log)
+    delivery = Delivery.from_settings(
+        receiver_settings, os.environ,
+        on_delivered=lambda n, r: dispatcher.delivered(n, r, time.time()),
+        on_dropped=lambda n, r: dispatcher.release(n, time.time()),
+        refs_for=dispatcher.refs_for,
+    )
     await delivery.start()
     delivery.enqueue(notification)      # any number, from the event loop's thread
     await delivery.stop(drain_s=5)      # waits up to 5 s for queues to empty
@@ -41,6 +47,7 @@ from stream.notify.receivers import Receiver, build_receivers
 log = logging.getLogger(__name__)
 
 OnDelivered = Callable[[Notification, DeliveryResult], Awaitable[None] | None]
+OnDropped = OnDelivered
 RefsFor = Callable[[Notification], Mapping[str, str] | None]
 
 
@@ -94,6 +101,7 @@ class Delivery:
         settings: Iterable[ReceiverSettings],
         on_delivered: OnDelivered | None = None,
         refs_for: RefsFor | None = None,
+        on_dropped: OnDropped | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
@@ -105,6 +113,7 @@ class Delivery:
         self._lanes = {name: _Lane(r, by_name[name]) for name, r in receivers.items()}
         self._on_delivered = on_delivered
         self._refs_for = refs_for
+        self._on_dropped = on_dropped
         self._sleep = sleep
         self._clock = clock
         self._rng = rng
@@ -117,10 +126,12 @@ class Delivery:
         env: Mapping[str, str],
         on_delivered: OnDelivered | None = None,
         refs_for: RefsFor | None = None,
+        on_dropped: OnDropped | None = None,
     ) -> Delivery:
         """Receivers built from their settings, secrets read from ``env`` (os.environ)."""
         settings = list(settings)
-        return cls(build_receivers(settings, env), settings, on_delivered, refs_for)
+        receivers = build_receivers(settings, env)
+        return cls(receivers, settings, on_delivered, refs_for, on_dropped)
 
     async def start(self) -> None:
         """Start one task per receiver (call from the running event loop)."""
@@ -136,9 +147,13 @@ class Delivery:
             log.error("notification for unknown receiver receiver=%s", notification.receiver)
             return False
         if len(lane.pending) >= lane.settings.max_queue:
-            lane.pending.popleft()
+            oldest = lane.pending.popleft()
             lane.stats.dropped += 1
             log.error("delivery queue full, oldest dropped receiver=%s", notification.receiver)
+            if self._on_dropped is not None:
+                done = self._on_dropped(oldest, DeliveryResult(ok=False, detail="queue full"))
+                if inspect.isawaitable(done):
+                    asyncio.ensure_future(done)
         lane.pending.append(notification)
         lane.wake.set()
         return True
@@ -211,6 +226,7 @@ class Delivery:
                     "delivery refused, dropped receiver=%s group=%s status=%s detail=%s",
                     s.name, n.group_key, result.status_code, result.detail[:200],
                 )  # fmt: skip
+                await self._notify(self._on_dropped, lane, n, result)
                 return
             stats.consecutive_failures += 1
             if s.max_attempts is not None and attempt >= s.max_attempts:
@@ -219,6 +235,7 @@ class Delivery:
                     "delivery given up receiver=%s group=%s attempts=%s error=%s",
                     s.name, n.group_key, attempt, stats.last_error,
                 )  # fmt: skip
+                await self._notify(self._on_dropped, lane, n, result)
                 return
             wait = backoff_s(attempt, s.backoff_base_s, s.backoff_max_s, self._rng)
             if stats.consecutive_failures >= s.breaker_failures:
@@ -262,12 +279,17 @@ class Delivery:
             lane.refs.pop(n.group_key, None)
         elif result.refs:
             lane.refs[n.group_key] = dict(result.refs)
-        if self._on_delivered is None:
+        await self._notify(self._on_delivered, lane, n, result)
+
+    async def _notify(
+        self, callback: OnDelivered | None, lane: _Lane, n: Notification, result: DeliveryResult
+    ) -> None:
+        if callback is None:
             return
         try:
-            done = self._on_delivered(n, result)
+            done = callback(n, result)
             if inspect.isawaitable(done):
                 await done
         except Exception:
             name = lane.settings.name
-            log.exception("on_delivered failed receiver=%s group=%s", name, n.group_key)
+            log.exception("delivery callback failed receiver=%s group=%s", name, n.group_key)

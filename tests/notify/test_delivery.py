@@ -47,16 +47,24 @@ async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+Log = list[tuple[Notification, DeliveryResult]]
+
+
 def run(
     settings: list[ReceiverSettings],
-    body: Callable[[Delivery, list[tuple[Notification, DeliveryResult]]], Awaitable[None]],
-) -> list[tuple[Notification, DeliveryResult]]:
+    body: Callable[[Delivery, Log], Awaitable[None]],
+    dropped: Log | None = None,
+) -> Log:
     """Start a Delivery over ``settings``, run ``body``, stop it; the delivered log."""
-    delivered: list[tuple[Notification, DeliveryResult]] = []
+    delivered: Log = []
+    gave_up: Log = [] if dropped is None else dropped
 
     async def go() -> None:
         delivery = Delivery.from_settings(
-            settings, ENV, on_delivered=lambda n, r: delivered.append((n, r))
+            settings,
+            ENV,
+            on_delivered=lambda n, r: delivered.append((n, r)),
+            on_dropped=lambda n, r: gave_up.append((n, r)),
         )
         await delivery.start()
         try:
@@ -189,8 +197,10 @@ def test_permanent_failures_are_dropped_counted_and_not_reported_delivered() -> 
             assert (stats.sent, stats.failed, stats.retries) == (1, 1, 0)
             assert stats.last_error.startswith("400")
 
-        delivered = run([hook("hook", server.url)], body)
+        dropped: Log = []
+        delivered = run([hook("hook", server.url)], body, dropped)
         assert [n for n, _ in delivered] == sent[1:]
+        assert [(n, r.status_code, r.permanent) for n, r in dropped] == [(sent[0], 400, True)]
 
 
 def test_max_attempts_gives_up_and_moves_on() -> None:
@@ -204,8 +214,10 @@ def test_max_attempts_gives_up_and_moves_on() -> None:
             assert await delivery.wait_idle(5)
             assert delivery.stats()["hook"].failed == 1
 
-        delivered = run([hook("hook", server.url, max_attempts=2)], body)
+        dropped: Log = []
+        delivered = run([hook("hook", server.url, max_attempts=2)], body, dropped)
         assert [n for n, _ in delivered] == sent[1:]
+        assert [(n, r.status_code) for n, r in dropped] == [(sent[0], 500)]
 
 
 def test_an_attempt_that_hangs_times_out_and_is_retried() -> None:
@@ -274,9 +286,11 @@ def test_pagerduty_events_are_retried_until_accepted() -> None:
 
 def test_a_full_queue_drops_the_oldest_and_unknown_receivers_are_refused() -> None:
     settings = hook("hook", "http://127.0.0.1:9/", max_queue=2)
-    delivery = Delivery.from_settings([settings], ENV)
+    dropped: list[Notification] = []
+    delivery = Delivery.from_settings([settings], ENV, on_dropped=lambda n, r: dropped.append(n))
     sent = numbered("hook", 3)
     assert all(delivery.enqueue(n) for n in sent)
     assert not delivery.enqueue(notification("nobody"))
     stats = delivery.stats()["hook"]
     assert (stats.dropped, stats.queue_depth, delivery.unknown_receiver) == (1, 2, 1)
+    assert dropped == sent[:1]
