@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream.metrics import Metrics
 from stream.notify.model import DeliveryResult, Notification
 from stream.notify.receiver_config import ReceiverSettings
 from stream.notify.receivers import Receiver, build_receivers
@@ -49,6 +50,17 @@ log = logging.getLogger(__name__)
 OnDelivered = Callable[[Notification, DeliveryResult], Awaitable[None] | None]
 OnDropped = OnDelivered
 RefsFor = Callable[[Notification], Mapping[str, str] | None]
+
+
+# Exported by :meth:`Delivery.export`, all labelled by receiver (HELP text for /metrics).
+METRIC_HELP = {
+    "spendwatch_notifications_sent_total": "Notifications delivered (2xx), by receiver.",
+    "spendwatch_notifications_failed_total": "Notifications refused (4xx) or given up.",
+    "spendwatch_notifications_dropped_total": "Notifications evicted from a full queue.",
+    "spendwatch_notification_retries_total": "Failed attempts that were retried.",
+    "spendwatch_notification_queue_depth": "Notifications pending or in flight.",
+    "spendwatch_receiver_circuit_open": "1 while the receiver's circuit breaker is open.",
+}
 
 
 def backoff_s(attempt: int, base_s: float, max_s: float, rng: Callable[[], float]) -> float:
@@ -196,6 +208,18 @@ class Delivery:
                 lane.stats.breaker = "half_open"
             out[name] = lane.stats
         return out
+
+    def export(self, metrics: Metrics) -> None:
+        """Write the counters and gauges of :data:`METRIC_HELP` into ``metrics``."""
+        for name, st in self.stats().items():
+            key = (("receiver", name),)
+            metrics.counters["spendwatch_notifications_sent_total"][key] = st.sent
+            metrics.counters["spendwatch_notifications_failed_total"][key] = st.failed
+            metrics.counters["spendwatch_notifications_dropped_total"][key] = st.dropped
+            metrics.counters["spendwatch_notification_retries_total"][key] = st.retries
+            metrics.set("spendwatch_notification_queue_depth", st.queue_depth, receiver=name)
+            is_open = 1.0 if st.breaker == "open" else 0.0
+            metrics.set("spendwatch_receiver_circuit_open", is_open, receiver=name)
 
     async def _run(self, lane: _Lane) -> None:
         while True:

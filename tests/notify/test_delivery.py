@@ -7,7 +7,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from stream.notify.delivery import Delivery, LaneStats
+from stream.metrics import Metrics
+from stream.notify.delivery import METRIC_HELP, Delivery, LaneStats
 from stream.notify.model import DeliveryResult, Notification
 from stream.notify.receiver_config import ReceiverSettings
 from tests.notify.servers import (
@@ -294,3 +295,22 @@ def test_a_full_queue_drops_the_oldest_and_unknown_receivers_are_refused() -> No
     stats = delivery.stats()["hook"]
     assert (stats.dropped, stats.queue_depth, delivery.unknown_receiver) == (1, 2, 1)
     assert dropped == sent[:1]
+
+
+def test_counters_are_exported_as_metrics_per_receiver() -> None:
+    with WebhookServer(SECRET) as server:
+        server.fail_next(1, 500)
+        metrics = Metrics()
+
+        async def body(delivery: Delivery, delivered: list[Any]) -> None:
+            delivery.enqueue(notification("hook"))
+            assert await delivery.wait_idle(5)
+            delivery.export(metrics)
+
+        run([hook("hook", server.url)], body)
+        assert metrics.value("spendwatch_notifications_sent_total", receiver="hook") == 1
+        assert metrics.value("spendwatch_notification_retries_total", receiver="hook") == 1
+        assert metrics.value("spendwatch_notification_queue_depth", receiver="hook") == 0
+        assert metrics.value("spendwatch_receiver_circuit_open", receiver="hook") == 0
+        rendered = metrics.render()
+        assert all(name in rendered for name in METRIC_HELP)
