@@ -46,6 +46,7 @@ class Recorded:
     status: int
     at: float  # time.monotonic() on arrival
     verified: bool | None = None  # webhook signature check, when the server has a secret
+    fault: bool = False  # answered by an injected fault
 
     def json(self) -> Any:
         """The body parsed as JSON (or form fields, as Slack clients may send)."""
@@ -138,9 +139,9 @@ class LoopbackServer:
     # recording -------------------------------------------------------------------------
     @property
     def delivered(self) -> list[Recorded]:
-        """Requests answered with a 2xx, in arrival order."""
+        """Requests answered with a 2xx (and no injected error), in arrival order."""
         with self._lock:
-            return [r for r in self.requests if 200 <= r.status < 300]
+            return [r for r in self.requests if 200 <= r.status < 300 and not r.fault]
 
     def wait_for(self, count: int, timeout_s: float = 10.0) -> list[Recorded]:
         """Block until ``count`` requests were answered 2xx (AssertionError at the deadline)."""
@@ -178,6 +179,7 @@ class LoopbackServer:
             response.status,
             time.monotonic(),
             verified,
+            fault is not None and bool(fault.status),
         )
         with self._lock:
             self.requests.append(record)
@@ -222,8 +224,14 @@ class SlackApiServer(LoopbackServer):
         return self.base + "/api/"
 
     def fault_response(self, status: int, headers: dict[str, str]) -> web.Response:
-        error = "ratelimited" if status == 429 else "internal_error"
+        error = headers.pop("X-Slack-Error", "")
+        error = error or ("ratelimited" if status == 429 else "internal_error")
         return web.json_response({"ok": False, "error": error}, status=status, headers=headers)
+
+    def error_next(self, n: int, error: str) -> None:
+        """Answer the next ``n`` calls HTTP 200 ``{"ok": false, "error": error}``."""
+        with self._lock:
+            self._faults.extend(_Fault(200, {"X-Slack-Error": error}) for _ in range(n))
 
     def routes(self, app: web.Application) -> None:
         async def post(request: web.Request) -> web.Response:

@@ -224,6 +224,24 @@ def test_slack_bot_resolve_without_refs_posts_a_new_message(slack_api: SlackApiS
     assert only.path == "/api/chat.postMessage" and "thread_ts" not in only.json()
 
 
+def test_slack_resolve_of_a_deleted_message_is_posted_on_its_own(
+    slack_api: SlackApiServer,
+) -> None:
+    slack_api.error_next(1, "message_not_found")
+    refs = {"channel": "C0ALERTS", "ts": "1.0"}
+    result = send(slack_bot(slack_api.url), notification("slack", alert_item("resolved")), refs)
+    assert result.ok and result.refs["ts"] != "1.0"
+    gone, posted = slack_api.requests
+    assert (gone.path, gone.status, gone.fault) == ("/api/chat.update", 200, True)
+    assert posted.path == "/api/chat.postMessage" and "thread_ts" not in posted.json()
+
+
+def test_slack_permanent_api_errors_are_not_retried(slack_api: SlackApiServer) -> None:
+    slack_api.error_next(1, "channel_not_found")
+    result = send(slack_bot(slack_api.url), notification("slack"))
+    assert (result.ok, result.permanent, result.detail) == (False, True, "channel_not_found")
+
+
 def test_slack_web_client_waits_out_a_429_itself(slack_api: SlackApiServer) -> None:
     slack_api.rate_limit_next(1, retry_after=1)
     result = send(slack_bot(slack_api.url, rate_limit_retries=1), notification("slack"))

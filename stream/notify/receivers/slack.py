@@ -25,6 +25,8 @@ from stream.notify.receiver_config import ReceiverSettings, SlackSettings
 from stream.notify.receivers.base import http_result, retry_after_s
 from stream.notify.receivers.slack_blocks import blocks, fallback_text, resolved_reply
 
+# chat.update answers meaning the firing message is gone: post the resolve on its own.
+MESSAGE_GONE = {"message_not_found", "cant_update_message", "edit_window_closed"}
 # ok:false answers (HTTP 200) that a later attempt may get past; the rest are permanent.
 TRANSIENT_ERRORS = {
     "internal_error",
@@ -102,9 +104,16 @@ class SlackReceiver:
         message = self._message(n)
         if n.status == "resolved" and refs.get("channel") and refs.get("ts"):
             channel, ts = refs["channel"], refs["ts"]
-            await self._web.chat_update(
-                channel=channel, ts=ts, text=message["text"], blocks=message["blocks"]
-            )
+            try:
+                await self._web.chat_update(
+                    channel=channel, ts=ts, text=message["text"], blocks=message["blocks"]
+                )
+            except SlackApiError as err:
+                if not isinstance(err.response.data, dict):
+                    raise
+                if err.response.data.get("error") not in MESSAGE_GONE:
+                    raise
+                return await self._send_web(n, {})
             reply = await self._web.chat_postMessage(
                 channel=channel,
                 thread_ts=ts,
