@@ -22,6 +22,8 @@ class Decision:
     starts_at: float
     ends_at: float | None
     values: dict[str, float] = field(default_factory=dict)
+    # Text annotations the stream layer adds (where thresholds came from, recent values).
+    notes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, alertname: str, tr: Transition, values: dict[str, float]) -> Decision:

@@ -313,6 +313,8 @@ def _push_and_judge(
         "observed": error_rate,
         "baseline": float(stats[_ERROR_BASE]),
         "threshold": error_limit,
+        # The Chernoff bound as a normal deviate: exp(-n KL) ~ exp(-z^2 / 2).
+        "z": math.sqrt(2.0 * error_surprise),
         "error_rate": error_rate,
         "retry_share": retry_share,
         "retry_share_baseline": float(stats[_RETRY_BASE]),

@@ -120,6 +120,7 @@ def build_alert(
             annotations[name] = _money(value)
         else:
             annotations[name] = _figure(value)
+    annotations.update(decision.notes)
     if runbook_url:
         annotations["runbook_url"] = runbook_url.replace("{alertname}", decision.alertname)
     return Alert(

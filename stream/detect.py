@@ -15,15 +15,18 @@ State lives in plain mappings (a dict here, a Faust table in the worker).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from detectors import episode as episodes
 from detectors import margin_breach, retry_storm, spend_spike
 from detectors.decision import Decision
 from detectors.margin_breach import MarginBreachState, MarginTerms
 from detectors.retry_storm import BucketCounts, RetryStormState
 from detectors.spend_spike import SpendSpikeState
+from stream.effective import Effective, Resolver
 from stream.events import Customer, ErrorEvent, UsageEvent
+from stream.recent import RecentSeries
 from stream.settings import Settings
 
 # Row of one (customer, endpoint, provider, model) in one bucket.
@@ -140,7 +143,11 @@ class Buckets:
 
 
 class CustomerDetection:
-    """spend_spike, retry_storm and margin_breach for keys within customers."""
+    """spend_spike, retry_storm and margin_breach for keys within customers.
+
+    Parameters are resolved per key (overrides, planned windows) by a :class:`Resolver`;
+    :meth:`reload` swaps in new settings without touching detector state.
+    """
 
     def __init__(
         self,
@@ -149,6 +156,7 @@ class CustomerDetection:
         store: Callable[[str], MutableMapping[Any, Any]] = lambda name: {},
     ) -> None:
         self.settings = settings
+        self.resolver = Resolver(settings.detectors)
         self.customers = customers
         self.spike_customer: MutableMapping[Any, SpendSpikeState] = store("spike_customer")
         self.spike_endpoint: MutableMapping[Any, SpendSpikeState] = store("spike_endpoint")
@@ -160,7 +168,18 @@ class CustomerDetection:
             "retry_endpoint": set(),
             "margin": set(),
         }
+        # Recent values of the judged series, for the alerts' sparkline (not state).
+        self.recent = {
+            n: RecentSeries() for n in ("spike_customer", "spike_endpoint", "retry_endpoint")
+        }
         self.unknown_customers: set[str] = set()
+
+    def reload(self, settings: Settings) -> None:
+        """Judge with ``settings`` from the next bucket on. Baselines, windows and open
+        episodes are kept; ``window_buckets`` and ``seasonal`` (the shape of a key's
+        state) apply to keys first seen after the reload."""
+        self.settings = settings
+        self.resolver = Resolver(settings.detectors)
 
     def close(self, index: int, rows: dict[RowKey, list[float]]) -> tuple[list[Keyed], Rollup]:
         """Judge the closed bucket ``index``; return decisions and the provider/model rollup."""
@@ -177,66 +196,108 @@ class CustomerDetection:
         for (provider, model, _), row in by_model_customer.items():
             merge_rollups(rollup, {(provider, model): [*row, row[FAILURES], row[REQUESTS]]})
         out: list[Keyed] = []
-        det = self.settings.detectors
-        if det.spend_spike.enabled:
-            out += self._run_spikes(t, width, by_customer, by_endpoint)
-        if det.retry_storm.enabled:
-            params = det.retry_storm
-            for key in self._keys("retry_endpoint", by_endpoint):
-                state = self.retry_endpoint.get(key) or RetryStormState.new(params)
-                fresh = by_endpoint.get(key)
-                counts = _counts(fresh) if fresh else BucketCounts()
-                decisions = retry_storm.update(state, t, width, counts, params)
-                self._keep(
-                    "retry_endpoint", self.retry_endpoint, key, state, state.episode is not None
-                )
-                out += [Keyed({"customer_id": key[0], "endpoint": key[1]}, d) for d in decisions]
-        if det.margin_breach.enabled:
+        if self.resolver.enabled("spend_spike"):
+            out += self._run_spikes(index, t, width, by_customer, by_endpoint)
+        if self.resolver.enabled("retry_storm"):
+            out += self._run_retries(index, t, width, by_endpoint)
+        if self.resolver.enabled("margin_breach"):
             out += self._run_margins(t, width, by_customer)
         return out, rollup
 
+    def _plan(self, customer_id: str) -> str | None:
+        if not self.resolver.uses_plan:
+            return None
+        customer = self.customers(customer_id)
+        return None if customer is None else customer.plan
+
     def _run_spikes(
         self,
+        index: int,
         t: float,
         width: float,
         by_customer: dict[str, list[float]],
         by_endpoint: dict[tuple[str, str], list[float]],
     ) -> list[Keyed]:
-        params = self.settings.detectors.spend_spike
         out: list[Keyed] = []
         for name, table, spend in (
             ("spike_customer", self.spike_customer, by_customer),
             ("spike_endpoint", self.spike_endpoint, by_endpoint),
         ):
+            recent = self.recent[name]
             for key in self._keys(name, spend):
+                customer, endpoint = (key, None) if isinstance(key, str) else key
+                eff = self.resolver.effective(
+                    "spend_spike", t, customer, endpoint, plan=self._plan(customer)
+                )
+                params = eff.params
+                if not params.enabled:
+                    self.active[name].discard(key)
+                    continue
                 state = table.get(key) or SpendSpikeState.new(params)
                 row = spend.get(key)
-                decisions = spend_spike.update(state, t, width, row[COST] if row else 0.0, params)
+                value = row[COST] if row else 0.0
+                recent.push(key, index, value)
+                was_firing = episodes.firing(state.episode)
+                decisions = spend_spike.update(state, t, width, value, params)
+                decisions = _unless_muted(eff, state, was_firing, decisions)
                 self._keep(name, table, key, state, state.episode is not None)
                 labels = (
                     {"customer_id": key}
-                    if isinstance(key, str)
-                    else {"customer_id": key[0], "endpoint": key[1]}
+                    if endpoint is None
+                    else {"customer_id": customer, "endpoint": endpoint}
                 )
-                out += [Keyed(labels, d) for d in decisions]
+                out += [Keyed(labels, explained(d, eff, recent.text(key))) for d in decisions]
+        return out
+
+    def _run_retries(
+        self, index: int, t: float, width: float, by_endpoint: dict[tuple[str, str], list[float]]
+    ) -> list[Keyed]:
+        out: list[Keyed] = []
+        recent = self.recent["retry_endpoint"]
+        for key in self._keys("retry_endpoint", by_endpoint):
+            customer, endpoint = key
+            eff = self.resolver.effective(
+                "retry_storm", t, customer, endpoint, plan=self._plan(customer)
+            )
+            params = eff.params
+            if not params.enabled:
+                self.active["retry_endpoint"].discard(key)
+                continue
+            state = self.retry_endpoint.get(key) or RetryStormState.new(params)
+            fresh = by_endpoint.get(key)
+            counts = _counts(fresh) if fresh else BucketCounts()
+            recent.push(key, index, counts.failures / counts.requests if counts.requests else 0.0)
+            was_firing = episodes.firing(state.episode)
+            decisions = retry_storm.update(state, t, width, counts, params)
+            decisions = _unless_muted(eff, state, was_firing, decisions)
+            self._keep("retry_endpoint", self.retry_endpoint, key, state, state.episode is not None)
+            labels = {"customer_id": customer, "endpoint": endpoint}
+            out += [Keyed(labels, explained(d, eff, recent.text(key))) for d in decisions]
         return out
 
     def _run_margins(
         self, t: float, width: float, by_customer: dict[str, list[float]]
     ) -> list[Keyed]:
-        params = self.settings.detectors.margin_breach
         out: list[Keyed] = []
         for customer_id in self._keys("margin", by_customer):
             terms = self.terms(customer_id)
             if terms is None:
                 continue
+            eff = self.resolver.effective(
+                "margin_breach", t, customer_id, plan=self._plan(customer_id)
+            )
+            if not eff.params.enabled:
+                self.active["margin"].discard(customer_id)
+                continue
             state = self.margin.get(customer_id) or MarginBreachState()
             row = by_customer.get(customer_id)
+            was_firing = episodes.firing(state.episode)
             decisions = margin_breach.update(
-                state, t, width, row[COST] if row else 0.0, terms, params
+                state, t, width, row[COST] if row else 0.0, terms, eff.params
             )
+            decisions = _unless_muted(eff, state, was_firing, decisions)
             self._keep("margin", self.margin, customer_id, state, state.episode is not None)
-            out += [Keyed({"customer_id": customer_id}, d) for d in decisions]
+            out += [Keyed({"customer_id": customer_id}, explained(d, eff)) for d in decisions]
         return out
 
     def terms(self, customer_id: str) -> MarginTerms | None:
@@ -272,6 +333,29 @@ class CustomerDetection:
             self.active[name].discard(key)
 
 
+def _unless_muted(
+    eff: Effective, state: Any, was_firing: bool, decisions: list[Decision]
+) -> list[Decision]:
+    """Under a mute window no alert starts: the detector has judged and learnt the bucket,
+    but a building (or newly fired) episode is dropped. An alert already firing when the
+    window opened goes on and resolves as usual."""
+    if not eff.muted:
+        return decisions
+    resolved = any(d.status == "resolved" for d in decisions)
+    episode = state.episode
+    if episode is not None and not (was_firing and episode.firing and not resolved):
+        state.episode = None
+    return [d for d in decisions if d.status != "firing"]
+
+
+def explained(decision: Decision, eff: Effective, recent: str | None = None) -> Decision:
+    """The decision with where its thresholds came from and the series' recent values."""
+    notes = {"threshold_source": eff.threshold_source}
+    if recent is not None:
+        notes["recent"] = recent
+    return replace(decision, notes={**decision.notes, **notes})
+
+
 class GlobalDetection:
     """retry_storm per (provider, model) across all customers, fed by bucket rollups."""
 
@@ -279,25 +363,42 @@ class GlobalDetection:
         self, settings: Settings, store: Callable[[str], MutableMapping[Any, Any]] = lambda n: {}
     ) -> None:
         self.settings = settings
+        self.resolver = Resolver(settings.detectors)
         self.retry_model: MutableMapping[Any, RetryStormState] = store("retry_model")
         self.active: set[tuple[str, str]] = set()
+        self.recent = RecentSeries()
+
+    def reload(self, settings: Settings) -> None:
+        """Judge with ``settings`` from the next bucket on; state is kept."""
+        self.settings = settings
+        self.resolver = Resolver(settings.detectors)
 
     def close(self, index: int, rollup: Rollup) -> list[Keyed]:
-        params = self.settings.detectors.retry_storm_global
-        if not params.enabled:
+        if not self.resolver.enabled("retry_storm_global"):
             return []
         width = self.settings.buckets.width_s
         t = index * width
         out: list[Keyed] = []
         for key in list(rollup) + [k for k in self.active if k not in rollup]:
+            eff = self.resolver.effective("retry_storm_global", t, provider=key[0], model=key[1])
+            params = eff.params
+            if not params.enabled:
+                self.active.discard(key)
+                continue
             state = self.retry_model.get(key) or RetryStormState.new(params)
             row = rollup.get(key)
             counts = _counts(row, rollup=True) if row else BucketCounts()
+            self.recent.push(
+                key, index, counts.failures / counts.requests if counts.requests else 0.0
+            )
+            was_firing = episodes.firing(state.episode)
             decisions = retry_storm.update(state, t, width, counts, params)
+            decisions = _unless_muted(eff, state, was_firing, decisions)
             self.retry_model[key] = state
             if state.episode is not None:
                 self.active.add(key)
             else:
                 self.active.discard(key)
-            out += [Keyed({"provider": key[0], "model": key[1]}, d) for d in decisions]
+            labels = {"provider": key[0], "model": key[1]}
+            out += [Keyed(labels, explained(d, eff, self.recent.text(key))) for d in decisions]
         return out

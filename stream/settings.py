@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from detectors.margin_breach import MarginBreachParams
 from detectors.retry_storm import RetryStormParams
 from detectors.spend_spike import SpendSpikeParams
+from stream.overrides import Override
+from stream.windows import Window
 from stream.yamlsource import ConfigFileError, describe_errors, load_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -81,6 +83,17 @@ class DetectorSettings(Section):
         description="Per provider and model across all customers (provider outages).",
     )
     margin_breach: MarginBreachParams = MarginBreachParams()
+    overrides: list[Override] = Field(
+        default_factory=list,
+        description="Per-key parameters: for each parameter the first matching override "
+        "that sets it wins (README: Overrides and planned windows).",
+    )
+    windows: list[Window] = Field(
+        default_factory=list,
+        description="Planned windows muting a detector or relaxing its parameters for "
+        "matching keys, on event time.",
+    )
+
 
 
 class AlertSettings(Section):
