@@ -13,6 +13,7 @@ bucket is learnt: the band is what the detector saw, not a look-alike.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -60,6 +61,7 @@ class RecordingBuckets(Buckets):
     def __init__(self, settings: Settings, keys: set[KeyLabels]) -> None:
         super().__init__(settings.buckets.width_s, settings.buckets.allowed_lateness_s)
         self.keys = keys
+        self.plans: dict[str, str] = {}  # customer_id -> plan, for rules matching a plan
         self.rows: dict[KeyLabels, dict[int, list[float]]] = {k: {} for k in keys}
         self.last_index: int | None = None
         # Only its provider/model rollup is used: the very rollup the global stage judges.
@@ -92,10 +94,13 @@ class RecordingBuckets(Buckets):
 def detectors_off(settings: Settings) -> Settings:
     """A copy of ``settings`` with every detector disabled (bucketing only)."""
     det = settings.detectors
-    changes = {
+    changes: dict[str, Any] = {
         name: replace(getattr(det, name), enabled=False)
         for name in ("spend_spike", "retry_storm", "retry_storm_global", "margin_breach")
     }
+    for rules in ("overrides", "windows"):  # rules could turn a detector back on
+        if rules in type(det).model_fields:
+            changes[rules] = []
     return settings.model_copy(update={"detectors": det.model_copy(update=changes)})
 
 
@@ -113,6 +118,7 @@ def record(
     quiet = detectors_off(settings)
     pipeline = Pipeline(quiet, prices, customers)
     recording = RecordingBuckets(quiet, keys)
+    recording.plans = {c.customer_id: c.plan for c in customers.values()}
     pipeline.buckets = recording
     source(pipeline)
     return recording
@@ -212,15 +218,21 @@ def _run(
     return band
 
 
-def spend_band(series: KeySeries, params: SpendSpikeParams) -> Band:
+ParamsAt = Callable[[float], Any]  # event time -> a detector's parameters for one key
+
+
+def spend_band(series: KeySeries, params_at: ParamsAt) -> Band:
     """spend_spike's baseline (mean, sd, USD per bucket) and threshold, mean x (1 + margin)."""
-    state = SpendSpikeState.new(params)
+    state = SpendSpikeState.new(params_at(float(series.times[0])))
     width = series.width
     spend = series.spend
     fired: list[float] = []
 
     def step(i: int) -> tuple[float, float, float, bool]:
         t = float(series.times[i])
+        params: SpendSpikeParams = params_at(t)
+        if not params.enabled:
+            return math.nan, math.nan, math.nan, False
         mean, sd = state.baseline.expected(t)
         for d in spend_spike.update(state, t, width, float(spend[i]), params):
             if d.status == "firing":
@@ -232,14 +244,18 @@ def spend_band(series: KeySeries, params: SpendSpikeParams) -> Band:
     return band
 
 
-def error_band(series: KeySeries, params: RetryStormParams) -> Band:
+def error_band(series: KeySeries, params_at: ParamsAt) -> Band:
     """retry_storm's baseline error rate, and the error-rate limit it applied."""
-    state = RetryStormState.new(params)
+    first: RetryStormParams = params_at(float(series.times[0]))
+    state = RetryStormState.new(first)
     width = series.width
     fired: list[float] = []
 
     def step(i: int) -> tuple[float, float, float, bool]:
         t = float(series.times[i])
+        params: RetryStormParams = params_at(t)
+        if not params.enabled:
+            return math.nan, math.nan, math.nan, False
         base = state.error_baseline
         warm = state.baseline_n >= params.warmup_buckets
         limit = max(params.error_rate, (params.baseline_factor if warm else 0.0) * base)
@@ -248,11 +264,21 @@ def error_band(series: KeySeries, params: RetryStormParams) -> Band:
                 fired.append(d.starts_at)
         return base, 0.0, limit, state.episode is not None
 
-    band = _run(series, params.window_buckets + params.calm_buckets, step)
+    band = _run(series, first.window_buckets + first.calm_buckets, step)
     band.fired = fired
     return band
 
 
-def params_for(settings: Settings, detector: str, key: KeyLabels) -> Any:
-    """The parameters ``detector`` runs with for ``key`` under ``settings``."""
-    return getattr(settings.detectors, detector)
+def params_at(settings: Settings, detector: str, key: KeyLabels, plan: str | None) -> ParamsAt:
+    """The parameters ``detector`` runs with for ``key`` at each event time: per-key
+    overrides and planned windows resolved as the pipeline resolves them, where this
+    version of the settings has them; else the detector's section."""
+    try:
+        from stream.effective import Resolver
+    except ImportError:  # settings without per-key overrides
+        params = getattr(settings.detectors, detector)
+        return lambda t: params
+    resolver = Resolver(settings.detectors)
+    labels = dict(key)
+    where = [labels.get(name) for name in ("customer_id", "endpoint", "provider", "model")]
+    return lambda t: resolver.effective(detector, t, *where, plan=plan).params

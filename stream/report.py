@@ -43,7 +43,7 @@ from stream.keyseries import (
     RecordingBuckets,
     dense,
     error_band,
-    params_for,
+    params_at,
     spend_band,
 )
 from stream.settings import Settings
@@ -338,15 +338,17 @@ def build_charts(
             e.key == key and e.alertname == "retry_storm" for r in runs for e in r.episodes
         )
         window = 5
+        plan = recording.plans.get(dict(key).get("customer_id", ""))
         for config in settings:
-            spike = params_for(config, "spend_spike", key)
-            spend.append(None if by_provider or not spike.enabled else spend_band(series, spike))
+            spike = params_at(config, "spend_spike", key, plan)
+            spend.append(None if by_provider else spend_band(series, spike))
             if storms:
                 name = "retry_storm_global" if by_provider else "retry_storm"
-                retry = params_for(config, name, key)
-                errors.append(error_band(series, retry) if retry.enabled else None)
-                thresholds.append(retry.error_rate if retry.enabled else math.nan)
-                window = retry.window_buckets
+                retry = params_at(config, name, key, plan)
+                last = retry(float(series.times[-1]))
+                errors.append(error_band(series, retry) if last.enabled else None)
+                thresholds.append(last.error_rate if last.enabled else math.nan)
+                window = last.window_buckets
         charts[key] = KeyChart(series, spend, errors, window, tuple(thresholds))
     return charts
 

@@ -8,15 +8,20 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from detectors.decision import Decision
 from stream.alerts import build_alert
 from stream.backtest import Episode, compare, episodes, format_text, per_day
 from stream.cli import main
-from stream.settings import CONFIG_DIR
+from stream.settings import CONFIG_DIR, DetectorSettings
 from stream.simulate import SimConfig, simulate
 
 RELAXED_CUSTOMER = "cus_0006"  # has a retry loop of its own and is caught in the outage
+# Per-key overrides relax a detector for one customer; settings without them relax it for
+# every customer instead (the test then expects every per-endpoint retry storm removed).
+OVERRIDES = "overrides" in DetectorSettings.model_fields
+ONE_CUSTOMER_OFF = [{"match": {"customer_id": RELAXED_CUSTOMER}, "retry_storm": {"enabled": False}}]
 _CACHE: dict[str, object] = {}
 
 
@@ -29,18 +34,14 @@ def simulated_days(factory: pytest.TempPathFactory) -> Path:
     return _CACHE["sim"]  # type: ignore[return-value]
 
 
-def config_file(folder: Path, name: str, detectors_extra: str = "", retry_extra: str = "") -> Path:
-    """config/spendwatch.yaml with its paths made absolute and optional additions."""
-    text = (CONFIG_DIR / "spendwatch.yaml").read_text()
-    text = text.replace("prices_file: prices.yaml", f"prices_file: {CONFIG_DIR / 'prices.yaml'}")
-    text = text.replace("customers_file: customers.yaml", "customers_file: null")
-    text = text.replace(
-        "  retry_storm:                    # per customer + endpoint\n",
-        "  retry_storm:\n" + retry_extra,
-    )
-    text = text.replace("detectors:\n", "detectors:\n" + detectors_extra)
+def config_file(folder: Path, name: str, **detectors: object) -> Path:
+    """config/spendwatch.yaml with absolute paths and ``detectors`` sections replaced."""
+    data = yaml.safe_load((CONFIG_DIR / "spendwatch.yaml").read_text())
+    data["prices_file"] = str(CONFIG_DIR / "prices.yaml")
+    data["customers_file"] = None
+    data["detectors"].update(detectors)
     path = folder / name
-    path.write_text(text)
+    path.write_text(yaml.safe_dump(data))
     return path
 
 
@@ -51,7 +52,16 @@ def backtest_run(factory: pytest.TempPathFactory) -> tuple[dict, Path, Path, Pat
         sim = simulated_days(factory)
         folder = factory.mktemp("backtest-run")
         base = config_file(folder, "base.yaml")
-        relaxed = config_file(folder, "relaxed.yaml", retry_extra="    enabled: false\n")
+        if OVERRIDES:
+            relaxed = config_file(folder, "relaxed.yaml", overrides=ONE_CUSTOMER_OFF)
+        else:
+            retry = {
+                **yaml.safe_load((CONFIG_DIR / "spendwatch.yaml").read_text())["detectors"][
+                    "retry_storm"
+                ],
+                "enabled": False,
+            }
+            relaxed = config_file(folder, "relaxed.yaml", retry_storm=retry)
         report = folder / "report.html"
         _CACHE["run"] = (run_cli(sim, base, relaxed, report), report, base, relaxed)
     return _CACHE["run"]  # type: ignore[return-value]
@@ -180,15 +190,21 @@ def test_compare_with_itself_is_empty_and_text_lists_days():
     assert "cus=b  retry_storm  critical  1970-01-02 00:00  (open)            1h00m" in text
 
 
-def test_backtest_against_a_config_without_retry_storm_removes_exactly_those_episodes(
+def test_backtest_against_retry_storm_off_for_one_customer_removes_exactly_its_storms(
     tmp_path_factory,
 ):
     result, _, _, _ = backtest_run(tmp_path_factory)
     first, second = (run["episodes"] for run in result["runs"])
     retry_per_endpoint = [
-        e for e in first if e["alertname"] == "retry_storm" and "customer_id" in e["labels"]
+        e
+        for e in first
+        if e["alertname"] == "retry_storm"
+        and "customer_id" in e["labels"]
+        and (e["labels"]["customer_id"] == RELAXED_CUSTOMER or not OVERRIDES)
     ]
-    assert retry_per_endpoint, "the simulated days should have retry storms"
+    assert retry_per_endpoint, "the customer should have retry storms to remove"
+    others = [e for e in first if e["labels"].get("customer_id") != RELAXED_CUSTOMER]
+    assert any(e["alertname"] == "retry_storm" for e in others)
     diff = result["diff"]
     strip = lambda e: {k: v for k, v in e.items() if k != "duration_s"}  # noqa: E731
     assert sorted(map(json.dumps, diff["removed"])) == sorted(

@@ -12,7 +12,7 @@ import pytest
 from stream.alerts import rfc3339
 from stream.backtest import Episode, alerted_keys
 from stream.customers import load_customers
-from stream.keyseries import dense, record, spend_band
+from stream.keyseries import dense, params_at, record, spend_band
 from stream.pricing import PriceTable
 from stream.replay import replay_files
 from stream.settings import load_settings
@@ -108,7 +108,7 @@ def test_band_is_what_spend_spike_saw_it_fires_where_the_replay_fired(tmp_path_f
     for key in alerted_keys(spikes):
         series = dense(recording, key)
         assert series is not None
-        band = spend_band(series, settings.detectors.spend_spike)
+        band = spend_band(series, params_at(settings, "spend_spike", key, None))
         fired |= {(key, rfc3339(t)) for t in band.fired}
         judged = ~np.isnan(band.mean)
         assert judged.any() and (band.threshold[judged] >= band.mean[judged]).all()
