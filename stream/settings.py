@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from detectors.margin_breach import MarginBreachParams
 from detectors.retry_storm import RetryStormParams
 from detectors.spend_spike import SpendSpikeParams
+from stream.notify.config import NotifySettings
 from stream.overrides import Override
 from stream.windows import Window
 from stream.yamlsource import ConfigFileError, describe_errors, load_yaml
@@ -216,6 +217,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
+    notify: NotifySettings = NotifySettings()
 
     # Where the file came from, to resolve relative paths; not a setting.
     source_path: Path | None = Field(default=None, exclude=True)

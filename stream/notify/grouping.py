@@ -1,0 +1,375 @@
+"""The dispatcher: alerts in, notifications out when each group's time has come.
+
+Alertmanager's ``dispatch`` and ``dedup_stage`` with the clock passed in (``now``, epoch
+seconds). Every alert is routed; on each matched route it joins the aggregation group of
+its group labels; each receiver of the route has a *slot* (receiver, group_key). A slot
+is checked first ``group_wait_s`` after its first alert arrived, then every
+``group_interval_s``. A check sends a notification when an unmuted alert fires that the
+receiver has not been told about, when an alert it was told about resolved, or when
+``repeat_interval_s`` passed since the last notification of an unchanged firing group.
+Silenced and inhibited alerts are left out; a resolve goes only to the receivers that
+got the firing.
+
+All state lives in two mappings the caller owns (Faust tables in the worker; dicts in
+tests), values JSON-able:
+
+- ``alerts``: fingerprint -> ``{"alert": payload, "received_at", "updated_at"}``; active
+  alerts, and resolved ones until every receiver told of the firing was told the resolve;
+- ``nflog``: ``"receiver|group_key"`` -> what was last delivered there (firing and resolved
+  fingerprints, time, sequence, receiver refs). Written only by :meth:`Dispatcher.delivered`,
+  so a dispatcher rebuilt from the mappings re-sends what was not delivered, and only that.
+
+>>> from stream.notify.config import NotifySettings
+>>> settings = NotifySettings(route={"receivers": ["pd"]},
+...                           receivers=[{"name": "pd", "kind": "pagerduty"}])
+>>> d = Dispatcher(settings, {}, {})
+>>> d.add({"status": "firing", "fingerprint": "f1", "startsAt": "2026-11-02T10:00:00Z",
+...        "labels": {"alertname": "spend_spike", "customer_id": "acme"}}, now=100.0)
+>>> d.due(110.0), d.next_due(110.0)
+([], 130.0)
+>>> [n] = d.due(130.0); n.receiver, n.group_key, n.status, len(n.alerts)
+('pd', '{}:{customer_id="acme"}', 'firing', 1)
+>>> d.delivered(n, DeliveryResult(ok=True), 131.0); d.due(430.0)
+[]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from stream.notify.config import NotifySettings
+from stream.notify.inhibit import Inhibitor, Muter
+from stream.notify.model import DeliveryResult, Notification
+from stream.notify.routing import RouteNode, group_key
+from stream.notify.silences import SilenceStore
+
+Slot = tuple[str, str]  # (receiver, group_key)
+
+
+def nflog_key(receiver: str, key: str) -> str:
+    """The notification log's key for a receiver and a group."""
+    return f"{receiver}|{key}"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStatus:
+    """A firing alert as ``spendwatch alert list`` and ``/alerts`` show it."""
+
+    alert: dict[str, Any]
+    state: Literal["active", "silenced", "inhibited"]
+    silenced_by: tuple[str, ...] = ()
+    inhibited_by: tuple[str, ...] = ()
+    receivers: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.alert,
+            "status": {
+                "state": self.state,
+                "silencedBy": list(self.silenced_by),
+                "inhibitedBy": list(self.inhibited_by),
+            },
+            "receivers": list(self.receivers),
+        }
+
+
+@dataclass(slots=True)
+class _Group:
+    route: RouteNode
+    labels: dict[str, str]
+    fingerprints: list[str] = field(default_factory=list)
+
+
+class Dispatcher:
+    """Groups, de-duplicates and times notifications over caller-owned state mappings.
+
+    ``muters`` default to a :class:`SilenceStore` over ``silences`` (seeded with the
+    config's static silences) and an :class:`Inhibitor` of the config's rules. Muters
+    with an ``observe(alert)`` method are shown every alert the dispatcher takes.
+    """
+
+    def __init__(
+        self,
+        settings: NotifySettings,
+        alerts: MutableMapping[str, dict[str, Any]],
+        nflog: MutableMapping[str, dict[str, Any]],
+        muters: Sequence[Muter] | None = None,
+        *,
+        silences: MutableMapping[str, dict[str, Any]] | None = None,
+        external_url: str = "",
+    ) -> None:
+        self.tree = RouteNode.build(settings.route)
+        self.alerts = alerts
+        self.nflog = nflog
+        if muters is None:
+            store = SilenceStore({} if silences is None else silences)
+            store.seed(settings.silences)
+            muters = [store, Inhibitor(settings.inhibit_rules)]
+        self.muters = list(muters)
+        self.external_url = external_url
+        self._pending: dict[Slot, tuple[Notification, float]] = {}
+        self._last_check: dict[Slot, float] = {}
+        self._routes: dict[str, list[RouteNode]] = {}
+        self._observe(record["alert"] for record in alerts.values())
+
+    @property
+    def silences(self) -> SilenceStore | None:
+        """The first silence store among the muters (for the CLI and the API)."""
+        return next((m for m in self.muters if isinstance(m, SilenceStore)), None)
+
+    def _observe(self, payloads: Iterable[Mapping[str, Any]]) -> None:
+        observers = [m for m in self.muters if hasattr(m, "observe")]
+        for payload in payloads:
+            for muter in observers:
+                muter.observe(payload)  # type: ignore[attr-defined]
+
+    # -- intake ---------------------------------------------------------------------
+
+    def add(self, alert: Mapping[str, Any], now: float) -> None:
+        """Take an alert transition (an item of the webhook contract), received at ``now``."""
+        fp = str(alert["fingerprint"])
+        old = self.alerts.get(fp)
+        payload = dict(alert)
+        if old is None:
+            record = {"alert": payload, "received_at": now, "updated_at": now}
+        else:
+            before = old["alert"]
+            if (
+                before["status"] == "resolved"
+                and payload["status"] == "firing"
+                and payload.get("startsAt") == before.get("startsAt")
+            ):
+                return  # a late copy of the episode that already resolved
+            changed = before["status"] != payload["status"]
+            refired = changed and payload["status"] == "firing"
+            record = {
+                "alert": payload,
+                "received_at": now if refired else old["received_at"],
+                "updated_at": now if changed else old["updated_at"],
+            }
+        self.alerts[fp] = record  # assigned, not mutated: a Faust table sees the change
+        self._observe([payload])
+
+    # -- timing ---------------------------------------------------------------------
+
+    def due(self, now: float) -> list[Notification]:
+        """The notifications whose time has come at ``now``; hand them to delivery.
+
+        A slot with a notification in flight gets no other until :meth:`delivered` (or
+        :meth:`release`) is called for it, or ``repeat_interval_s`` passes.
+        """
+        groups = self._groups()
+        mutes: dict[str, dict[str, list[str]]] = {}
+        out = []
+        for slot, group in groups.items():
+            if not self._free(slot, group, now):
+                continue
+            if self._next_check(slot, group) > now:
+                continue
+            self._last_check[slot] = now
+            notification = self._notification(slot, group, now, mutes)
+            if notification is not None:
+                self._pending[slot] = (notification, now)
+                out.append(notification)
+        self._collect(groups)
+        return out
+
+    def next_due(self, now: float) -> float | None:
+        """When :meth:`due` should next be called (may be <= ``now``); None: nothing waits."""
+        times = []
+        for slot, group in self._groups().items():
+            pending = self._pending.get(slot)
+            if pending is not None:
+                times.append(pending[1] + group.route.repeat_interval_s)
+            else:
+                times.append(self._next_check(slot, group))
+        return min(times, default=None)
+
+    def _free(self, slot: Slot, group: _Group, now: float) -> bool:
+        pending = self._pending.get(slot)
+        if pending is None:
+            return True
+        if now - pending[1] < group.route.repeat_interval_s:
+            return False
+        del self._pending[slot]  # lost in delivery: derive it again
+        return True
+
+    def _next_check(self, slot: Slot, group: _Group) -> float:
+        entry = self.nflog.get(nflog_key(*slot))
+        last = self._last_check.get(slot)
+        if entry is None or not entry["firing"]:  # a new group (or a new episode of one)
+            first = min(self.alerts[fp]["received_at"] for fp in group.fingerprints)
+            at = first + group.route.group_wait_s
+            return at if last is None else max(at, last + group.route.group_interval_s)
+        return (entry["ts"] if last is None else last) + group.route.group_interval_s
+
+    # -- grouping -------------------------------------------------------------------
+
+    def _route(self, fp: str, labels: Mapping[str, str]) -> list[RouteNode]:
+        nodes = self._routes.get(fp)
+        if nodes is None:
+            nodes = self._routes[fp] = self.tree.match(labels)
+        return nodes
+
+    def _groups(self) -> dict[Slot, _Group]:
+        groups: dict[Slot, _Group] = {}
+        for fp, record in self.alerts.items():
+            labels = record["alert"]["labels"]
+            for node in self._route(fp, labels):
+                if not node.receivers:
+                    continue
+                wanted = node.group_labels(labels)
+                key = group_key(node, wanted)
+                for receiver in node.receivers:
+                    group = groups.setdefault((receiver, key), _Group(node, wanted))
+                    group.fingerprints.append(fp)
+        return groups
+
+    def _mutes(
+        self, fp: str, now: float, cache: dict[str, dict[str, list[str]]]
+    ) -> dict[str, list[str]]:
+        found = cache.get(fp)
+        if found is None:
+            labels = self.alerts[fp]["alert"]["labels"]
+            found = {}
+            for muter in self.muters:
+                reasons = muter.mutes(labels, now)
+                if reasons:
+                    found.setdefault(muter.kind, []).extend(reasons)
+            cache[fp] = found
+        return found
+
+    def _notification(
+        self, slot: Slot, group: _Group, now: float, cache: dict[str, dict[str, list[str]]]
+    ) -> Notification | None:
+        entry = self.nflog.get(nflog_key(*slot))
+        told = set(entry["firing"]) if entry else set()
+        firing, resolved = [], []
+        for fp in group.fingerprints:
+            payload = self.alerts[fp]["alert"]
+            if payload["status"] == "firing":
+                if not self._mutes(fp, now, cache):
+                    firing.append(payload)
+            elif fp in told:
+                resolved.append(payload)
+        new = {a["fingerprint"] for a in firing} - told
+        repeat = entry is not None and now - entry["ts"] >= group.route.repeat_interval_s
+        if not (new or resolved or (firing and told and repeat)):
+            return None
+        items = sorted(firing, key=_order) + sorted(resolved, key=_order)
+        return Notification(
+            receiver=slot[0],
+            group_key=slot[1],
+            status="firing" if firing else "resolved",
+            group_labels=dict(group.labels),
+            common_labels=_common([a["labels"] for a in items]),
+            common_annotations=_common([a.get("annotations", {}) for a in items]),
+            alerts=tuple(items),
+            sequence=(entry["sequence"] if entry else 0) + 1,
+            external_url=self.external_url,
+        )
+
+    def _collect(self, groups: Mapping[Slot, _Group]) -> None:
+        """Forget resolved alerts no receiver still needs to hear about, and idle slots."""
+        pinned: set[str] = set()
+        for slot in groups:
+            entry = self.nflog.get(nflog_key(*slot))
+            if entry:
+                pinned.update(entry["firing"])
+            pending = self._pending.get(slot)
+            if pending:
+                pinned.update(a["fingerprint"] for a in pending[0].alerts)
+        done = [
+            fp
+            for fp, record in self.alerts.items()
+            if record["alert"]["status"] == "resolved" and fp not in pinned
+        ]
+        for fp in done:
+            del self.alerts[fp]
+            self._routes.pop(fp, None)
+        for slot in [s for s in self._last_check if s not in groups]:
+            del self._last_check[slot]
+
+    # -- delivery feedback ----------------------------------------------------------
+
+    def delivered(self, notification: Notification, result: DeliveryResult, now: float) -> None:
+        """Record a delivery outcome; only a success writes the notification log.
+
+        A failure frees the slot: its next check (``group_interval_s`` on) derives the
+        notification again from the alerts as they are then.
+        """
+        slot = (notification.receiver, notification.group_key)
+        pending = self._pending.get(slot)
+        created = now
+        if pending is not None and pending[0].sequence <= notification.sequence:
+            if pending[0] is notification:
+                created = pending[1]
+            del self._pending[slot]
+        if not result.ok:
+            self._last_check[slot] = now
+            return
+        key = nflog_key(*slot)
+        entry = self.nflog.get(key)
+        if entry is not None and entry["sequence"] >= notification.sequence:
+            return  # an older notification than the one the log has
+        firing = sorted(a["fingerprint"] for a in notification.alerts if a["status"] == "firing")
+        resolved = sorted(a["fingerprint"] for a in notification.alerts if a["status"] != "firing")
+        refs = dict(entry["refs"]) if entry and entry["firing"] and firing else {}
+        if firing:
+            refs.update(result.refs)
+        else:
+            self._last_check.pop(slot, None)  # the episode is over; a new one waits again
+        self.nflog[key] = {
+            "receiver": notification.receiver,
+            "group_key": notification.group_key,
+            "firing": firing,
+            "resolved": resolved,
+            "ts": created,
+            "sequence": notification.sequence,
+            "refs": refs,
+        }
+
+    def release(self, notification: Notification, now: float) -> None:
+        """Delivery gave ``notification`` up: derive it again at the slot's next check."""
+        self.delivered(notification, DeliveryResult(ok=False, detail="given up"), now)
+
+    def refs_for(self, notification: Notification) -> dict[str, str]:
+        """What the receiver returned for this group's current episode (Slack thread)."""
+        entry = self.nflog.get(nflog_key(notification.receiver, notification.group_key))
+        return dict(entry["refs"]) if entry and entry["firing"] else {}
+
+    # -- listing --------------------------------------------------------------------
+
+    def active(self, now: float) -> list[AlertStatus]:
+        """Firing alerts with their state: active, silenced (ids) or inhibited (by whom)."""
+        cache: dict[str, dict[str, list[str]]] = {}
+        out = []
+        for fp, record in self.alerts.items():
+            payload = record["alert"]
+            if payload["status"] != "firing":
+                continue
+            mutes = self._mutes(fp, now, cache)
+            silenced = tuple(mutes.get(SilenceStore.kind, ()))
+            inhibited = tuple(mutes.get(Inhibitor.kind, ()))
+            state = "silenced" if silenced else "inhibited" if inhibited else "active"
+            receivers = tuple(
+                dict.fromkeys(r for n in self._route(fp, payload["labels"]) for r in n.receivers)
+            )
+            out.append(AlertStatus(dict(payload), state, silenced, inhibited, receivers))
+        return sorted(out, key=lambda s: _order(s.alert))
+
+
+def _order(alert: Mapping[str, Any]) -> tuple[str, str]:
+    return str(alert.get("startsAt", "")), str(alert["fingerprint"])
+
+
+def _common(maps: list[Mapping[str, str]]) -> dict[str, str]:
+    """The pairs every mapping has (Alertmanager's commonLabels / commonAnnotations)."""
+    if not maps:
+        return {}
+    common = dict(maps[0])
+    for other in maps[1:]:
+        common = {k: v for k, v in common.items() if other.get(k) == v}
+    return common
