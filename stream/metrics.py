@@ -21,6 +21,7 @@ Labels = tuple[tuple[str, str], ...]
 HELP = {
     "spendwatch_events_in_total": "Messages read, by topic.",
     "spendwatch_dead_letters_total": "Messages refused to the dead-letter topic, by reason.",
+    "spendwatch_events_detected_total": "Events read by the detect stage (after ingest).",
     "spendwatch_duplicates_total": "Events dropped as duplicates (same event_id, or re-delivered).",
     "spendwatch_late_events_total": "Events later than the allowed lateness, dropped.",
     "spendwatch_alerts_total": "Alert transitions sent, by detector, severity and status.",

@@ -53,6 +53,20 @@ class Priced:
         return cls(*orjson.loads(raw))
 
 
+def encode_bundle(events: list[Priced], marks: dict[str, float]) -> bytes:
+    """A batch's events for one detect partition as one message, with the batch's newest
+    event time per source: a batch costs one send per partition, not one per event, and
+    every partition's watermark moves with its sources even when none of the batch's
+    events are its customers' (else a sparse source would hold its buckets open)."""
+    rows = [[getattr(e, name) for name in Priced.__slots__] for e in events]
+    return orjson.dumps({"e": rows, "m": marks})
+
+
+def decode_bundle(raw: bytes) -> tuple[list[Priced], dict[str, float]]:
+    data = orjson.loads(raw)
+    return [Priced(*fields) for fields in data["e"]], data["m"]
+
+
 class IngestStage:
     """Validate and price raw messages; no de-duplication here (see PartitionDetect)."""
 
@@ -152,6 +166,9 @@ class PartitionDetect:
         self.dedup = DedupWindow(settings.ingest.dedup_horizon_s)
         self.sources: dict[str, int] = {}
         self.touched: set[str] = set()  # customers whose open rows changed since saved
+        # Each customer's open rows (bucket index, row key): saving a customer's rows must
+        # not scan every open bucket, of which a consumer catching up may hold hundreds.
+        self.open_keys: dict[str, set[tuple[int, tuple[str, str, str, str]]]] = {}
         self.duplicates = 0
         self.replayed = 0
 
@@ -166,7 +183,13 @@ class PartitionDetect:
             self.duplicates += 1
             return False
         self.buckets.add(event, event.cost)  # type: ignore[arg-type]
-        self.touched.add(event.customer_id)
+        customer = event.customer_id
+        self.touched.add(customer)
+        key = (customer, event.endpoint, event.provider, event.model)
+        keys = self.open_keys.get(customer)
+        if keys is None:
+            keys = self.open_keys[customer] = set()
+        keys.add((int(event.ts // self.buckets.width), key))
         return True
 
     def close_due(self) -> tuple[list[Keyed], list[tuple[int, Rollup]]]:
@@ -193,16 +216,22 @@ class PartitionDetect:
         """Put the open rows of customers that changed into their records."""
         if not self.touched:
             return
-        mine: dict[str, list[list[Any]]] = {c: [] for c in self.touched}
-        for index, rows in self.buckets.open.items():
-            for (customer, endpoint, provider, model), row in rows.items():
-                if customer in mine:
-                    mine[customer].append([index, endpoint, provider, model, *row])
-        for customer, own in mine.items():
+        open_ = self.buckets.open
+        for customer in self.touched:
+            live = set()
+            own: list[list[Any]] = []
+            for index, key in sorted(self.open_keys.get(customer, ())):
+                rows = open_.get(index)
+                row = rows.get(key) if rows is not None else None
+                if row is not None:  # else closed, or the event was late
+                    live.add((index, key))
+                    own.append([index, *key[1:], *row])
             record = self.states.record(customer)
             if own:
+                self.open_keys[customer] = live
                 record["open"] = OpenRows(own)
             else:
+                self.open_keys.pop(customer, None)
                 record.pop("open", None)
             self.states.dirty.add(customer)
         self.touched.clear()
@@ -234,7 +263,9 @@ class PartitionDetect:
                 continue
             for index, endpoint, provider, model, *row in opened.rows:
                 if index > buckets.closed_upto:
-                    buckets.open.setdefault(index, {})[(customer, endpoint, provider, model)] = row
+                    key = (customer, endpoint, provider, model)
+                    buckets.open.setdefault(index, {})[key] = row
+                    self.open_keys.setdefault(customer, set()).add((index, key))
         self.adopt(active)
 
     def adopt(self, active: dict[str, set[Any]]) -> None:

@@ -22,6 +22,7 @@ skipped, not counted twice.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -67,6 +68,7 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+@functools.cache
 def partition_key(partition: int, partitions: int) -> bytes:
     """A table key that hashes to ``partition``: where that partition's own record lives."""
     for n in range(100_000):

@@ -38,10 +38,12 @@ from stream.stages import (
     IngestStage,
     PartitionDetect,
     Priced,
+    decode_bundle,
     decode_rollups,
+    encode_bundle,
     encode_rollups,
 )
-from stream.state import CustomerStates, partition_of
+from stream.state import CustomerStates, partition_key, partition_of
 
 log = logging.getLogger("spendwatch.worker")
 GLOBAL_KEY = b"global"
@@ -153,18 +155,31 @@ class Worker:
     async def ingest_batch(self, batch: list[Any]) -> None:
         started = time.perf_counter()
         usage_topic = self.settings.kafka.topics.usage
+        count = self.settings.kafka.topics.partitions
+        out: dict[int, list[Priced]] = {p: [] for p in range(count)}
+        marks: dict[str, float] = {}
         for event in batch:
             message = event.message
             kind = USAGE if message.topic == usage_topic else ERRORS
             self.metrics.inc("spendwatch_events_in_total", topic=kind)
             raw = event.value or b""
-            out = self.ingest_stage.handle(
+            result = self.ingest_stage.handle(
                 kind, raw, f"{message.topic}:{message.partition}", message.offset
             )
-            if isinstance(out, DeadLetter):
-                await self.send_dead_letter(out, message)
+            if isinstance(result, DeadLetter):
+                await self.send_dead_letter(result, message)
             else:
-                await self.events.send(key=out.customer_id.encode(), value=out.encode())
+                out[partition_of(result.customer_id.encode(), count)].append(result)
+                if result.ts > marks.get(result.source, 0.0):
+                    marks[result.source] = result.ts
+        # One message per detect partition, routed as the table routes its customers.
+        for partition, events in out.items():
+            if events or marks:
+                await self.events.send(
+                    key=partition_key(partition, count),
+                    value=encode_bundle(events, marks),
+                    partition=partition,
+                )
         self.metrics.observe(
             "spendwatch_batch_seconds", time.perf_counter() - started, stage="ingest"
         )
@@ -188,18 +203,23 @@ class Worker:
         async with self.detect_lock:
             late = self.late_events()
             touched: set[int] = set()
-            newest = 0.0
-            for event in batch:
-                partition = event.message.partition
+            newest, events, duplicates = 0.0, 0, 0
+            for message in batch:
+                partition = message.message.partition
                 detect = self.partitions.get(partition) or self.open_partition(partition)
-                priced = Priced.decode(event.value)
-                if not detect.add(priced):
-                    self.metrics.inc("spendwatch_duplicates_total")
-                newest = max(newest, priced.ts)
+                bundle, marks = decode_bundle(message.value)
+                for priced in bundle:
+                    duplicates += not detect.add(priced)
+                    newest = max(newest, priced.ts)
+                    events += 1
+                for source, ts in marks.items():
+                    detect.clock.observe(source, ts)
                 touched.add(partition)
+            self.metrics.inc("spendwatch_duplicates_total", duplicates)
             for partition in sorted(touched):
                 await self.close_partition(self.partitions[partition])
             self.metrics.inc("spendwatch_late_events_total", self.late_events() - late)
+            self.metrics.inc("spendwatch_events_detected_total", events)
         if newest:
             self.metrics.set("spendwatch_event_time_lag_seconds", max(0.0, time.time() - newest))
         self.metrics.observe(
