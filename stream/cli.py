@@ -278,12 +278,49 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    settings, _ = _load(args.path)
-    if settings.customers_file:
-        path = settings.resolve(settings.customers_file)
-        if path.exists():
-            load_customers(path)
-    print(f"{args.path or 'config/spendwatch.yaml'}: OK", file=sys.stderr)
+    from stream.configcheck import check
+
+    report = check(Path(args.path) if args.path else None)
+    for finding in report.findings:
+        print(f"{finding.level}: {finding.text}", file=sys.stderr)
+    name = args.path or "config/spendwatch.yaml"
+    errors, warnings = len(report.errors), len(report.warnings)
+    verdict = "OK" if not errors else "refused"
+    print(f"{name}: {verdict} ({errors} errors, {warnings} warnings)", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def cmd_config_explain(args: argparse.Namespace) -> int:
+    from stream.explain import explain
+    from stream.yamlsource import load_yaml
+
+    settings = load_settings(args.config)
+    file = settings.source_path
+    lines = load_yaml(file)[1] if file else {}
+    plan = args.plan
+    if plan is None and args.customer:
+        record = _customers(argparse.Namespace(customers=None), settings).get(args.customer)
+        plan = record.plan if record else None
+    labels = {
+        "customer_id": args.customer,
+        "endpoint": args.endpoint,
+        "provider": args.provider,
+        "model": args.model,
+        "plan": plan,
+    }
+    at = _epoch_ms(args.at) / 1000 if args.at else None
+    sys.stdout.write(explain(settings, labels, at, file, lines))
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from stream.schema import schema_text
+
+    if args.out:
+        Path(args.out).write_text(schema_text())
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(schema_text())
     return 0
 
 
@@ -345,6 +382,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate the config files")
     check.add_argument("path", nargs="?", help="config file (default config/spendwatch.yaml)")
     check.set_defaults(func=cmd_config_check)
+    explain = config_sub.add_parser("explain", help="the effective thresholds for one key")
+    explain.add_argument("--customer", help="customer_id")
+    explain.add_argument("--endpoint")
+    explain.add_argument("--provider")
+    explain.add_argument("--model")
+    explain.add_argument("--plan", help="default: the plan of the customer's record")
+    explain.add_argument("--at", help="event time (RFC 3339 or epoch s): show open windows")
+    explain.add_argument("--config", help="config file (default config/spendwatch.yaml)")
+    explain.set_defaults(func=cmd_config_explain)
+    schema = config_sub.add_parser("schema", help="JSON Schema of the config file")
+    schema.add_argument("--out", help="write it here (default: stdout)")
+    schema.set_defaults(func=cmd_config_schema)
     return parser
 
 

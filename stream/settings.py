@@ -96,7 +96,6 @@ class DetectorSettings(Section):
     )
 
 
-
 class AlertSettings(Section):
     runbook_url: Annotated[
         str, Field(description="Runbook link; {alertname} is replaced by the alert's name.")

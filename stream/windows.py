@@ -24,10 +24,10 @@ import bisect
 import re
 from datetime import datetime
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from stream.cron import Cron
 from stream.overrides import DETECTORS, Match, Patches
@@ -61,7 +61,18 @@ class Window(Patches):
     cron: str | None = Field(
         default=None, description="When it opens: minute hour day month weekday."
     )
-    duration: float | None = Field(
+    duration: Annotated[
+        float | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_S},
+                    {"type": "string", "pattern": r"^(\d+(\.\d+)?[dhms])+$"},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = Field(
         default=None, gt=0, le=MAX_DURATION_S, description="How long it stays open (2h, 90m)."
     )
     start: datetime | None = Field(default=None, description="One-off window: opens at.")
