@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 # Events stamped outside this window are producer bugs (unset clocks, ms read as s), not
@@ -187,6 +188,232 @@ def parse_error(raw: bytes | str) -> ErrorEvent | Rejection:
     """An error event from JSON bytes, or why it was refused."""
     result: ErrorEvent | Rejection = _parse(ErrorEvent, raw)
     return result
+
+
+@dataclass(slots=True)
+class EventRecord:
+    """What the pipeline uses of a validated usage or error event, in a light record.
+
+    ``failed`` and ``rate_limited`` are the events' properties, resolved once. Money in
+    USD, ``ts`` in epoch seconds, as on the models.
+    """
+
+    event_id: str
+    ts: float
+    customer_id: str
+    endpoint: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    cost_usd: float | None
+    attempt: int
+    failed: bool
+    rate_limited: bool
+
+    @classmethod
+    def of(cls, event: UsageEvent | ErrorEvent) -> EventRecord:
+        return cls(
+            event.event_id,
+            event.ts,
+            event.customer_id,
+            event.endpoint,
+            event.provider,
+            event.model,
+            event.input_tokens,
+            event.output_tokens,
+            event.cached_input_tokens,
+            event.cache_write_tokens,
+            event.cost_usd,
+            event.attempt,
+            event.failed,
+            event.rate_limited,
+        )
+
+
+def read_usage(raw: bytes | str) -> EventRecord | Rejection:
+    """A usage event's record from JSON bytes, or why it was refused (as :func:`parse_usage`).
+
+    >>> read_usage(b'{"event_id":"e1","ts":1793613600,"customer_id":"acme","endpoint":"chat",'
+    ...            b'"provider":"openai","model":"gpt-4o","status":"rate_limited"}').rate_limited
+    True
+    """
+    record = _fast_record(raw, None)
+    if record is not None:
+        return record
+    event = parse_usage(raw)
+    return event if isinstance(event, Rejection) else EventRecord.of(event)
+
+
+def read_error(raw: bytes | str) -> EventRecord | Rejection:
+    """An error event's record from JSON bytes, or why it was refused (as :func:`parse_error`)."""
+    record = _fast_record(raw, _ERROR_TYPES)
+    if record is not None:
+        return record
+    event = parse_error(raw)
+    return event if isinstance(event, Rejection) else EventRecord.of(event)
+
+
+# The fast path below reads the common, well-formed shape with orjson and plain checks; it
+# only ever accepts, never refuses: anything it is not sure of (a missing or odd field, a
+# number where pydantic would coerce, a JSON quirk orjson refuses) returns None, and the
+# pydantic model decides, with its exact reason. The models stay the one description of
+# the fields; tests/stream/test_events.py checks that both paths agree on random input.
+# status -> (failed, rate_limited), as UsageEvent's properties say.
+_STATUSES: dict[str, tuple[bool, bool]] = {
+    status: (status not in ("ok", "cancelled"), status == "rate_limited")
+    for status in UsageStatus.__args__  # type: ignore[attr-defined]
+}
+_ERROR_TYPES: frozenset[str] = frozenset(ErrorType.__args__)  # type: ignore[attr-defined]
+_EXACT_INT = 2**53  # ints below this convert to float exactly, in Python as in pydantic
+_INF = float("inf")
+
+
+def _fast_record(raw: bytes | str, error_types: frozenset[str] | None) -> EventRecord | None:
+    """The record if ``raw`` has the plain well-formed shape; None: ask the model."""
+    try:
+        data = orjson.loads(raw)
+        event_id = data["event_id"]
+        customer_id = data["customer_id"]
+        endpoint = data["endpoint"]
+        provider = data["provider"]
+        model = data["model"]
+        ts = data["ts"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):  # TypeError: not an object
+        return None
+    if not (
+        type(event_id) is str
+        and 0 < len(event_id) <= 128
+        and type(customer_id) is str
+        and 0 < len(customer_id) <= 256
+        and type(endpoint) is str
+        and 0 < len(endpoint) <= 256
+        and type(provider) is str
+        and 0 < len(provider) <= 64
+        and type(model) is str
+        and 0 < len(model) <= 128
+    ):
+        return None
+    get = data.get
+    input_tokens = get("input_tokens", 0)
+    output_tokens = get("output_tokens", 0)
+    attempt = get("attempt", 1)
+    if not (
+        type(input_tokens) is int
+        and 0 <= input_tokens <= MAX_TOKENS_PER_EVENT
+        and type(output_tokens) is int
+        and 0 <= output_tokens <= MAX_TOKENS_PER_EVENT
+        and type(attempt) is int
+        and 1 <= attempt <= 1000
+    ):
+        return None
+    if error_types is None:
+        cached = get("cached_input_tokens", 0)
+        written = get("cache_write_tokens", 0)
+        if not (
+            type(cached) is int
+            and 0 <= cached <= MAX_TOKENS_PER_EVENT
+            and type(written) is int
+            and 0 <= written <= MAX_TOKENS_PER_EVENT
+        ):
+            return None
+        status = get("status", "ok")
+        flags = _STATUSES.get(status) if type(status) is str else None
+        if flags is None:
+            return None
+        failed, rate_limited = flags
+    else:
+        error_type = get("error_type")
+        if type(error_type) is not str or error_type not in error_types:
+            return None
+        if not _plain_error_fields(data):
+            return None
+        cached = written = 0
+        failed, rate_limited = True, error_type == "rate_limited"
+    cost = get("cost_usd")
+    if cost is not None:
+        if type(cost) is int and -_EXACT_INT < cost < _EXACT_INT:
+            cost = float(cost)
+        if type(cost) is not float or not 0.0 <= cost <= 1e6:
+            return None
+    request_id = get("request_id", "")
+    if type(request_id) is not str or len(request_id) > 128:
+        return None
+    latency = get("latency_ms", 0.0)
+    if not (type(latency) is float and 0.0 <= latency < _INF or _plain_number(latency)):
+        return None
+    if "tags" in data and not _plain_tags(data["tags"]):
+        return None
+    # The common RFC 3339 form read inline; every other form as the model reads it.
+    if type(ts) is str:
+        try:
+            parsed = datetime.fromisoformat(ts)
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            return None
+        ts = parsed.timestamp()
+        if not TS_MIN <= ts < TS_MAX:
+            return None
+    else:
+        try:
+            ts = to_epoch_seconds(ts)
+        except ValueError:
+            return None
+    return EventRecord(
+        event_id,
+        ts,
+        customer_id,
+        endpoint,
+        provider,
+        model,
+        input_tokens,
+        output_tokens,
+        cached,
+        written,
+        cost,
+        attempt,
+        failed,
+        rate_limited,
+    )
+
+
+def _plain_number(value: Any) -> bool:
+    """A finite JSON number >= 0 that pydantic reads as the same float."""
+    if type(value) is int:
+        return 0 <= value < _EXACT_INT
+    return type(value) is float and 0.0 <= value < _INF
+
+
+def _plain_tags(tags: Any) -> bool:
+    if type(tags) is not dict or len(tags) > 32:
+        return False
+    for key, value in tags.items():
+        if type(value) is not str or len(value) > 256 or len(key) > 256:
+            return False
+    return True
+
+
+def _plain_error_fields(data: dict[str, Any]) -> bool:
+    # Fields only ErrorEvent has; the model's own fields failed / cached_input_tokens /
+    # cache_write_tokens may be set by input, which is too odd for the fast path.
+    if "failed" in data or "cached_input_tokens" in data or "cache_write_tokens" in data:
+        return False
+    if "http_status" in data:
+        status = data["http_status"]
+        if type(status) is not int or not 100 <= status <= 599:
+            return False
+    if "will_retry" in data and type(data["will_retry"]) is not bool:
+        return False
+    if "retry_after_s" in data and not _plain_number(data["retry_after_s"]):
+        return False
+    if "message" in data:
+        message = data["message"]
+        if type(message) is not str or len(message) > 2000:
+            return False
+    return True
 
 
 def parse_customer(raw: bytes | str) -> Customer | Rejection:

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stream.events import ErrorEvent, Rejection, UsageEvent, parse_error, parse_usage
+from stream.events import EventRecord, Rejection, read_error, read_usage
 from stream.pricing import PriceTable
 from stream.settings import IngestSettings
 
@@ -100,7 +100,7 @@ class Ingest:
         self.stats = IngestStats()
         self.stream_time = 0.0  # newest accepted event time, epoch s
 
-    def parse(self, kind: str, raw: bytes) -> UsageEvent | ErrorEvent | DeadLetter:
+    def parse(self, kind: str, raw: bytes) -> EventRecord | DeadLetter:
         """Parse one message of ``kind`` ("usage" or "errors")."""
         if len(raw) > self.settings.max_event_bytes:
             rejection = Rejection(
@@ -110,15 +110,13 @@ class Ingest:
             )
             self.stats.reject(kind, rejection)
             return DeadLetter(kind, rejection, raw)
-        event = parse_usage(raw) if kind == USAGE else parse_error(raw)
+        event = read_usage(raw) if kind == USAGE else read_error(raw)
         if isinstance(event, Rejection):
             self.stats.reject(kind, event)
             return DeadLetter(kind, event, raw)
         return event
 
-    def admit(
-        self, kind: str, event: UsageEvent | ErrorEvent, raw: bytes = b""
-    ) -> float | DeadLetter | None:
+    def admit(self, kind: str, event: EventRecord, raw: bytes = b"") -> float | DeadLetter | None:
         """The event's cost in USD if it is new; None for a duplicate; a dead letter if refused."""
         ts = event.ts
         if ts > self.stream_time:

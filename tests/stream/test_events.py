@@ -5,17 +5,21 @@ import json
 import jsonschema
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.events import (
     Customer,
     ErrorEvent,
+    EventRecord,
     Rejection,
     UsageEvent,
+    _fast_record,
     parse_customer,
     parse_error,
     parse_usage,
+    read_error,
+    read_usage,
     to_epoch_seconds,
 )
 from tests.contracts import schema
@@ -161,3 +165,132 @@ def test_null_is_refused_where_the_contract_does_not_allow_it(field):
     assert isinstance(
         parse_error(orjson.dumps({**GOOD, "error_type": "timeout", "cost_usd": None})), ErrorEvent
     )
+
+
+# The fast reading path (orjson and plain checks) must agree with the models: same
+# accept/refuse decision, same reason, same field values. Values are drawn around every
+# limit the models set, in every JSON type, so both paths get valid and invalid input.
+def _text(*sizes: int) -> st.SearchStrategy[str]:
+    exact = [st.text(min_size=n, max_size=n) for n in sizes]
+    return st.one_of(st.text(max_size=8), *exact)
+
+
+_number = st.one_of(
+    st.integers(-3, 3),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0, 1, 599, 600, 1000, 1001, 10**6, 10**6 + 1, 10**8, 10**8 + 1, 2**53]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 0.5, 1.0, 2.0, 1e6, 1e6 + 0.5, 1e8, 1.5e308]),
+)
+_odd = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_any = st.one_of(_number, _odd, st.text(max_size=12))
+_ts = st.one_of(
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    st.datetimes().map(lambda d: d.isoformat()),
+    st.datetimes().map(lambda d: d.isoformat() + "Z"),
+    st.floats(9e8, 5e12),
+    st.integers(9 * 10**8, 5 * 10**12),
+    st.sampled_from(["2026-11-02T10:00:00.250Z", "2026-11-02 10:00:00+00:00", "2026-11-02"]),
+    _any,
+)
+_tags = st.one_of(
+    st.dictionaries(_text(256, 257), _text(256, 257), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.one_of(st.text(max_size=4), _any), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.just("v"), min_size=31, max_size=34),
+    _any,
+)
+_FIELDS = {
+    "event_id": st.one_of(_text(0, 1, 128, 129), _any),
+    "ts": _ts,
+    "customer_id": st.one_of(_text(0, 256, 257), _any),
+    "endpoint": st.one_of(_text(0, 256, 257), _any),
+    "provider": st.one_of(_text(0, 64, 65), _any),
+    "model": st.one_of(_text(0, 128, 129), _any),
+    "input_tokens": _number,
+    "output_tokens": _any,
+    "cached_input_tokens": _number,
+    "cache_write_tokens": _any,
+    "cost_usd": _any,
+    "request_id": st.one_of(_text(128, 129), _any),
+    "attempt": _number,
+    "latency_ms": _any,
+    "tags": _tags,
+    "status": st.one_of(
+        st.sampled_from(["ok", "rate_limited", "timeout", "cancelled", "OK"]), _any
+    ),
+    "error_type": st.one_of(st.sampled_from(["rate_limited", "timeout", "other", "x"]), _any),
+    "http_status": st.one_of(st.sampled_from([99, 100, 429, 599, 600, 429.0]), _any),
+    "will_retry": _any,
+    "retry_after_s": _any,
+    "message": st.one_of(_text(2000, 2001), _any),
+    "failed": _any,
+    "extra": _any,
+}
+_GOOD_ERROR = {**GOOD, "error_type": "timeout", "http_status": 504, "will_retry": True}
+
+
+@st.composite
+def _event_json(draw: st.DrawFn, base: dict) -> bytes:
+    body = dict(base)
+    for name in draw(st.lists(st.sampled_from(sorted(_FIELDS)), max_size=4, unique=True)):
+        if draw(st.booleans()) and name in body:
+            del body[name]
+        else:
+            body[name] = draw(_FIELDS[name])
+    try:
+        if draw(st.integers(0, 9)):
+            return orjson.dumps(body)
+    except TypeError:  # integers beyond 64 bits
+        pass
+    return json.dumps(body).encode()  # writes those, NaN and Infinity, and spaces
+
+
+def _agree(raw: bytes, model: type, parse, read, error_types) -> None:
+    expected = parse(raw)
+    fast = _fast_record(raw, error_types)
+    if fast is not None:  # the fast path accepted: the model must, with the same values
+        assert isinstance(expected, model), (raw, expected)
+        assert fast == EventRecord.of(expected)
+    got = read(raw)
+    if isinstance(expected, Rejection):
+        assert got == expected
+    else:
+        assert got == EventRecord.of(expected)
+
+
+_PROPERTY = settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_PROPERTY
+@given(_event_json(GOOD))
+def test_reading_a_usage_event_fast_agrees_with_the_model(raw):
+    _agree(raw, UsageEvent, parse_usage, read_usage, None)
+
+
+@_PROPERTY
+@given(_event_json(_GOOD_ERROR))
+def test_reading_an_error_event_fast_agrees_with_the_model(raw):
+    from stream.events import _ERROR_TYPES
+
+    _agree(raw, ErrorEvent, parse_error, read_error, _ERROR_TYPES)
+
+
+@given(st.binary(max_size=300))
+def test_reading_arbitrary_bytes_agrees_with_the_model(raw):
+    assert read_usage(raw) == parse_usage(raw) or isinstance(read_usage(raw), EventRecord)
+    assert read_error(raw) == parse_error(raw) or isinstance(read_error(raw), EventRecord)
+
+
+def test_well_formed_events_take_the_fast_path():
+    usage_raw = orjson.dumps({**GOOD, "attempt": 2, "status": "rate_limited", "tags": {"a": "b"}})
+    record = _fast_record(usage_raw, None)
+    assert record is not None and (record.failed, record.rate_limited) == (True, True)
+    assert record == EventRecord.of(parse_usage(usage_raw))
+    error_raw = orjson.dumps({**_GOOD_ERROR, "cost_usd": 1, "message": "slow"})
+    assert read_error(error_raw) == EventRecord.of(parse_error(error_raw))
+    assert read_error(error_raw).cost_usd == 1.0
