@@ -18,6 +18,7 @@ errors_topic="${SPENDWATCH_KAFKA__TOPICS__ERRORS:-spendwatch.errors}"
 customers_topic="${SPENDWATCH_KAFKA__TOPICS__CUSTOMERS:-spendwatch.customers}"
 alerts_topic="${SPENDWATCH_KAFKA__TOPICS__ALERTS:-spendwatch.alerts}"
 deadletter_topic="${SPENDWATCH_KAFKA__TOPICS__DEADLETTER:-spendwatch.deadletter}"
+silences_topic="${SPENDWATCH_KAFKA__TOPICS__SILENCES:-spendwatch.silences}"
 
 create() {  # create TOPIC [--config key=value ...]
     local topic="$1"
@@ -32,11 +33,15 @@ create "$errors_topic"
 create "$customers_topic" --config cleanup.policy=compact
 create "$alerts_topic"
 create "$deadletter_topic"
+# Silences: the latest record per silence id (an expired silence stays, ended).
+create "$silences_topic" --config cleanup.policy=compact
 
-# --if-not-exists leaves an existing topic as it is: make sure the customers topic is
-# compacted even if it was auto-created (delete policy) before this ran.
-"$tools/kafka-configs.sh" --bootstrap-server "$bootstrap" --alter --entity-type topics \
-    --entity-name "$customers_topic" --add-config cleanup.policy=compact
+# --if-not-exists leaves an existing topic as it is: make sure the compacted topics are
+# compacted even if they were auto-created (delete policy) before this ran.
+for topic in "$customers_topic" "$silences_topic"; do
+    "$tools/kafka-configs.sh" --bootstrap-server "$bootstrap" --alter --entity-type topics \
+        --entity-name "$topic" --add-config cleanup.policy=compact
+done
 
 echo "spendwatch topics ready on $bootstrap: $usage_topic $errors_topic $customers_topic" \
-    "$alerts_topic $deadletter_topic"
+    "$alerts_topic $deadletter_topic $silences_topic"

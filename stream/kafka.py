@@ -74,14 +74,21 @@ async def ensure_topics(kafka: KafkaSettings, names: Iterable[str] | None = None
     """Create the topics (default: all of spendwatch's) that do not exist yet.
 
     Topics get ``kafka.topics.partitions`` and ``replication_factor``; the customers topic
-    is compacted (latest record per customer). Existing topics are left as they are.
+    and silences topics are compacted (latest record per key). Existing topics are left as they are.
     Returns the names it created.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     topics = kafka.topics
     if names is None:
-        names = (topics.usage, topics.errors, topics.customers, topics.alerts, topics.deadletter)
+        names = (
+            topics.usage,
+            topics.errors,
+            topics.customers,
+            topics.alerts,
+            topics.deadletter,
+            topics.silences,
+        )
     admin = AIOKafkaAdminClient(**client_kwargs(kafka))
     await admin.start()
     try:
@@ -91,7 +98,11 @@ async def ensure_topics(kafka: KafkaSettings, names: Iterable[str] | None = None
                 name,
                 topics.partitions,
                 topics.replication_factor,
-                topic_configs={"cleanup.policy": "compact"} if name == topics.customers else None,
+                topic_configs=(
+                    {"cleanup.policy": "compact"}
+                    if name in (topics.customers, topics.silences)
+                    else None
+                ),
             )
             for name in dict.fromkeys(names)
             if name not in existing

@@ -119,6 +119,9 @@ class TopicSettings(Section):
     deadletter: Annotated[
         str, Field(min_length=1, description="Refused input with its reason and original bytes.")
     ] = "spendwatch.deadletter"
+    silences: Annotated[
+        str, Field(min_length=1, description="Silences, compacted, key = silence id.")
+    ] = "spendwatch.silences"
     partitions: Annotated[
         int, Field(ge=1, le=1024, description="Partitions of the topics spendwatch creates.")
     ] = 4

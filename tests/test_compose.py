@@ -790,7 +790,9 @@ def test_create_topics_creates_the_topic_settings_defaults(tmp_path):
         defaults.customers,
         defaults.alerts,
         defaults.deadletter,
+        defaults.silences,
     }
+    compacted_topics = {defaults.customers, defaults.silences}
     created = {option(c, "--topic") for c in creates}
     assert created == expected, (
         f"create-topics.sh creates {sorted(map(str, created))}, TopicSettings has "
@@ -808,16 +810,17 @@ def test_create_topics_creates_the_topic_settings_defaults(tmp_path):
             f"create-topics.sh: {topic} replication differs from TopicSettings"
         )
         compacted = option(call, "--config") == "cleanup.policy=compact"
-        assert compacted == (topic == defaults.customers), (
-            f"create-topics.sh: {topic} compacted={compacted}; only the customers topic "
-            "(latest record per customer_id) is compacted"
+        assert compacted == (topic in compacted_topics), (
+            f"create-topics.sh: {topic} compacted={compacted}; only the customers and "
+            "silences topics (latest record per key) are compacted"
         )
     alters = [c for c in calls if c[0] == "kafka-configs.sh"]
-    assert any(
-        option(c, "--entity-name") == defaults.customers
-        and option(c, "--add-config") == "cleanup.policy=compact"
-        for c in alters
-    ), "create-topics.sh: an existing customers topic is not made compacted"
+    for topic in compacted_topics:
+        assert any(
+            option(c, "--entity-name") == topic
+            and option(c, "--add-config") == "cleanup.policy=compact"
+            for c in alters
+        ), f"create-topics.sh: an existing {topic} topic is not made compacted"
 
 
 def test_create_topics_honours_the_worker_topic_overrides(tmp_path):

@@ -55,7 +55,7 @@ def kafka_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
             "topics": base.kafka.topics.model_copy(
                 update={
                     name: f"{prefix}.{getattr(base.kafka.topics, name)}"
-                    for name in ("usage", "errors", "customers", "alerts", "deadletter")
+                    for name in ("usage", "errors", "customers", "alerts", "deadletter", "silences")
                 }
             ),
         }

@@ -47,7 +47,7 @@ def worker_env(settings: Settings, web_port: int, data_dir: Path) -> dict[str, s
             "SPENDWATCH_WORKER__BATCH_WITHIN_S": "0.2",
         }
     )
-    for name in ("usage", "errors", "customers", "alerts", "deadletter"):
+    for name in ("usage", "errors", "customers", "alerts", "deadletter", "silences"):
         env[f"SPENDWATCH_KAFKA__TOPICS__{name.upper()}"] = getattr(topics, name)
     return env
 
