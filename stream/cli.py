@@ -82,15 +82,37 @@ def _epoch_ms(value: str) -> int:
     return int(to_epoch_seconds(text) * 1000)
 
 
+def _deliver(args: argparse.Namespace, settings: Settings, alerts: Sequence[Alert]) -> int:
+    """``replay --deliver``: the replayed alerts to the configured receivers, in event time."""
+    if not args.deliver:
+        return 0
+    import os
+
+    from stream.notify.replay_delivery import deliver_replayed
+
+    payloads = [a.to_payload() for a in alerts]
+    notify, external = settings.notify, settings.alerts.external_url
+    report = asyncio.run(deliver_replayed(payloads, notify, os.environ, external_url=external))
+    print(report.summary(), file=sys.stderr)
+    return 0 if report.ok else 1
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     settings, prices = _load(args.config)
+    if args.deliver:  # missing secrets fail before the replay, not after it
+        import os
+
+        from stream.notify.receivers import build_receivers
+        from stream.notify.replay_delivery import routed_receivers
+
+        build_receivers(routed_receivers(settings.notify), os.environ)
     if args.topic:
         return _replay_topic(args, settings, prices)
     if args.series:
         alerts = replay_series(read_series(Path(args.series)), settings, args.key)
         _emit(alerts, args.json)
         print(f"replayed series {args.series}: {len(alerts)} alert transitions", file=sys.stderr)
-        return 0
+        return _deliver(args, settings, alerts)
     if not args.usage:
         print("spendwatch replay: give USAGE.jsonl[.gz] or --series METRIC.csv", file=sys.stderr)
         return 2
@@ -106,7 +128,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     _emit(report.alerts, args.json)
     _summary(pipeline, report.lines, report.dead_letters, len(report.alerts), elapsed)
-    return 0
+    return _deliver(args, settings, report.alerts)
 
 
 def _customers(args: argparse.Namespace, settings: Settings) -> dict[str, Customer]:
@@ -144,7 +166,7 @@ def _replay_topic(args: argparse.Namespace, settings: Settings, prices: PriceTab
         len(report.alerts),
         time.perf_counter() - started,
     )
-    return 0
+    return _deliver(args, settings, report.alerts)
 
 
 def _source(args: argparse.Namespace, settings: Settings):
@@ -340,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--errors-topic", help="... merged with this error topic")
     replay.add_argument("--from", dest="start", help="start of the range (RFC 3339 or epoch s)")
     replay.add_argument("--to", dest="end", help="end of the range, exclusive")
+    replay.add_argument(
+        "--deliver", action="store_true", help="send the alerts to notify's receivers"
+    )
     replay.set_defaults(func=cmd_replay)
 
     back = sub.add_parser("backtest", help="replay under one or two configs; compare; report")
@@ -394,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema = config_sub.add_parser("schema", help="JSON Schema of the config file")
     schema.add_argument("--out", help="write it here (default: stdout)")
     schema.set_defaults(func=cmd_config_schema)
+
+    from stream.notify_commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
