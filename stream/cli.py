@@ -102,10 +102,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.deliver:  # missing secrets fail before the replay, not after it
         import os
 
-        from stream.notify.receivers import build_receivers
-        from stream.notify.replay_delivery import routed_receivers
+        from stream.notify.replay_delivery import check_deliverable
 
-        build_receivers(routed_receivers(settings.notify), os.environ)
+        check_deliverable(settings.notify, os.environ)
     if args.topic:
         return _replay_topic(args, settings, prices)
     if args.series:

@@ -71,6 +71,18 @@ def routed_receivers(notify: NotifySettings) -> list[ReceiverSettings]:
     return [r for r in notify.receivers if r.name in used]
 
 
+def check_deliverable(notify: NotifySettings, env: Mapping[str, str]) -> None:
+    """ValueError when no route names a receiver, or naming every unset secret variable."""
+    receivers = routed_receivers(notify)
+    if not receivers:
+        raise ValueError(
+            "--deliver: no route sends to a receiver (set notify.route.receivers and "
+            "notify.receivers in the config; README: Alert delivery)"
+        )
+    for receiver in receivers:
+        receiver.secret(env)
+
+
 def _horizon_s(node: RouteNode) -> float:
     """The longest wait before a route's group is checked again (group_wait / _interval)."""
     own = max(node.group_wait_s, node.group_interval_s)
@@ -93,12 +105,8 @@ async def deliver_replayed(
 
     ValueError when no route names a receiver or a receiver's secret is not in ``env``.
     """
+    check_deliverable(notify, env)
     receivers = routed_receivers(notify)
-    if not receivers:
-        raise ValueError(
-            "--deliver: no route sends to a receiver (set notify.route.receivers and "
-            "notify.receivers in the config; README: Alert delivery)"
-        )
     dispatcher = Dispatcher(notify, {}, {}, external_url=external_url)
     clock = _EventClock()
     count = 0
@@ -114,10 +122,13 @@ async def deliver_replayed(
     )
     deadline = time.monotonic() + timeout_s
 
-    async def advance(until: float) -> None:
-        """Run the dispatcher's checks due up to ``until`` (event time), delivering each."""
+    async def advance(until: float, inclusive: bool = False) -> None:
+        """Run the dispatcher's checks due before ``until`` (event time; at it too when
+        ``inclusive``), delivering each batch. Alerts arriving at a check's time are in it."""
         nonlocal count
-        while (at := dispatcher.next_due(clock.now)) is not None and at <= until:
+        while (at := dispatcher.next_due(clock.now)) is not None and (
+            at < until or (inclusive and at == until)
+        ):
             clock.now = max(clock.now, at)
             batch = dispatcher.due(clock.now)
             for notification in batch:
@@ -136,7 +147,7 @@ async def deliver_replayed(
             clock.now = t
             dispatcher.add(alert, t)
         if clock.now > float("-inf"):
-            await advance(clock.now + _horizon_s(dispatcher.tree))
+            await advance(clock.now + _horizon_s(dispatcher.tree), inclusive=True)
         await delivery.wait_idle(max(0.0, deadline - time.monotonic()))
         stats = delivery.stats()
         pending = sum(s.queue_depth for s in stats.values())
