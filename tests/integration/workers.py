@@ -55,16 +55,24 @@ def worker_env(settings: Settings, web_port: int, data_dir: Path) -> dict[str, s
 class WorkerProcess:
     """``spendwatch worker`` in a subprocess, with its web port and log file."""
 
-    def __init__(self, settings: Settings, tmp: Path, name: str = "w1") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tmp: Path,
+        name: str = "w1",
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.log_path = tmp / f"{name}.log"
-        self.env = worker_env(settings, self.port, tmp / name)
+        self.env = {**worker_env(settings, self.port, tmp / name), **(env or {})}
+        self.args = ["--config", str(config)] if config else []
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         with self.log_path.open("ab") as log:  # the child keeps its own copy
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker"],
+                [sys.executable, "-m", "stream.cli", "worker", *self.args],
                 cwd=REPO,
                 env=self.env,
                 stdout=log,
@@ -80,6 +88,10 @@ class WorkerProcess:
             return json.loads(exc.read())
         except OSError:
             return None
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+            return json.loads(r.read())
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
