@@ -111,21 +111,29 @@ class SeasonalBaseline:
 
     def update(self, t: float, x: float, alpha: float) -> None:
         """Learn the value ``x`` of the bucket starting at epoch second ``t``."""
+        # ew_weight, ew_update and hour_slot written out: this runs for every key in every
+        # bucket, and the same expressions in the same order give the same numbers.
         stats = self.stats
         stats[_N] += 1
-        ew_update(stats, _MEAN, x, ew_weight(alpha, int(stats[_N])))
+        weight = max(alpha, 1.0 / int(stats[_N]))
+        d = x - stats[_MEAN]
+        stats[_MEAN] += weight * d
+        stats[_VAR] = (1.0 - weight) * (stats[_VAR] + weight * d * d)
         if not self.seasonal:
             return
-        at = _SLOTS + 3 * hour_slot(t)
+        at = _SLOTS + 3 * (int(t // SECONDS_PER_SLOT) % SLOTS_PER_DAY)
         count = int(stats[at + 2]) + 1
         stats[at + 2] = min(count, 1 << 24)  # exact in single precision
-        ew_update(stats, at, x, ew_weight(alpha, count))
+        weight = max(alpha, 1.0 / count)
+        d = x - stats[at]
+        stats[at] += weight * d
+        stats[at + 1] = (1.0 - weight) * (stats[at + 1] + weight * d * d)
 
     def expected(self, t: float, min_slot_count: int = 10) -> tuple[float, float]:
         """(mean, standard deviation) expected for the bucket starting at ``t``."""
         stats = self.stats
         if self.seasonal:
-            at = _SLOTS + 3 * hour_slot(t)
+            at = _SLOTS + 3 * (int(t // SECONDS_PER_SLOT) % SLOTS_PER_DAY)
             if stats[at + 2] >= min_slot_count:
                 return float(stats[at]), math.sqrt(max(0.0, stats[at + 1]))
         return float(stats[_MEAN]), math.sqrt(max(0.0, stats[_VAR]))

@@ -224,6 +224,8 @@ def _push_and_judge(
         # Too few attempts to judge: an open storm is held while the few attempts still
         # fail (a retry loop on a quiet endpoint dips under the minimum), and calms when
         # they do not, or when traffic stopped altogether.
+        if state.episode is None:
+            return []  # what advance() returns for an idle key without a breach
         failing = requests > 0 and (
             sum(stats[_RING + _FAIL :: _FIELDS]) >= 0.5 * params.error_rate * requests
             or sum(stats[_RING + _RETRY :: _FIELDS]) >= 0.5 * params.retry_share * requests
@@ -278,24 +280,27 @@ def _push_and_judge(
     elevated = (error_rate >= 0.5 * error_limit and error_surprise >= 0.25 * surprise) or (
         retry_share >= 0.5 * retry_limit and retry_surprise >= 0.25 * surprise
     )
-    # Severity is judged on the newest buckets too (a storm fills the window only
-    # gradually) because an episode keeps the severity it fired with.
-    recent_rate, recent_wasted = _recent(stats, t, width, params.consecutive)
-    critical = (
-        max(error_rate, recent_rate) >= params.critical_error_rate
-        or max(wasted_per_hour, recent_wasted) >= params.critical_wasted_usd_per_hour
-    )
-    state.episode, transitions = episodes.advance(
-        state.episode,
-        t,
-        width,
-        breach,
-        elevated,
-        CRITICAL if critical else WARNING,
-        consecutive=params.consecutive,
-        calm_needed=params.calm_buckets,
-        began_at=_began(stats, t, width, error_limit, retry_limit) if breach else None,
-    )
+    if state.episode is None and not breach:
+        transitions = []  # what advance() returns for an idle key, without judging severity
+    else:
+        # Severity is judged on the newest buckets too (a storm fills the window only
+        # gradually) because an episode keeps the severity it fired with.
+        recent_rate, recent_wasted = _recent(stats, t, width, params.consecutive)
+        critical = (
+            max(error_rate, recent_rate) >= params.critical_error_rate
+            or max(wasted_per_hour, recent_wasted) >= params.critical_wasted_usd_per_hour
+        )
+        state.episode, transitions = episodes.advance(
+            state.episode,
+            t,
+            width,
+            breach,
+            elevated,
+            CRITICAL if critical else WARNING,
+            consecutive=params.consecutive,
+            calm_needed=params.calm_buckets,
+            began_at=_began(stats, t, width, error_limit, retry_limit) if breach else None,
+        )
     # Warm-up learns every window, clipped at the absolute limits while it breaches: a key
     # that always fails 12 % learns it is no storm at 14 %, and a storm during warm-up does
     # not become the normal. After warm-up, storms are kept out of the baseline.
@@ -309,6 +314,8 @@ def _push_and_judge(
         weight = ew_weight(1.0 / params.baseline_buckets, int(stats[_BASE_N]))
         ew_update(stats, _ERROR_BASE, error_rate, weight)
         ew_update(stats, _RETRY_BASE, retry_share, weight)
+    if not transitions:
+        return []
     values = {
         "observed": error_rate,
         "baseline": float(stats[_ERROR_BASE]),

@@ -141,22 +141,27 @@ def update(
     Buckets skipped since the last call count as zero spend. Out-of-order calls for a
     bucket at or before the last one are ignored (the caller closes buckets in order).
     """
+    alpha = baseline_alpha(params, width)
     if state.last_t is not None:
         if t <= state.last_t:
             return []
         gap = min(int(round((t - state.last_t) / width)) - 1, MAX_GAP_BUCKETS)
         decisions: list[Decision] = []
         for i in range(gap, 0, -1):
-            decisions += _judge_and_learn(state, t - i * width, width, 0.0, params)
-        decisions += _judge_and_learn(state, t, width, spend, params)
+            decisions += _judge_and_learn(state, t - i * width, width, 0.0, params, alpha)
+        decisions += _judge_and_learn(state, t, width, spend, params, alpha)
         return decisions
-    return _judge_and_learn(state, t, width, spend, params)
+    return _judge_and_learn(state, t, width, spend, params, alpha)
 
 
 def _judge_and_learn(
-    state: SpendSpikeState, t: float, width: float, spend: float, params: SpendSpikeParams
+    state: SpendSpikeState,
+    t: float,
+    width: float,
+    spend: float,
+    params: SpendSpikeParams,
+    alpha: float,
 ) -> list[Decision]:
-    alpha = baseline_alpha(params, width)
     state.last_t = t
     baseline = state.baseline
     mean, sd = baseline.expected(t)
@@ -188,16 +193,19 @@ def _judge_and_learn(
         ratio >= params.critical_ratio and excess_per_hour >= params.critical_usd_per_hour
     )
     severity = CRITICAL if critical else WARNING
-    state.episode, transitions = episodes.advance(
-        state.episode,
-        t,
-        width,
-        breach,
-        elevated,
-        severity,
-        consecutive=params.consecutive,
-        calm_needed=params.calm_buckets,
-    )
+    if state.episode is None and not breach:
+        transitions = []  # what advance() returns for an idle key, without the call
+    else:
+        state.episode, transitions = episodes.advance(
+            state.episode,
+            t,
+            width,
+            breach,
+            elevated,
+            severity,
+            consecutive=params.consecutive,
+            calm_needed=params.calm_buckets,
+        )
     # Learn the bucket, clipped while it looks anomalous so spikes stay anomalous.
     learnt = (
         min(spend, mean + params.clip_z * sd)
