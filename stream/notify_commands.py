@@ -402,7 +402,9 @@ def fetch_alerts(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
 
 def alert_rows(alerts: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     """Table rows (header first) for ``AlertStatus.to_dict()`` items."""
-    rows = [("STATE", "ALERT", "SEVERITY", "CUSTOMER", "ENDPOINT", "STARTS", "MUTED BY")]
+    rows: list[tuple[str, ...]] = [
+        ("STATE", "ALERT", "SEVERITY", "CUSTOMER", "ENDPOINT", "STARTS", "MUTED BY")
+    ]
     for a in alerts:
         labels, status = a.get("labels", {}), a.get("status", {})
         state = status.get("state", "active") if isinstance(status, dict) else str(status)
