@@ -110,7 +110,7 @@ def _parse(text: str) -> Matcher:
         )
     name, op, raw = found.groups()
     try:
-        return Matcher(name=name, op=op, value=_unquote(raw))
+        return Matcher.model_validate({"name": name, "op": op, "value": _unquote(raw)})
     except ValueError as exc:
         reason = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
         raise ValueError(f"bad matcher {text!r}: {reason.removeprefix('Value error, ')}") from None

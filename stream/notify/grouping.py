@@ -46,6 +46,7 @@ from stream.notify.routing import RouteNode, group_key
 from stream.notify.silences import SilenceStore
 
 Slot = tuple[str, str]  # (receiver, group_key)
+State = Literal["active", "silenced", "inhibited"]
 
 
 def nflog_key(receiver: str, key: str) -> str:
@@ -58,7 +59,7 @@ class AlertStatus:
     """A firing alert as ``spendwatch alert list`` and ``/alerts`` show it."""
 
     alert: dict[str, Any]
-    state: Literal["active", "silenced", "inhibited"]
+    state: State
     silenced_by: tuple[str, ...] = ()
     inhibited_by: tuple[str, ...] = ()
     receivers: tuple[str, ...] = ()
@@ -289,8 +290,10 @@ class Dispatcher:
         for fp in done:
             del self.alerts[fp]
             self._routes.pop(fp, None)
-        for slot in [s for s in self._last_check if s not in groups]:
-            del self._last_check[slot]
+        gone = set(done)
+        idle = {slot for slot, g in groups.items() if gone.issuperset(g.fingerprints)}
+        for slot in [s for s in self._last_check if s not in groups or s in idle]:
+            del self._last_check[slot]  # its next alert starts a new group: group_wait
 
     # -- delivery feedback ----------------------------------------------------------
 
@@ -340,6 +343,21 @@ class Dispatcher:
         entry = self.nflog.get(nflog_key(notification.receiver, notification.group_key))
         return dict(entry["refs"]) if entry and entry["firing"] else {}
 
+    def gc(self, now: float, retention_s: float) -> list[str]:
+        """Forget log entries of groups with no alerts left, older than ``retention_s``.
+
+        Call it now and then (Alertmanager keeps its log 120 h); returns the keys dropped.
+        """
+        live = {nflog_key(*slot) for slot in self._groups()}
+        old = [
+            key
+            for key, entry in self.nflog.items()
+            if key not in live and float(entry["ts"]) + retention_s <= now
+        ]
+        for key in old:
+            del self.nflog[key]
+        return old
+
     # -- listing --------------------------------------------------------------------
 
     def active(self, now: float) -> list[AlertStatus]:
@@ -353,7 +371,7 @@ class Dispatcher:
             mutes = self._mutes(fp, now, cache)
             silenced = tuple(mutes.get(SilenceStore.kind, ()))
             inhibited = tuple(mutes.get(Inhibitor.kind, ()))
-            state = "silenced" if silenced else "inhibited" if inhibited else "active"
+            state: State = "silenced" if silenced else "inhibited" if inhibited else "active"
             receivers = tuple(
                 dict.fromkeys(r for n in self._route(fp, payload["labels"]) for r in n.receivers)
             )

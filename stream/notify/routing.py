@@ -55,6 +55,7 @@ class RouteNode:
     @classmethod
     def build(cls, route: Route, parent: RouteNode | None = None, index: int = 0) -> RouteNode:
         """The resolved tree for ``route`` (the root when ``parent`` is None)."""
+        inherited: tuple[tuple[str, ...], tuple[str, ...] | None, float]
         if parent is None:
             key = "{}"
             inherited = (), tuple(DEFAULT_GROUP_BY), DEFAULT_GROUP_WAIT_S

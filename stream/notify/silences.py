@@ -14,6 +14,7 @@ keeps them. Times are epoch seconds and always passed in (``now``), never read h
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import asdict, dataclass, replace
@@ -123,7 +124,7 @@ class SilenceStore:
             found = [s for s in found if s.state(now) == state]
         return sorted(found, key=lambda s: (s.ends_at, s.id))
 
-    def mutes(self, labels: Mapping[str, str], now: float) -> list[str]:
+    def mutes(self, labels: Mapping[str, str], now: float) -> builtins.list[str]:
         """Ids of the active silences that mute an alert with ``labels`` (empty: none)."""
         return sorted(
             s.id
@@ -131,7 +132,7 @@ class SilenceStore:
             if s.active(now) and s.matches(labels)
         )
 
-    def gc(self, now: float, retention_s: float) -> list[str]:
+    def gc(self, now: float, retention_s: float) -> builtins.list[str]:
         """Forget silences that expired more than ``retention_s`` ago; their ids."""
         old = [k for k, d in self.table.items() if float(d["ends_at"]) + retention_s <= now]
         for key in old:

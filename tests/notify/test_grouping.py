@@ -297,3 +297,31 @@ def test_alerts_on_a_route_without_receivers_are_listed_but_never_notified():
 
     assert drive(d, 0.0, 10_000.0) == [] and d.next_due(0.0) is None
     assert [s.state for s in d.active(0.0)] == ["active"]
+
+
+def test_gc_forgets_old_log_entries_of_groups_with_no_alerts_left():
+    d = dispatcher(notify_settings(ONE, "hook"))
+    item = alert()
+    d.add(item, now=0.0)
+    d.add(alert("initech"), now=0.0)
+    drive(d, 0.0, 100.0)
+    d.add(resolved(item), now=100.0)
+    drive(d, 100.0, 1000.0)
+
+    assert d.gc(1000.0, retention_s=3600) == []
+    assert d.gc(330.0 + 3600, retention_s=3600) == ['hook|{}:{customer_id="acme"}']
+    assert list(d.nflog) == ['hook|{}:{customer_id="initech"}']  # still has a firing alert
+
+
+def test_a_new_episode_of_a_resolved_group_waits_group_wait_again():
+    d = dispatcher(notify_settings(ONE, "hook"))
+    item = alert()
+    d.add(item, now=0.0)
+    drive(d, 0.0, 100.0)
+    d.add(resolved(item), now=100.0)
+    drive(d, 100.0, 400.0)  # the resolve went out at 330
+    d.add(alert(endpoint="chat"), now=400.0)
+
+    [(t, n)] = drive(d, 400.0, 1000.0)
+
+    assert t == 430.0 and n.sequence == 3 and d.refs_for(n) == {}

@@ -1,0 +1,15 @@
+"""The notify core's docstring examples run (the default test paths do not collect stream/)."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["config", "routing", "silences", "inhibit", "grouping"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_the_docstring_examples_run(name):
+    module = importlib.import_module(f"stream.notify.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
