@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,13 +54,15 @@ class Priced:
         return cls(*orjson.loads(raw))
 
 
+_fields = operator.attrgetter(*Priced.__slots__)  # a row as a tuple, at C speed
+
+
 def encode_bundle(events: list[Priced], marks: dict[str, float]) -> bytes:
     """A batch's events for one detect partition as one message, with the batch's newest
     event time per source: a batch costs one send per partition, not one per event, and
     every partition's watermark moves with its sources even when none of the batch's
     events are its customers' (else a sparse source would hold its buckets open)."""
-    rows = [[getattr(e, name) for name in Priced.__slots__] for e in events]
-    return orjson.dumps({"e": rows, "m": marks})
+    return orjson.dumps({"e": list(map(_fields, events)), "m": marks})
 
 
 def decode_bundle(raw: bytes) -> tuple[list[Priced], dict[str, float]]:

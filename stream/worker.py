@@ -1,10 +1,17 @@
 """``spendwatch worker``: the detection path as a faust-streaming worker on Kafka.
 
-Flow: usage + errors topics -> ``ingest`` agent (validate, price; bad input to the
+Flow: usage + errors topics -> ``ingest`` task (validate, price; bad input to the
 dead-letter topic with its reason in headers and its original bytes) -> internal events
-topic keyed by customer -> ``detect`` agent (per-customer detectors, state in a table
-with a changelog) -> alerts topic, and per-bucket provider/model rollups -> internal
-rollups topic (one partition) -> ``global_detect`` agent -> alerts topic.
+topic, one bundle per detect partition per batch -> ``detect`` agent (per-customer
+detectors, state in a table with a changelog) -> alerts topic, and per-bucket
+provider/model rollups -> internal rollups topic (one partition) -> ``global_detect``
+agent -> alerts topic.
+
+The ingest side is not a faust agent but :class:`stream.intake.Intake`, a plain aiokafka
+consumer in its own group (``{app_id}-ingest``) that commits after its sends are acked:
+faust's per-message machinery (fetcher, stream buffer, acks) cost about 60 us per raw
+message and held the worker near 8,000 events/s (docs/faust-streaming-notes.md, 9).
+Detect, global detect and the tables stay on faust; they see one message per bundle.
 
 Agents are short loops; the work is in :mod:`stream.stages`. State is written once per
 batch per customer. The web port serves ``/health`` (200 once tables are recovered and
@@ -27,7 +34,7 @@ from stream.alerts import Alert, build_alert
 from stream.customers import load_customers
 from stream.detect import Keyed
 from stream.events import Customer, Rejection, parse_customer
-from stream.ingest import ERRORS, USAGE, DeadLetter
+from stream.intake import Intake
 from stream.kafka import client_kwargs, ensure_topics, faust_credentials, partitions_of
 from stream.logs import logging_config
 from stream.metrics import Metrics
@@ -37,13 +44,11 @@ from stream.stages import (
     GlobalStage,
     IngestStage,
     PartitionDetect,
-    Priced,
     decode_bundle,
     decode_rollups,
-    encode_bundle,
     encode_rollups,
 )
-from stream.state import CustomerStates, partition_key, partition_of
+from stream.state import CustomerStates, partition_of
 
 log = logging.getLogger("spendwatch.worker")
 GLOBAL_KEY = b"global"
@@ -86,7 +91,6 @@ class Worker:
         )
         app = self.app
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
-        self.inputs = app.topic(topics.usage, topics.errors, **raw)
         self.events = app.topic(
             f"{kafka.app_id}-events", partitions=topics.partitions, internal=True, **raw
         )
@@ -100,6 +104,8 @@ class Worker:
             "global-state", partitions=1, use_partitioner=True, default=None, **raw
         )
         self.ingest_stage = IngestStage(settings, self.prices)
+        events_topic = self.events.get_topic_name()
+        self.intake = Intake(settings, self.ingest_stage, self.metrics, events_topic)
         self.states = CustomerStates(self.state_table)  # type: ignore[arg-type]
         self.partitions: dict[int, PartitionDetect] = {}
         self.global_stage: GlobalStage | None = None
@@ -112,10 +118,9 @@ class Worker:
         app, worker = self.app, self.settings.worker
         take = (worker.batch_size, worker.batch_within_s)
 
-        @app.agent(self.inputs, name="ingest", supervisor_strategy=CrashingSupervisor)
-        async def ingest(stream: Any) -> None:
-            async for batch in stream.take_events(*take):
-                await self.ingest_batch(batch)
+        @app.task
+        async def ingest() -> None:
+            await self.intake.run()  # a plain consumer, see stream.intake (faust's cost)
 
         @app.agent(self.events, name="detect", supervisor_strategy=CrashingSupervisor)
         async def detect(stream: Any) -> None:
@@ -151,52 +156,6 @@ class Worker:
         @app.page("/metrics")
         async def metrics(web: Any, request: Any) -> Any:
             return web.text(self.metrics.render(), content_type="text/plain; version=0.0.4")
-
-    async def ingest_batch(self, batch: list[Any]) -> None:
-        started = time.perf_counter()
-        usage_topic = self.settings.kafka.topics.usage
-        count = self.settings.kafka.topics.partitions
-        out: dict[int, list[Priced]] = {p: [] for p in range(count)}
-        marks: dict[str, float] = {}
-        for event in batch:
-            message = event.message
-            kind = USAGE if message.topic == usage_topic else ERRORS
-            self.metrics.inc("spendwatch_events_in_total", topic=kind)
-            raw = event.value or b""
-            result = self.ingest_stage.handle(
-                kind, raw, f"{message.topic}:{message.partition}", message.offset
-            )
-            if isinstance(result, DeadLetter):
-                await self.send_dead_letter(result, message)
-            else:
-                out[partition_of(result.customer_id.encode(), count)].append(result)
-                if result.ts > marks.get(result.source, 0.0):
-                    marks[result.source] = result.ts
-        # One message per detect partition, routed as the table routes its customers.
-        for partition, events in out.items():
-            if events or marks:
-                await self.events.send(
-                    key=partition_key(partition, count),
-                    value=encode_bundle(events, marks),
-                    partition=partition,
-                )
-        self.metrics.observe(
-            "spendwatch_batch_seconds", time.perf_counter() - started, stage="ingest"
-        )
-
-    async def send_dead_letter(self, letter: DeadLetter, message: Any) -> None:
-        rejection: Rejection = letter.rejection
-        self.metrics.inc("spendwatch_dead_letters_total", reason=rejection.reason)
-        headers = [
-            ("x-spendwatch-reason", rejection.reason.encode()),
-            ("x-spendwatch-field", rejection.field.encode()),
-            ("x-spendwatch-detail", rejection.detail.encode()),
-            (
-                "x-spendwatch-source",
-                f"{message.topic}:{message.partition}:{message.offset}".encode(),
-            ),
-        ]
-        await self.deadletter.send(key=message.key, value=letter.raw, headers=headers)
 
     async def detect_batch(self, batch: list[Any]) -> None:
         started = time.perf_counter()
