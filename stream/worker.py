@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -38,8 +39,10 @@ from stream.intake import Intake
 from stream.kafka import client_kwargs, ensure_topics, faust_credentials, partitions_of
 from stream.logs import logging_config
 from stream.metrics import Metrics
+from stream.notify_agent import NotifyStage
 from stream.pricing import PriceTable
 from stream.settings import Settings
+from stream.silence_topic import apply_record
 from stream.stages import (
     GlobalStage,
     IngestStage,
@@ -103,6 +106,18 @@ class Worker:
         self.global_table = app.Table(
             "global-state", partitions=1, use_partitioner=True, default=None, **raw
         )
+        # Notify: every alert to one partition, so each group is judged in one place.
+        self.notify_topic = app.topic(f"{kafka.app_id}-notify", partitions=1, internal=True, **raw)
+        notify_tables = {"partitions": 1, "use_partitioner": True, "default": None, **raw}
+        self.silences: dict[str, dict[str, Any]] = {}
+        self.silences_ready = asyncio.Event()
+        self.notify = NotifyStage(
+            settings,
+            app.Table("notify-alerts", **notify_tables),  # type: ignore[arg-type]
+            app.Table("notify-nflog", **notify_tables),  # type: ignore[arg-type]
+            self.silences,
+            self.metrics,
+        )
         self.ingest_stage = IngestStage(settings, self.prices)
         events_topic = self.events.get_topic_name()
         self.intake = Intake(settings, self.ingest_stage, self.metrics, events_topic)
@@ -138,7 +153,36 @@ class Worker:
 
         @app.task
         async def follow_customers() -> None:
-            await self.follow_customers()
+            await self.follow_compacted(
+                self.settings.kafka.topics.customers, self.apply_customer, self.customers_ready
+            )
+
+        @app.agent(self.alerts, name="notify_intake", supervisor_strategy=CrashingSupervisor)
+        async def notify_intake(stream: Any) -> None:
+            async for batch in stream.take_events(*take):
+                for event in batch:
+                    await self.notify_topic.send(key=event.key, value=event.value)
+
+        @app.agent(self.notify_topic, name="notify", supervisor_strategy=CrashingSupervisor)
+        async def notify(stream: Any) -> None:
+            async for batch in stream.take_events(*take):
+                self.notify.add([orjson.loads(event.value) for event in batch])
+
+        @app.task
+        async def follow_silences() -> None:
+            await self.follow_compacted(
+                self.settings.kafka.topics.silences, self.apply_silence, self.silences_ready
+            )
+
+        @app.task
+        async def notifier() -> None:
+            await self.notify.run(
+                ready=self.notify_ready, owns=self.owns_notify, prepare=self.learn_notify_topics
+            )
+
+        @app.page("/alerts")
+        async def alerts(web: Any, request: Any) -> Any:
+            return web.json(self.notify.alerts_page())
 
         @app.on_partitions_revoked.connect
         async def revoked(app: Any, revoked: set[TopicPartition], **kwargs: Any) -> None:
@@ -155,6 +199,7 @@ class Worker:
 
         @app.page("/metrics")
         async def metrics(web: Any, request: Any) -> Any:
+            self.notify.export()
             return web.text(self.metrics.render(), content_type="text/plain; version=0.0.4")
 
     async def detect_batch(self, batch: list[Any]) -> None:
@@ -263,11 +308,13 @@ class Worker:
             )
             log.info("alert %s %s %s", alert.status, alert.labels["alertname"], alert.fingerprint)
 
-    # -- customers: every worker reads the whole compacted topic ------------------------
+    # -- customers and silences: every worker reads the whole compacted topics ----------
 
-    async def follow_customers(self) -> None:
+    async def follow_compacted(
+        self, topic: str, apply: Callable[[bytes | None, bytes | None], None], ready: asyncio.Event
+    ) -> None:
+        """Apply every record of a compacted topic, then follow it; ``ready`` once caught up."""
         kafka = self.settings.kafka
-        topic = kafka.topics.customers
         consumer = AIOKafkaConsumer(**client_kwargs(kafka), group_id=None, enable_auto_commit=False)
         await consumer.start()
         try:
@@ -280,16 +327,16 @@ class Worker:
             else:
                 caught_up = True
             if caught_up:
-                self.customers_ready.set()
+                ready.set()
             while partitions:
                 batches = await consumer.getmany(timeout_ms=1000)
                 for messages in batches.values():
                     for message in messages:
-                        self.apply_customer(message.key, message.value)
-                if not self.customers_ready.is_set():
+                        apply(message.key, message.value)
+                if not ready.is_set():
                     positions = [await consumer.position(tp) for tp in partitions]
                     if all(p >= ends[tp] for p, tp in zip(positions, partitions, strict=True)):
-                        self.customers_ready.set()
+                        ready.set()
         finally:
             await consumer.stop()
 
@@ -305,6 +352,31 @@ class Worker:
             return
         self.customers[record.customer_id] = record
 
+    def apply_silence(self, key: bytes | None, value: bytes | None) -> None:
+        if apply_record(self.silences, key, value):
+            self.notify.wake.set()
+
+    def owns_notify(self) -> bool:
+        """This worker holds the notify topic's one partition."""
+        name = self.notify_topic.get_topic_name()
+        return any(tp.topic == name for tp in self.app.assignor.assigned_actives())
+
+    async def learn_notify_topics(self) -> None:
+        """Have the producer fetch the notify tables' changelog metadata: a table made with
+        ``use_partitioner`` picks the changelog partition from it when written outside a
+        stream (the notifier writes on delivery), and fails while it is unknown."""
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        for table in (self.notify.alerts_table, self.notify.nflog_table):
+            await producer.partitions_for(table.changelog_topic.get_topic_name())  # type: ignore[attr-defined]
+
+    def notify_ready(self) -> bool:
+        app = self.app
+        return (
+            app.tables.recovery.completed.is_set()
+            and not app.rebalancing
+            and self.silences_ready.is_set()
+        )
+
     def health(self) -> dict[str, Any]:
         app = self.app
         recovered = app.tables.recovery.completed.is_set()
@@ -316,6 +388,7 @@ class Worker:
             "rebalancing": bool(app.rebalancing),
             "customers": len(self.customers),
             "detect_partitions": sorted(self.partitions),
+            "notifier": self.notify.active,
         }
 
 
