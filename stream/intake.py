@@ -67,7 +67,6 @@ class Intake(ConsumerRebalanceListener):
             auto_offset_reset="earliest",
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(1000, session_ms // 4),
-            max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self.producer = producer = AIOKafkaProducer(
             **client_kwargs(kafka), acks="all", enable_idempotence=True, linger_ms=2
