@@ -184,18 +184,18 @@ def _judge_and_learn(
         and spend * per_hour >= params.absolute_usd_per_hour
     )
     breach = relative or absolute
-    elevated = absolute or (
-        ratio >= 1.0 + params.resolve_margin
-        and z >= params.resolve_z
-        and excess_per_hour >= 0.5 * params.min_excess_usd_per_hour
-    )
-    critical = absolute or (
-        ratio >= params.critical_ratio and excess_per_hour >= params.critical_usd_per_hour
-    )
-    severity = CRITICAL if critical else WARNING
     if state.episode is None and not breach:
-        transitions = []  # what advance() returns for an idle key, without the call
+        transitions = []  # what advance() returns for an idle key, without judging severity
     else:
+        elevated = absolute or (
+            ratio >= 1.0 + params.resolve_margin
+            and z >= params.resolve_z
+            and excess_per_hour >= 0.5 * params.min_excess_usd_per_hour
+        )
+        critical = absolute or (
+            ratio >= params.critical_ratio and excess_per_hour >= params.critical_usd_per_hour
+        )
+        severity = CRITICAL if critical else WARNING
         state.episode, transitions = episodes.advance(
             state.episode,
             t,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from stream.alerts import Alert, build_alert
 from stream.detect import Buckets, CustomerDetection, GlobalDetection, Keyed
-from stream.events import Customer, ErrorEvent, UsageEvent
+from stream.events import Customer, EventRecord
 from stream.ingest import DeadLetter, Ingest
 from stream.pricing import PriceTable
 from stream.settings import Settings
@@ -56,7 +56,7 @@ class Pipeline:
             return []
         return self.add(kind, event, raw)
 
-    def add(self, kind: str, event: UsageEvent | ErrorEvent, raw: bytes = b"") -> list[Alert]:
+    def add(self, kind: str, event: EventRecord, raw: bytes = b"") -> list[Alert]:
         """Process one parsed event; returns the alerts of any buckets it closed."""
         cost = self.ingest.admit(kind, event, raw)
         if cost is None:

@@ -22,12 +22,12 @@ from typing import IO
 from detectors import spend_spike
 from detectors.spend_spike import SpendSpikeState
 from stream.alerts import Alert, build_alert
-from stream.events import ErrorEvent, UsageEvent, to_epoch_seconds
+from stream.events import EventRecord, to_epoch_seconds
 from stream.ingest import ERRORS, USAGE, DeadLetter
 from stream.pipeline import Pipeline
 from stream.settings import Settings
 
-Item = tuple[float, int, str, UsageEvent | ErrorEvent, bytes]
+Item = tuple[float, int, str, EventRecord, bytes]
 
 
 @dataclass
