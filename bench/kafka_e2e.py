@@ -170,7 +170,7 @@ async def plain_consumer(kafka: KafkaSettings, expected: int) -> dict[str, float
                     first, cpu = time.perf_counter(), time.process_time()
                 for message in messages:
                     parsed += isinstance(orjson.loads(message.value), dict)
-                seen += sum(len(m) for m in batches.values())
+            seen += sum(len(m) for m in batches.values())
         elapsed, cpu = time.perf_counter() - first, time.process_time() - cpu
     finally:
         await consumer.stop()
