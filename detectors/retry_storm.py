@@ -245,8 +245,6 @@ def _push_and_judge(
     retries = sum(stats[_RING + _RETRY :: _FIELDS])
     error_rate = failures / requests
     retry_share = retries / requests
-    rate_limited_share = sum(stats[_RING + _LIMITED :: _FIELDS]) / requests
-    wasted_per_hour = sum(stats[_RING + _WASTED :: _FIELDS]) * 3600.0 / (width * window)
     first_attempts = max(requests - retries, 1.0)
     first_failure_rate = min(1.0, sum(stats[_RING + _FIRST_FAIL :: _FIELDS]) / first_attempts)
     retried_rate = min(1.0, sum(stats[_RING + _RETRIED :: _FIELDS]) / first_attempts)
@@ -256,13 +254,13 @@ def _push_and_judge(
     retry_limit = max(params.retry_share, factor * stats[_RETRY_BASE])
     surprise = -math.log(params.significance)
     # One customer's own retry loop is not a provider storm: most failures are theirs and
-    # everyone else's attempts fail at the normal rate.
-    top_failures = sum(stats[_RING + _TOP :: _FIELDS])
-    rest_requests = requests - sum(stats[_RING + _TOP_REQ :: _FIELDS])
+    # everyone else's attempts fail at the normal rate. (Sums taken only when needed.)
     concentrated = (
         failures > 0
-        and top_failures / failures > params.max_customer_share
-        and (failures - top_failures) < error_limit * rest_requests
+        and (top_failures := sum(stats[_RING + _TOP :: _FIELDS])) / failures
+        > params.max_customer_share
+        and (failures - top_failures)
+        < error_limit * (requests - sum(stats[_RING + _TOP_REQ :: _FIELDS]))
     )
     # Rates are judged per attempt (what the bill sees); surprise per request (what is
     # independent): the share of first attempts that failed, or that were retried.
@@ -285,6 +283,7 @@ def _push_and_judge(
     else:
         # Severity is judged on the newest buckets too (a storm fills the window only
         # gradually) because an episode keeps the severity it fired with.
+        wasted_per_hour = _wasted_per_hour(stats, width)
         recent_rate, recent_wasted = _recent(stats, t, width, params.consecutive)
         critical = (
             max(error_rate, recent_rate) >= params.critical_error_rate
@@ -316,6 +315,8 @@ def _push_and_judge(
         ew_update(stats, _RETRY_BASE, retry_share, weight)
     if not transitions:
         return []
+    wasted_per_hour = _wasted_per_hour(stats, width)
+    rate_limited_share = sum(stats[_RING + _LIMITED :: _FIELDS]) / requests
     values = {
         "observed": error_rate,
         "baseline": float(stats[_ERROR_BASE]),
@@ -350,6 +351,12 @@ def kl_divergence(q: float, p: float) -> float:
     if q >= 1.0:
         return -math.log(p)
     return q * math.log(q / p) + (1.0 - q) * math.log((1.0 - q) / (1.0 - p))
+
+
+def _wasted_per_hour(stats: array, width: float) -> float:
+    """USD per hour burnt on failed attempts over the window."""
+    window = (len(stats) - _RING) // _FIELDS
+    return sum(stats[_RING + _WASTED :: _FIELDS]) * 3600.0 / (width * window)
 
 
 def _began(stats: array, t: float, width: float, error_limit: float, retry_limit: float) -> float:

@@ -31,7 +31,7 @@ from pydantic import ConfigDict, Field
 
 from detectors import episode as episodes
 from detectors.decision import Decision
-from detectors.episode import CRITICAL, WARNING, Episode
+from detectors.episode import CRITICAL, WARNING, Episode, Transition
 from detectors.ewstats import SeasonalBaseline
 
 NAME = "spend_spike"
@@ -185,7 +185,7 @@ def _judge_and_learn(
     )
     breach = relative or absolute
     if state.episode is None and not breach:
-        transitions = []  # what advance() returns for an idle key, without judging severity
+        transitions: list[Transition] = []  # advance()'s answer for an idle key, no severity
     else:
         elevated = absolute or (
             ratio >= 1.0 + params.resolve_margin

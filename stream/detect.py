@@ -25,7 +25,7 @@ from detectors.margin_breach import MarginBreachState, MarginTerms
 from detectors.retry_storm import BucketCounts, RetryStormState
 from detectors.spend_spike import SpendSpikeState
 from stream.effective import Effective, Resolver
-from stream.events import Customer, ErrorEvent, UsageEvent
+from stream.events import Customer, EventRecord
 from stream.recent import RecentSeries
 from stream.settings import Settings
 
@@ -98,7 +98,7 @@ class Buckets:
         self.watermark = 0.0
         self.stats = DetectStats()
 
-    def add(self, event: UsageEvent | ErrorEvent, cost: float) -> None:
+    def add(self, event: EventRecord, cost: float) -> None:
         ts = event.ts
         index = int(ts // self.width)
         if index <= self.closed_upto:
