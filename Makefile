@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_DIR ?= out/demo
 
-.PHONY: install demo test dev lint bench clean
+.PHONY: install demo test dev lint bench bench-kafka clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: install
 ## bench: replay throughput and state memory per key (writes bench/results/*.json)
 bench: install
 	$(PY) bench/replay.py
+
+## bench-kafka: the worker on the local broker vs a plain consumer, and spike alert latency
+bench-kafka: install kafka-up
+	$(PY) bench/kafka_e2e.py --bootstrap 127.0.0.1:$(or $(KAFKA_PORT),9092)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
