@@ -269,6 +269,11 @@ _STATUSES: dict[str, tuple[bool, bool]] = {
 _ERROR_TYPES: frozenset[str] = frozenset(ErrorType.__args__)  # type: ignore[attr-defined]
 _EXACT_INT = 2**53  # ints below this convert to float exactly, in Python as in pydantic
 _INF = float("inf")
+# Names repeat from event to event: one shared str per name keeps the keys of detector
+# state from holding a copy per bucket (pydantic-core's parser shares short strings the
+# same way) and their hashes computed once. Bounded: cleared when full.
+_NAMES: dict[str, str] = {}
+_MAX_NAMES = 1 << 16
 
 
 def _fast_record(raw: bytes | str, error_types: frozenset[str] | None) -> EventRecord | None:
@@ -296,6 +301,13 @@ def _fast_record(raw: bytes | str, error_types: frozenset[str] | None) -> EventR
         and 0 < len(model) <= 128
     ):
         return None
+    names = _NAMES
+    if len(names) >= _MAX_NAMES:
+        names.clear()
+    customer_id = names.setdefault(customer_id, customer_id)
+    endpoint = names.setdefault(endpoint, endpoint)
+    provider = names.setdefault(provider, provider)
+    model = names.setdefault(model, model)
     get = data.get
     input_tokens = get("input_tokens", 0)
     output_tokens = get("output_tokens", 0)
