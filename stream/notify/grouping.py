@@ -35,6 +35,7 @@ tests), values JSON-able:
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -80,7 +81,8 @@ class AlertStatus:
 class _Group:
     route: RouteNode
     labels: dict[str, str]
-    fingerprints: list[str] = field(default_factory=list)
+    order: int  # creation order: notifications of one pass come out in it
+    fingerprints: dict[str, None] = field(default_factory=dict)  # an ordered set
 
 
 class Dispatcher:
@@ -113,6 +115,18 @@ class Dispatcher:
         self._pending: dict[Slot, tuple[Notification, float]] = {}
         self._last_check: dict[Slot, float] = {}
         self._routes: dict[str, list[RouteNode]] = {}
+        # The groups, kept as alerts come and go (not rebuilt per check), and a heap of
+        # when each slot is next due: a check costs O(slots due), not O(all slots).
+        self._index: dict[Slot, _Group] = {}
+        self._slots_of: dict[str, list[Slot]] = {}
+        self._resolved: set[str] = set()
+        self._heap: list[tuple[float, Slot]] = []
+        self._at: dict[Slot, float] = {}
+        self._created = 0
+        for fp, record in alerts.items():
+            self._join(fp, record["alert"])
+        for slot in self._index:
+            self._schedule(slot)
         self._observe(record["alert"] for record in alerts.values())
 
     @property
@@ -151,7 +165,66 @@ class Dispatcher:
                 "updated_at": now if changed else old["updated_at"],
             }
         self.alerts[fp] = record  # assigned, not mutated: a Faust table sees the change
+        if old is None:
+            self._join(fp, payload)
+        elif payload["status"] == "resolved":
+            self._resolved.add(fp)
+        else:
+            self._resolved.discard(fp)
+        for slot in self._slots_of.get(fp, ()):
+            self._schedule(slot)
         self._observe([payload])
+
+    def _join(self, fp: str, payload: Mapping[str, Any]) -> None:
+        """Put a new alert in the groups of the routes it matches."""
+        labels = payload["labels"]
+        slots: list[Slot] = []
+        for node in self._route(fp, labels):
+            if not node.receivers:
+                continue
+            wanted = node.group_labels(labels)
+            key = group_key(node, wanted)
+            for receiver in node.receivers:
+                slot = (receiver, key)
+                group = self._index.get(slot)
+                if group is None:
+                    group = self._index[slot] = _Group(node, wanted, self._created)
+                    self._created += 1
+                group.fingerprints[fp] = None
+                slots.append(slot)
+        self._slots_of[fp] = slots
+        if payload["status"] == "resolved":
+            self._resolved.add(fp)
+
+    def _leave(self, fp: str) -> None:
+        """Take a forgotten alert out of its groups; a group left empty is forgotten too
+        (its next alert starts a new group, with group_wait)."""
+        self._resolved.discard(fp)
+        self._routes.pop(fp, None)
+        for slot in self._slots_of.pop(fp, ()):
+            group = self._index.get(slot)
+            if group is None:
+                continue
+            group.fingerprints.pop(fp, None)
+            if not group.fingerprints:
+                del self._index[slot]
+                self._last_check.pop(slot, None)
+                self._at.pop(slot, None)
+
+    def _schedule(self, slot: Slot) -> None:
+        """(Re)compute when ``slot`` is next due and queue it; stale heap entries are skipped."""
+        group = self._index.get(slot)
+        if group is None:
+            self._at.pop(slot, None)
+            return
+        pending = self._pending.get(slot)
+        if pending is not None:
+            at = pending[1] + group.route.repeat_interval_s
+        else:
+            at = self._next_check(slot, group)
+        if self._at.get(slot) != at:
+            self._at[slot] = at
+            heapq.heappush(self._heap, (at, slot))
 
     # -- timing ---------------------------------------------------------------------
 
@@ -161,32 +234,33 @@ class Dispatcher:
         A slot with a notification in flight gets no other until :meth:`delivered` (or
         :meth:`release`) is called for it, or ``repeat_interval_s`` passes.
         """
-        groups = self._groups()
         mutes: dict[str, dict[str, list[str]]] = {}
-        out = []
-        for slot, group in groups.items():
-            if not self._free(slot, group, now):
+        out: list[tuple[int, Notification]] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, slot = heapq.heappop(heap)
+            if self._at.get(slot) != at:
+                continue  # rescheduled since; a later entry stands for it
+            del self._at[slot]
+            group = self._index.get(slot)
+            if group is None:
                 continue
-            if self._next_check(slot, group) > now:
-                continue
-            self._last_check[slot] = now
-            notification = self._notification(slot, group, now, mutes)
-            if notification is not None:
-                self._pending[slot] = (notification, now)
-                out.append(notification)
-        self._collect(groups)
-        return out
+            if self._free(slot, group, now) and self._next_check(slot, group) <= now:
+                self._last_check[slot] = now
+                notification = self._notification(slot, group, now, mutes)
+                if notification is not None:
+                    self._pending[slot] = (notification, now)
+                    out.append((group.order, notification))
+            self._schedule(slot)
+        self._collect()
+        return [n for _, n in sorted(out, key=lambda item: item[0])]
 
     def next_due(self, now: float) -> float | None:
         """When :meth:`due` should next be called (may be <= ``now``); None: nothing waits."""
-        times = []
-        for slot, group in self._groups().items():
-            pending = self._pending.get(slot)
-            if pending is not None:
-                times.append(pending[1] + group.route.repeat_interval_s)
-            else:
-                times.append(self._next_check(slot, group))
-        return min(times, default=None)
+        heap = self._heap
+        while heap and self._at.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # stale
+        return heap[0][0] if heap else None
 
     def _free(self, slot: Slot, group: _Group, now: float) -> bool:
         pending = self._pending.get(slot)
@@ -215,18 +289,7 @@ class Dispatcher:
         return nodes
 
     def _groups(self) -> dict[Slot, _Group]:
-        groups: dict[Slot, _Group] = {}
-        for fp, record in self.alerts.items():
-            labels = record["alert"]["labels"]
-            for node in self._route(fp, labels):
-                if not node.receivers:
-                    continue
-                wanted = node.group_labels(labels)
-                key = group_key(node, wanted)
-                for receiver in node.receivers:
-                    group = groups.setdefault((receiver, key), _Group(node, wanted))
-                    group.fingerprints.append(fp)
-        return groups
+        return self._index
 
     def _mutes(
         self, fp: str, now: float, cache: dict[str, dict[str, list[str]]]
@@ -272,28 +335,24 @@ class Dispatcher:
             external_url=self.external_url,
         )
 
-    def _collect(self, groups: Mapping[Slot, _Group]) -> None:
-        """Forget resolved alerts no receiver still needs to hear about, and idle slots."""
-        pinned: set[str] = set()
-        for slot in groups:
-            entry = self.nflog.get(nflog_key(*slot))
-            if entry:
-                pinned.update(entry["firing"])
-            pending = self._pending.get(slot)
-            if pending:
-                pinned.update(a["fingerprint"] for a in pending[0].alerts)
-        done = [
-            fp
-            for fp, record in self.alerts.items()
-            if record["alert"]["status"] == "resolved" and fp not in pinned
-        ]
+    def _collect(self) -> None:
+        """Forget resolved alerts no receiver still needs to hear about (and so idle slots)."""
+        done = []
+        for fp in self._resolved:
+            pinned = False
+            for slot in self._slots_of.get(fp, ()):
+                entry = self.nflog.get(nflog_key(*slot))
+                pending = self._pending.get(slot)
+                if (entry and fp in entry["firing"]) or (
+                    pending and any(a["fingerprint"] == fp for a in pending[0].alerts)
+                ):
+                    pinned = True
+                    break
+            if not pinned:
+                done.append(fp)
         for fp in done:
             del self.alerts[fp]
-            self._routes.pop(fp, None)
-        gone = set(done)
-        idle = {slot for slot, g in groups.items() if gone.issuperset(g.fingerprints)}
-        for slot in [s for s in self._last_check if s not in groups or s in idle]:
-            del self._last_check[slot]  # its next alert starts a new group: group_wait
+            self._leave(fp)
 
     # -- delivery feedback ----------------------------------------------------------
 
@@ -304,6 +363,12 @@ class Dispatcher:
         notification again from the alerts as they are then.
         """
         slot = (notification.receiver, notification.group_key)
+        self._record(slot, notification, result, now)
+        self._schedule(slot)
+
+    def _record(
+        self, slot: Slot, notification: Notification, result: DeliveryResult, now: float
+    ) -> None:
         pending = self._pending.get(slot)
         created = now
         if pending is not None and pending[0].sequence <= notification.sequence:
