@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_DIR ?= out/demo
 
-.PHONY: install demo test dev lint bench bench-kafka clean
+.PHONY: install demo test dev lint bench bench-kafka bench-notify clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: install
 ## bench-kafka: the worker on the local broker vs a plain consumer, and spike alert latency
 bench-kafka: install kafka-up
 	$(PY) bench/kafka_e2e.py --bootstrap 127.0.0.1:$(or $(KAFKA_PORT),9092)
+
+## bench-notify: notifications/s and alerts-topic -> receiver latency through a worker
+bench-notify: install kafka-up
+	$(PY) bench/notify.py --bootstrap 127.0.0.1:$(or $(KAFKA_PORT),9092)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
