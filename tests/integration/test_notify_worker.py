@@ -20,7 +20,9 @@ from aiokafka import AIOKafkaProducer
 
 from stream.kafka import client_kwargs, ensure_topics
 from stream.notify.receivers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from stream.notify.silences import Silence
 from stream.settings import Settings
+from stream.silence_topic import write_silence
 from tests.contracts import schema
 from tests.integration.workers import REPO, WorkerProcess, wait_for
 from tests.notify.servers import WebhookServer, alert_item
@@ -137,5 +139,40 @@ def test_a_burst_is_one_notification_and_survives_receiver_faults_and_sigkills(
             assert len(hook.delivered) == 3
             listed = worker.get("/alerts")["alerts"]
             assert len(listed) == 50 and all(a["status"]["state"] == "active" for a in listed)
+        finally:
+            worker.stop()
+
+
+def test_a_silenced_alert_waits_for_its_silence_to_end(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    with WebhookServer(secret=SECRET) as hook:
+        config = notify_config(tmp_path, hook.url)
+        env = {"TEST_HOOK_SECRET": SECRET}
+        now = time.time()
+        silence = Silence(
+            "maint-1", ('customer_id="acme"',), now - 1, now + 40, "oncall", "batch window"
+        )
+        asyncio.run(write_silence(kafka_settings.kafka, silence))
+        worker = WorkerProcess(kafka_settings, tmp_path, "s1", config=config, env=env).start()
+        try:
+            worker.wait_ready()
+            send_alerts(kafka_settings, burst("acme", 1) + burst("globex", 1))
+            # globex is sent; acme is held while the silence lasts and listed as silenced
+            first = hook.wait_for(1, timeout_s=60)
+            assert check_signed(first[0])["groupLabels"] == {"customer_id": "globex"}
+            listed = {a["labels"]["customer_id"]: a for a in worker.get("/alerts")["alerts"]}
+            assert listed["acme"]["status"] == {
+                "state": "silenced",
+                "silencedBy": ["maint-1"],
+                "inhibitedBy": [],
+            }
+            assert time.time() < silence.ends_at - 2 and len(hook.delivered) == 1
+            # the silence ends while the alert still fires: now it is sent, once
+            second = hook.wait_for(2, timeout_s=60)
+            assert time.time() >= silence.ends_at
+            assert check_signed(second[1])["groupLabels"] == {"customer_id": "acme"}
+            time.sleep(3)
+            assert len(hook.delivered) == 2
         finally:
             worker.stop()
