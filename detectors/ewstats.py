@@ -94,9 +94,12 @@ class SeasonalBaseline:
 
     seasonal: bool = True
     stats: array = field(default_factory=lambda: array(TYPECODE))
+    # Slots after the statistics that the owner keeps for its own numbers (spend_spike:
+    # its last buckets' values): one array per key, no second object.
+    tail: int = 0
 
     def __post_init__(self) -> None:
-        size = _SLOTS + (3 * SLOTS_PER_DAY if self.seasonal else 0)
+        size = _SLOTS + (3 * SLOTS_PER_DAY if self.seasonal else 0) + self.tail
         if len(self.stats) != size:
             self.stats = array(TYPECODE, bytes(self.stats.itemsize * size))
 
@@ -139,8 +142,12 @@ class SeasonalBaseline:
         return float(stats[_MEAN]), math.sqrt(max(0.0, stats[_VAR]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seasonal": self.seasonal, "stats": self.stats.tolist()}
+        return {"seasonal": self.seasonal, "stats": self.stats.tolist(), "tail": self.tail}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SeasonalBaseline:
-        return cls(seasonal=data["seasonal"], stats=array(TYPECODE, data["stats"]))
+        return cls(
+            seasonal=data["seasonal"],
+            stats=array(TYPECODE, data["stats"]),
+            tail=data.get("tail", 0),
+        )

@@ -151,6 +151,20 @@ class RetryStormState:
         """A copy of the window's counts, oldest slot first in storage order."""
         return self.stats[_RING:]
 
+    def recent(self, width: float) -> list[float]:
+        """The error rate of each bucket in the window, oldest first (for a sparkline)."""
+        if self.last_t is None:
+            return []
+        stats = self.stats
+        window = (len(stats) - _RING) // _FIELDS
+        last = int(self.last_t // width)
+        out = []
+        for index in range(last - window + 1, last + 1):
+            slot = _RING + index % window * _FIELDS
+            requests = stats[slot + _REQ]
+            out.append(float(stats[slot + _FAIL]) / requests if requests else 0.0)
+        return out
+
     @property
     def error_baseline(self) -> float:
         return float(self.stats[_ERROR_BASE])

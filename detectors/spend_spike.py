@@ -35,7 +35,9 @@ from detectors.episode import CRITICAL, WARNING, Episode, Transition
 from detectors.ewstats import SeasonalBaseline
 
 NAME = "spend_spike"
-STATE_VERSION = 3
+STATE_VERSION = 4
+# The last buckets' spend kept in the state's array, for the alert's sparkline.
+RECENT = 12
 # How much of the gap since a key's last bucket is replayed as zero-spend buckets: older
 # zeros have decayed out of a baseline with a few days of memory anyway.
 MAX_GAP_BUCKETS = 1440
@@ -112,7 +114,17 @@ class SpendSpikeState:
 
     @classmethod
     def new(cls, params: SpendSpikeParams) -> SpendSpikeState:
-        return cls(baseline=SeasonalBaseline(seasonal=params.seasonal))
+        return cls(baseline=SeasonalBaseline(seasonal=params.seasonal, tail=RECENT))
+
+    def recent(self, width: float) -> list[float]:
+        """The spend of the last buckets judged (up to ``RECENT``), oldest first."""
+        if self.last_t is None:
+            return []
+        stats = self.baseline.stats
+        start = len(stats) - RECENT
+        last = int(self.last_t // width)
+        count = min(RECENT, self.baseline.n)
+        return [float(stats[start + i % RECENT]) for i in range(last - count + 1, last + 1)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -164,6 +176,8 @@ def _judge_and_learn(
 ) -> list[Decision]:
     state.last_t = t
     baseline = state.baseline
+    stats = baseline.stats
+    stats[len(stats) - RECENT + int(t // width) % RECENT] = spend
     mean, sd = baseline.expected(t)
     per_hour = 3600.0 / width
     excess_per_hour = (spend - mean) * per_hour

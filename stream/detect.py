@@ -26,7 +26,6 @@ from detectors.retry_storm import BucketCounts, RetryStormState
 from detectors.spend_spike import SpendSpikeState
 from stream.effective import Effective, Resolver
 from stream.events import Customer, EventRecord
-from stream.recent import RecentSeries
 from stream.settings import Settings
 
 # Row of one (customer, endpoint, provider, model) in one bucket.
@@ -168,10 +167,6 @@ class CustomerDetection:
             "retry_endpoint": set(),
             "margin": set(),
         }
-        # Recent values of the judged series, for the alerts' sparkline (not state).
-        self.recent = {
-            n: RecentSeries() for n in ("spike_customer", "spike_endpoint", "retry_endpoint")
-        }
         self.unknown_customers: set[str] = set()
 
     def reload(self, settings: Settings) -> None:
@@ -223,7 +218,6 @@ class CustomerDetection:
             ("spike_customer", self.spike_customer, by_customer),
             ("spike_endpoint", self.spike_endpoint, by_endpoint),
         ):
-            recent = self.recent[name]
             for key in self._keys(name, spend):
                 customer, endpoint = (key, None) if isinstance(key, str) else key
                 eff = self.resolver.effective(
@@ -236,7 +230,6 @@ class CustomerDetection:
                 state = table.get(key) or SpendSpikeState.new(params)
                 row = spend.get(key)
                 value = row[COST] if row else 0.0
-                recent.push(key, index, value)
                 was_firing = episodes.firing(state.episode)
                 decisions = spend_spike.update(state, t, width, value, params)
                 decisions = _unless_muted(eff, state, was_firing, decisions)
@@ -246,14 +239,14 @@ class CustomerDetection:
                     if endpoint is None
                     else {"customer_id": customer, "endpoint": endpoint}
                 )
-                out += [Keyed(labels, explained(d, eff, recent.text(key))) for d in decisions]
+                recent = _text(state.recent(width)) if decisions else None
+                out += [Keyed(labels, explained(d, eff, recent)) for d in decisions]
         return out
 
     def _run_retries(
         self, index: int, t: float, width: float, by_endpoint: dict[tuple[str, str], list[float]]
     ) -> list[Keyed]:
         out: list[Keyed] = []
-        recent = self.recent["retry_endpoint"]
         for key in self._keys("retry_endpoint", by_endpoint):
             customer, endpoint = key
             eff = self.resolver.effective(
@@ -266,13 +259,13 @@ class CustomerDetection:
             state = self.retry_endpoint.get(key) or RetryStormState.new(params)
             fresh = by_endpoint.get(key)
             counts = _counts(fresh) if fresh else BucketCounts()
-            recent.push(key, index, counts.failures / counts.requests if counts.requests else 0.0)
             was_firing = episodes.firing(state.episode)
             decisions = retry_storm.update(state, t, width, counts, params)
             decisions = _unless_muted(eff, state, was_firing, decisions)
             self._keep("retry_endpoint", self.retry_endpoint, key, state, state.episode is not None)
             labels = {"customer_id": customer, "endpoint": endpoint}
-            out += [Keyed(labels, explained(d, eff, recent.text(key))) for d in decisions]
+            recent = _text(state.recent(width)) if decisions else None
+            out += [Keyed(labels, explained(d, eff, recent)) for d in decisions]
         return out
 
     def _run_margins(
@@ -348,6 +341,11 @@ def _unless_muted(
     return [d for d in decisions if d.status != "firing"]
 
 
+def _text(values: list[float]) -> str:
+    """A series for the ``recent`` annotation: comma-separated, oldest first."""
+    return ",".join(f"{v:.4g}" for v in values)
+
+
 def explained(decision: Decision, eff: Effective, recent: str | None = None) -> Decision:
     """The decision with where its thresholds came from and the series' recent values."""
     notes = {"threshold_source": eff.threshold_source}
@@ -366,7 +364,6 @@ class GlobalDetection:
         self.resolver = Resolver(settings.detectors)
         self.retry_model: MutableMapping[Any, RetryStormState] = store("retry_model")
         self.active: set[tuple[str, str]] = set()
-        self.recent = RecentSeries()
 
     def reload(self, settings: Settings) -> None:
         """Judge with ``settings`` from the next bucket on; state is kept."""
@@ -388,9 +385,6 @@ class GlobalDetection:
             state = self.retry_model.get(key) or RetryStormState.new(params)
             row = rollup.get(key)
             counts = _counts(row, rollup=True) if row else BucketCounts()
-            self.recent.push(
-                key, index, counts.failures / counts.requests if counts.requests else 0.0
-            )
             was_firing = episodes.firing(state.episode)
             decisions = retry_storm.update(state, t, width, counts, params)
             decisions = _unless_muted(eff, state, was_firing, decisions)
@@ -400,5 +394,6 @@ class GlobalDetection:
             else:
                 self.active.discard(key)
             labels = {"provider": key[0], "model": key[1]}
-            out += [Keyed(labels, explained(d, eff, self.recent.text(key))) for d in decisions]
+            recent = _text(state.recent(width)) if decisions else None
+            out += [Keyed(labels, explained(d, eff, recent)) for d in decisions]
         return out
