@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 import time
+from collections import namedtuple
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +22,28 @@ from typing import Any
 import orjson
 
 from detectors.retry_storm import RetryStormState
-from stream.detect import Buckets, CustomerDetection, GlobalDetection, Keyed, Rollup, merge_rollups
+from stream.detect import (
+    COST,
+    FAILURES,
+    FIRST_FAILURES,
+    RATE_LIMITED,
+    REQUESTS,
+    RETRIED,
+    RETRIES,
+    TOP_CUSTOMER,
+    WASTED,
+    Buckets,
+    CustomerDetection,
+    GlobalDetection,
+    Keyed,
+    Rollup,
+    merge_rollups,
+)
 from stream.events import Customer, ErrorEvent, UsageEvent
 from stream.ingest import DeadLetter, DedupWindow, Ingest
 from stream.pricing import PriceTable
 from stream.settings import Settings
-from stream.state import CustomerStates, OpenRows, partition_key, partition_of
+from stream.state import CustomerOpenRows, CustomerStates, partition_key, partition_of
 
 
 @dataclass(slots=True)
@@ -65,9 +83,15 @@ def encode_bundle(events: list[Priced], marks: dict[str, float]) -> bytes:
     return orjson.dumps({"e": list(map(_fields, events)), "m": marks})
 
 
-def decode_bundle(raw: bytes) -> tuple[list[Priced], dict[str, float]]:
+# A decoded event of a bundle: Priced's fields by the same names, as a tuple built in C
+# (a Priced per event cost a Python __init__ call; the detect side only reads fields).
+PricedRow = namedtuple("PricedRow", Priced.__slots__)
+_row = functools.partial(tuple.__new__, PricedRow)
+
+
+def decode_bundle(raw: bytes) -> tuple[list[PricedRow], dict[str, float]]:
     data = orjson.loads(raw)
-    return [Priced(*fields) for fields in data["e"]], data["m"]
+    return list(map(_row, data["e"])), data["m"]
 
 
 class IngestStage:
@@ -168,32 +192,94 @@ class PartitionDetect:
         self.detection = CustomerDetection(settings, customers, store=states.view)
         self.dedup = DedupWindow(settings.ingest.dedup_horizon_s)
         self.sources: dict[str, int] = {}
-        self.touched: set[str] = set()  # customers whose open rows changed since saved
-        # Each customer's open rows (bucket index, row key): saving a customer's rows must
-        # not scan every open bucket, of which a consumer catching up may hold hundreds.
-        self.open_keys: dict[str, set[tuple[int, tuple[str, str, str, str]]]] = {}
+        self.open_rows = CustomerOpenRows()
         self.duplicates = 0
         self.replayed = 0
 
-    def add(self, event: Priced) -> bool:
+    def add(self, event: Priced | PricedRow) -> bool:
         """Count ``event`` unless it was applied before (re-delivery) or is a duplicate."""
-        if event.offset <= self.sources.get(event.source, -1):
-            self.replayed += 1
-            return False
-        self.sources[event.source] = event.offset
-        self.clock.observe(event.source, event.ts)
-        if self.dedup.seen(event.event_id, event.ts):
-            self.duplicates += 1
-            return False
-        self.buckets.add(event, event.cost)  # type: ignore[arg-type]
-        customer = event.customer_id
-        self.touched.add(customer)
-        key = (customer, event.endpoint, event.provider, event.model)
-        keys = self.open_keys.get(customer)
-        if keys is None:
-            keys = self.open_keys[customer] = set()
-        keys.add((int(event.ts // self.buckets.width), key))
-        return True
+        fields = event if isinstance(event, tuple) else _fields(event)
+        replayed = self.replayed
+        counted = self._apply([fields])  # type: ignore[list-item]
+        if self.replayed == replayed:  # its source moved on, even if it was a duplicate
+            self.clock.observe(event.source, event.ts)
+        return counted == 1
+
+    def add_bundle(self, raw: bytes) -> tuple[int, int, float]:
+        """Apply an encoded bundle (see :func:`encode_bundle`): its events, then its
+        sources' event-time marks. Returns the events in it, how many were dropped as
+        re-delivered or duplicate, and its newest mark (event time, 0.0 if none). The marks
+        hold each source's newest event time of the whole batch, so they cover every event
+        here: the clock moves once per source, not per event."""
+        data = orjson.loads(raw)
+        events, marks = data["e"], data["m"]
+        applied = self._apply(events)
+        observe = self.clock.observe
+        for source, ts in marks.items():
+            observe(source, ts)
+        return len(events), len(events) - applied, max(marks.values(), default=0.0)
+
+    def _apply(self, events: list[list[Any]]) -> int:
+        """Bucket events given as their fields (Priced's order); returns how many counted.
+
+        The per-event work of ``Buckets.add`` done on the fields themselves, without an
+        object per event (the worker's hottest loop); a test holds it to ``Buckets.add``.
+        """
+        sources, seen = self.sources, self.dedup.seen
+        buckets = self.buckets
+        width, closed_upto, open_ = buckets.width, buckets.closed_upto, buckets.open
+        watermark = buckets.watermark
+        cells, dirty = self.open_rows.cells, self.open_rows.dirty
+        replayed = duplicates = late = counted = 0
+        for (
+            _kind, event_id, ts, customer, endpoint, provider, model,
+            attempt, failed, rate_limited, cost, source, offset,
+        ) in events:  # fmt: skip
+            if offset <= sources.get(source, -1):
+                replayed += 1
+                continue
+            sources[source] = offset
+            if seen(event_id, ts):
+                duplicates += 1
+                continue
+            counted += 1
+            index = int(ts // width)
+            if index <= closed_upto:
+                late += 1
+                continue
+            if ts > watermark:
+                watermark = ts
+            rows = open_.get(index)
+            if rows is None:
+                rows = open_[index] = {}
+            key = (customer, endpoint, provider, model)
+            row = rows.get(key)
+            cell_key = (customer, index)
+            if row is None:
+                row = rows[key] = [0.0] * TOP_CUSTOMER
+                cell = cells.get(cell_key)
+                if cell is None:
+                    cell = cells[cell_key] = {}
+                cell[key] = row
+            dirty.add(cell_key)
+            row[COST] += cost
+            row[REQUESTS] += 1
+            if failed:
+                row[FAILURES] += 1
+                row[WASTED] += cost
+                if attempt == 1:
+                    row[FIRST_FAILURES] += 1
+            if attempt > 1:
+                row[RETRIES] += 1
+                if attempt == 2:
+                    row[RETRIED] += 1
+            if rate_limited:
+                row[RATE_LIMITED] += 1
+        buckets.watermark = watermark
+        buckets.stats.late_events += late
+        self.replayed += replayed
+        self.duplicates += duplicates
+        return counted
 
     def close_due(self) -> tuple[list[Keyed], list[tuple[int, Rollup]]]:
         """Judge every bucket the watermark has passed; decisions and rollups, oldest first."""
@@ -201,7 +287,7 @@ class PartitionDetect:
         rollups: list[tuple[int, Rollup]] = []
         for index in self.buckets.closable(self.clock.watermark()):
             rows = self.buckets.pop(index)
-            self.touched.update(key[0] for key in rows)
+            self.open_rows.closed(index, rows)
             decisions, rollup = self.detection.close(index, rows)
             keyed += decisions
             rollups.append((index, rollup))
@@ -217,27 +303,14 @@ class PartitionDetect:
 
     def save_open_rows(self) -> None:
         """Put the open rows of customers that changed into their records."""
-        if not self.touched:
-            return
-        open_ = self.buckets.open
-        for customer in self.touched:
-            live = set()
-            own: list[list[Any]] = []
-            for index, key in sorted(self.open_keys.get(customer, ())):
-                rows = open_.get(index)
-                row = rows.get(key) if rows is not None else None
-                if row is not None:  # else closed, or the event was late
-                    live.add((index, key))
-                    own.append([index, *key[1:], *row])
-            record = self.states.record(customer)
-            if own:
-                self.open_keys[customer] = live
-                record["open"] = OpenRows(own)
-            else:
-                self.open_keys.pop(customer, None)
+        states = self.states
+        for customer, rows in self.open_rows.save():
+            record = states.record(customer)
+            if rows is None:
                 record.pop("open", None)
-            self.states.dirty.add(customer)
-        self.touched.clear()
+            else:
+                record["open"] = rows
+            states.dirty.add(customer)
 
     def snapshot(self) -> bytes:
         """This partition's own record (small): progress and applied source offsets."""
@@ -268,7 +341,7 @@ class PartitionDetect:
                 if index > buckets.closed_upto:
                     key = (customer, endpoint, provider, model)
                     buckets.open.setdefault(index, {})[key] = row
-                    self.open_keys.setdefault(customer, set()).add((index, key))
+                    self.open_rows.changed(index, key, row)
         self.adopt(active)
 
     def adopt(self, active: dict[str, set[Any]]) -> None:

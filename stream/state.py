@@ -36,19 +36,104 @@ from detectors.spend_spike import SpendSpikeState
 
 class OpenRows:
     """A customer's rows in buckets not closed yet (kept with its states, so no single
-    record grows with the whole partition while a backlog holds many buckets open)."""
+    record grows with the whole partition while a backlog holds many buckets open).
+
+    Either decoded ``rows``, or ``encoded`` (the JSON array of the rows, as
+    :class:`CustomerOpenRows` keeps them), which is written out as is.
+
+    >>> OpenRows(encoded=b'[[7,"chat","openai","gpt-4o",0.5,1]]').rows
+    [[7, 'chat', 'openai', 'gpt-4o', 0.5, 1]]
+    """
 
     episode = None  # never an open alert
 
-    def __init__(self, rows: list[list[Any]] | None = None) -> None:
-        self.rows = rows or []  # [bucket index, endpoint, provider, model, *counts]
+    def __init__(self, rows: list[list[Any]] | None = None, encoded: bytes | None = None) -> None:
+        self._rows = rows if rows is not None or encoded is not None else []
+        self.encoded = encoded
+
+    @property
+    def rows(self) -> list[list[Any]]:
+        """[bucket index, endpoint, provider, model, *counts] per row."""
+        if self._rows is None:
+            self._rows = orjson.loads(self.encoded or b"[]")
+        return self._rows
 
     def to_dict(self) -> dict[str, Any]:
+        if self.encoded is not None:
+            return {"rows": orjson.Fragment(self.encoded)}
         return {"rows": self.rows}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OpenRows:
         return cls(data["rows"])
+
+
+RowKey = tuple[str, str, str, str]  # customer, endpoint, provider, model
+
+
+class CustomerOpenRows:
+    """Which open rows each customer has, and their JSON, kept per (customer, bucket).
+
+    Saving a customer's open rows re-encodes only the buckets whose rows changed since
+    the last save and joins the rest as they were: a consumer catching up may hold
+    hundreds of buckets open (one topic read far ahead of another), most of them
+    unchanged from one batch to the next.
+
+    >>> rows = CustomerOpenRows()
+    >>> rows.changed(7, ("acme", "chat", "openai", "gpt-4o"), [0.5, 1.0])
+    >>> [(customer, opened.rows) for customer, opened in rows.save()]
+    [('acme', [[7, 'chat', 'openai', 'gpt-4o', 0.5, 1.0]])]
+    >>> rows.closed(7, {("acme", "chat", "openai", "gpt-4o"): [0.5, 1.0]})
+    >>> list(rows.save())
+    [('acme', None)]
+    """
+
+    def __init__(self) -> None:
+        # (customer, bucket index) -> row key -> the bucket's row (the same list)
+        self.cells: dict[tuple[str, int], dict[RowKey, list[float]]] = {}
+        self.encoded: dict[str, dict[int, bytes]] = {}  # customer -> index -> JSON rows
+        self.dirty: set[tuple[str, int]] = set()
+
+    def changed(self, index: int, key: RowKey, row: list[float]) -> None:
+        """The row ``key`` of bucket ``index`` was created or updated."""
+        cell_key = (key[0], index)
+        cell = self.cells.get(cell_key)
+        if cell is None:
+            cell = self.cells[cell_key] = {}
+        cell[key] = row
+        self.dirty.add(cell_key)
+
+    def closed(self, index: int, rows: dict[RowKey, list[float]]) -> None:
+        """Bucket ``index`` closed with these rows: they are no longer open."""
+        for key in rows:
+            cell_key = (key[0], index)
+            if self.cells.pop(cell_key, None) is not None:
+                self.dirty.add(cell_key)
+
+    def save(self) -> Iterator[tuple[str, OpenRows | None]]:
+        """Each customer whose open rows changed since the last save, with all its open
+        rows now (None: it has none left)."""
+        customers: set[str] = set()
+        for customer, index in self.dirty:
+            cell = self.cells.get((customer, index))
+            encoded = self.encoded.get(customer)
+            if cell is None:
+                if encoded is not None:
+                    encoded.pop(index, None)
+            else:
+                if encoded is None:
+                    encoded = self.encoded[customer] = {}
+                rows = [[index, k[1], k[2], k[3], *row] for k, row in cell.items()]
+                encoded[index] = orjson.dumps(rows)[1:-1]  # without the brackets: joined
+            customers.add(customer)
+        self.dirty.clear()
+        for customer in customers:
+            encoded = self.encoded.get(customer)
+            if encoded:
+                yield customer, OpenRows(encoded=b"[" + b",".join(encoded.values()) + b"]")
+            else:
+                self.encoded.pop(customer, None)
+                yield customer, None
 
 
 STATE_TYPES: dict[str, Any] = {

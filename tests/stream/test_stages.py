@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import gzip
+import random
 
 import orjson
 
 from stream.customers import load_customers
-from stream.detect import Keyed
+from stream.detect import Buckets, Keyed
 from stream.ingest import DeadLetter
 from stream.pipeline import Pipeline
 from stream.pricing import PriceTable
 from stream.replay import replay_files
 from stream.settings import CONFIG_DIR, Settings
 from stream.simulate import SimConfig, simulate
-from stream.stages import GlobalStage, IngestStage, PartitionDetect, Priced, SourceClock
+from stream.stages import (
+    GlobalStage,
+    IngestStage,
+    PartitionDetect,
+    Priced,
+    SourceClock,
+    decode_bundle,
+    encode_bundle,
+)
 from stream.state import CustomerStates
 
 T0 = 1793577600.0
@@ -209,3 +218,127 @@ def test_worker_logs_are_json_lines_when_not_on_a_terminal(capsys):
     config = logging_config("info")  # pytest's stderr is not a terminal
     assert config is not None
     assert config["formatters"]["json"]["()"] == "stream.logs.JsonFormatter"
+
+
+def bundles_of(events, size=700):
+    """The events as bundles, with each source's newest event time as the marks."""
+    out = []
+    for start in range(0, len(events), size):
+        chunk = events[start : start + size]
+        marks: dict[str, float] = {}
+        for event in chunk:
+            marks[event.source] = max(marks.get(event.source, 0.0), event.ts)
+        out.append(encode_bundle(chunk, marks))
+    return out
+
+
+def open_rows_of(table, key):
+    """Every customer's open rows in ``table`` (order-free) and the partition record."""
+    rows = {}
+    for customer, raw in table.items():
+        if customer != key:
+            opened = orjson.loads(raw).get("open", {"rows": []})["rows"]
+            rows[customer] = sorted(map(str, opened))
+    return rows, orjson.loads(table[key])
+
+
+def test_bundles_apply_as_their_events_one_by_one_and_save_the_same_records(tmp_path):
+    events = priced_events(tmp_path)
+    events.sort(key=lambda e: (e.ts, e.kind))
+    events += events[100:300]  # re-delivered: dropped by source offset
+    customers = load_customers(tmp_path / "customers.jsonl")
+    clock = FakeClock()
+    tables: list[dict[bytes, bytes]] = [{}, {}]
+    one, bundled = (
+        PartitionDetect(SETTINGS, customers.get, CustomerStates(t), 0, 1, clock) for t in tables
+    )
+    alerts: list[list[Keyed]] = [[], []]
+    for number, raw in enumerate(bundles_of(events)):
+        decoded, marks = decode_bundle(raw)
+        for event in decoded:
+            one.add(event)
+        count, dropped, newest = bundled.add_bundle(raw)
+        assert count == len(decoded) and newest == max(marks.values())
+        for detect, table, out in zip((one, bundled), tables, alerts, strict=True):
+            out += detect.close_due()[0]
+            if number % 3 == 0:
+                detect.save_open_rows()
+                detect.states.flush()
+                table[detect.key] = detect.snapshot()
+    assert bundled.replayed == one.replayed >= 200
+    assert [(k.key, k.decision) for k in alerts[1]] == [(k.key, k.decision) for k in alerts[0]]
+    assert bundled.buckets.open == one.buckets.open
+    assert open_rows_of(tables[1], bundled.key) == open_rows_of(tables[0], one.key)
+
+
+def test_open_rows_saved_incrementally_match_the_open_buckets_and_restore_them():
+    table: dict[bytes, bytes] = {}
+    states = CustomerStates(table)
+    detect = PartitionDetect(SETTINGS, {}.get, states, 0, 1, FakeClock())
+    rng = random.Random(7)
+    offset = 0
+    for step in range(40):
+        for _ in range(rng.randrange(1, 60)):
+            offset += 1
+            ts = T0 + 60 * step + rng.uniform(-300, 3600)  # some far ahead, some late
+            event = Priced(
+                "usage", f"e{offset}", ts, f"c{rng.randrange(6)}", rng.choice(["chat", "search"]),
+                "openai", "gpt-4o", rng.choice([1, 2]), rng.random() < 0.2, False, 0.01,
+                "usage:0", offset,
+            )  # fmt: skip
+            detect.add(event)
+        detect.close_due()
+        detect.save_open_rows()
+        states.flush()
+        table[detect.key] = detect.snapshot()
+        # Every open row, and only those, is in its customer's record.
+        expected: dict[bytes, list[str]] = {}
+        for index, rows in detect.buckets.open.items():
+            for (customer, *rest), row in rows.items():
+                expected.setdefault(customer.encode(), []).append(str([index, *rest, *row]))
+        saved, _ = open_rows_of(table, detect.key)
+        assert {k: v for k, v in saved.items() if v} == {k: sorted(v) for k, v in expected.items()}
+
+    restored_states = CustomerStates(table)
+    again = PartitionDetect(SETTINGS, {}.get, restored_states, 0, 1, FakeClock())
+    again.restore(table[again.key], restored_states.load(iter(list(table.items()))))
+    assert again.buckets.open == detect.buckets.open
+    again.save_open_rows()  # restored rows are saved again unchanged
+    restored_states.flush()
+    assert open_rows_of(table, again.key)[0] == open_rows_of(table, detect.key)[0]
+
+
+def test_partition_detection_buckets_events_exactly_as_buckets_add():
+    rng = random.Random(11)
+    detect = PartitionDetect(SETTINGS, {}.get, CustomerStates({}), 0, 1, FakeClock())
+    reference = Buckets(SETTINGS.buckets.width_s, SETTINGS.buckets.allowed_lateness_s)
+    events = []
+    for offset in range(3000):
+        events.append(
+            Priced(
+                rng.choice(["usage", "errors"]),
+                f"e{offset}",
+                T0 + rng.uniform(0, 1800),
+                f"c{rng.randrange(5)}",
+                rng.choice(["chat", "search"]),
+                "openai",
+                rng.choice(["gpt-4o", "gpt-4o-mini"]),
+                rng.choice([1, 1, 2, 3]),
+                rng.random() < 0.3,
+                rng.random() < 0.1,
+                rng.uniform(0, 0.1),
+                "usage:0",
+                offset,
+            )  # fmt: skip
+        )
+    for start in range(0, len(events), 500):  # closing as it goes: some events come late
+        chunk = events[start : start + 500]
+        detect.add_bundle(encode_bundle(chunk, {"usage:0": max(e.ts for e in chunk)}))
+        for event in chunk:
+            reference.add(event, event.cost)  # type: ignore[arg-type]
+        assert detect.buckets.open == reference.open
+        assert detect.buckets.watermark == reference.watermark
+        assert detect.buckets.stats.late_events == reference.stats.late_events
+        for index in reference.closable(T0 + start):
+            assert detect.buckets.pop(index) == reference.pop(index)
+    assert reference.stats.late_events > 0
