@@ -28,6 +28,7 @@ HELP = {
     "spendwatch_event_time_lag_seconds": "Wall clock minus the newest event time processed.",
     "spendwatch_batch_seconds": "Time to process one batch, by stage (sum and count).",
     "spendwatch_config_info": "Config in force.",
+    "spendwatch_config_reload_total": "Config reloads, by result (applied, refused).",
     "spendwatch_notifications_total": "Notifications delivered (2xx), by receiver and status.",
 }
 

@@ -91,27 +91,69 @@ class NotifyStage:
     async def take_over(self) -> None:
         """Become the notifier: rebuild the dispatcher from the tables, start delivery."""
         await self.give_up()
-        notify = self.settings.notify
-        self.dispatcher = Dispatcher(
-            notify,
-            TableDict(self.alerts_table),
-            TableDict(self.nflog_table),
-            silences=self.silences,
-            external_url=self.settings.alerts.external_url,
-        )
-        self.delivery = Delivery.from_settings(
-            notify.receivers,
-            os.environ,
-            on_delivered=self.delivered,
-            on_dropped=self.dropped,
-            refs_for=self.dispatcher.refs_for,
+        self.dispatcher, self.delivery = self._build(
+            self.settings, TableDict(self.alerts_table), TableDict(self.nflog_table)
         )
         await self.delivery.start()
         log.info(
             "notifier started alerts=%s receivers=%s",
             len(self.dispatcher.alerts),
-            ",".join(r.name for r in notify.receivers) or "-",
+            ",".join(r.name for r in self.settings.notify.receivers) or "-",
         )
+        self.wake.set()
+
+    def _build(
+        self,
+        settings: Settings,
+        alerts: MutableMapping[str, dict[str, Any]],
+        nflog: MutableMapping[str, dict[str, Any]],
+    ) -> tuple[Dispatcher, Delivery]:
+        dispatcher = Dispatcher(
+            settings.notify,
+            alerts,
+            nflog,
+            silences=self.silences,
+            external_url=settings.alerts.external_url,
+        )
+        delivery = Delivery.from_settings(
+            settings.notify.receivers,
+            os.environ,
+            on_delivered=self.delivered,
+            on_dropped=self.dropped,
+            refs_for=dispatcher.refs_for,
+        )
+        return dispatcher, delivery
+
+    def prepare_reload(self, settings: Settings) -> tuple[Dispatcher, Delivery] | None:
+        """The dispatcher and delivery of ``settings`` over the same state (raises, and
+        changes nothing, when they cannot be built); None when not the notifier."""
+        if self.dispatcher is None:
+            return None
+        return self._build(settings, self.dispatcher.alerts, self.dispatcher.nflog)
+
+    async def reload(
+        self, settings: Settings, built: tuple[Dispatcher, Delivery] | None, drain_s: float = 2.0
+    ) -> None:
+        """Routes, receivers, inhibition and static silences of ``settings`` from now on.
+        Active alerts and the notification log are kept (same tables): nothing delivered is
+        sent again; what the old delivery had not delivered after ``drain_s`` is sent by the
+        new one (at-least-once, as after a take-over)."""
+        old_static = {s.silence_id() for s in self.settings.notify.silences}
+        new_static = {s.silence_id() for s in settings.notify.silences}
+        self.settings = settings
+        for silence_id in old_static - new_static:  # a static silence taken out of the file
+            self.silences.pop(silence_id, None)
+        old = self.delivery
+        if built is None or self.dispatcher is None:
+            return
+        if old is not None:
+            await old.wait_idle(drain_s)
+        self.dispatcher, self.delivery = built  # one step: the notifier loop sees old or new
+        if old is not None:
+            await old.stop()
+        await built[1].start()
+        names = ",".join(r.name for r in settings.notify.receivers) or "-"
+        log.info("notifier reloaded alerts=%s receivers=%s", len(self.dispatcher.alerts), names)
         self.wake.set()
 
     async def give_up(self) -> None:

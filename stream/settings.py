@@ -194,6 +194,14 @@ class WorkerSettings(Section):
             "partitions move), seconds.",
         ),
     ] = 10.0
+    config_poll_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="How often the worker looks for a changed config file to "
+            "hot-reload (SIGHUP reloads at once), seconds.",
+        ),
+    ] = 2.0
 
 
 class Settings(BaseSettings):

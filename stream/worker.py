@@ -21,8 +21,8 @@ customers loaded, else 503) and ``/metrics``.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,12 +42,14 @@ from stream.logs import logging_config
 from stream.metrics import Metrics
 from stream.notify_agent import NotifyStage
 from stream.pricing import PriceTable
-from stream.settings import Settings
+from stream.reload import ConfigWatcher
+from stream.settings import DEFAULT_CONFIG, Settings
 from stream.silence_topic import apply_record
 from stream.stages import (
     GlobalStage,
     IngestStage,
     PartitionDetect,
+    decode_bundle,
     decode_rollups,
     encode_rollups,
 )
@@ -125,6 +127,7 @@ class Worker:
         self.partitions: dict[int, PartitionDetect] = {}
         self.global_stage: GlobalStage | None = None
         self.detect_lock = asyncio.Lock()  # the detect agent and the idle tick take turns
+        self.watcher = ConfigWatcher(settings.source_path or DEFAULT_CONFIG, settings, self.metrics)
         self._wire()
 
     # -- agents -----------------------------------------------------------------------
@@ -180,6 +183,12 @@ class Worker:
                 ready=self.notify_ready, owns=self.owns_notify, prepare=self.learn_notify_topics
             )
 
+        @app.task
+        async def watch_config() -> None:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, self.watcher.hangup)
+            await self.watcher.run(self.apply_settings, self.settings.worker.config_poll_s)
+
         @app.page("/alerts")
         async def alerts(web: Any, request: Any) -> Any:
             return web.json(self.notify.alerts_page())
@@ -211,10 +220,13 @@ class Worker:
             for message in batch:
                 partition = message.message.partition
                 detect = self.partitions.get(partition) or self.open_partition(partition)
-                count, dropped, marked = detect.add_bundle(message.value)
-                events += count
-                duplicates += dropped
-                newest = max(newest, marked)
+                bundle, marks = decode_bundle(message.value)
+                for priced in bundle:
+                    duplicates += not detect.add(priced)
+                    newest = max(newest, priced.ts)
+                    events += 1
+                for source, ts in marks.items():
+                    detect.clock.observe(source, ts)
                 touched.add(partition)
             self.metrics.inc("spendwatch_duplicates_total", duplicates)
             for partition in sorted(touched):
@@ -267,6 +279,22 @@ class Worker:
         self.partitions[partition] = detect
         log.info("partition opened partition=%s records=%s", partition, len(mine))
         return detect
+
+    async def apply_settings(self, new: Settings) -> None:
+        """Hot reload (stream.reload): judge with ``new`` from the next bucket on, route and
+        deliver with it from now on. Detector state, open episodes and active alerts stay.
+        Swapped under the detect lock, so no batch is judged half with the old settings."""
+        if self.app.should_stop:
+            raise RuntimeError("the worker is stopping")
+        built = self.notify.prepare_reload(new)  # raises before anything changed
+        async with self.detect_lock:
+            self.settings = new
+            for detect in self.partitions.values():
+                detect.settings = new
+                detect.detection.reload(new)
+            if self.global_stage is not None:
+                self.global_stage.detection.reload(new)
+        await self.notify.reload(new, built)
 
     async def global_batch(self, batch: list[Any]) -> None:
         if self.global_stage is None:
@@ -386,20 +414,8 @@ class Worker:
             "customers": len(self.customers),
             "detect_partitions": sorted(self.partitions),
             "notifier": self.notify.active,
+            **self.watcher.info(),
         }
-
-
-# Python's default (700, 10, 10) ran a full collection of the whole heap (open buckets,
-# detector states: ~0.1 s each) every few seconds under load, 15 % of the worker's CPU
-# (docs/faust-streaming-notes.md, 9). Young collections every 50k allocations, a full one
-# at most every 100 of those; cycles are still collected, just less often.
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def tune_gc() -> None:
-    """Fewer, larger garbage collections; objects alive at start-up are never scanned."""
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run(settings: Settings, loglevel: str = "info") -> None:
@@ -410,7 +426,6 @@ def run(settings: Settings, loglevel: str = "info") -> None:
     if created:
         log.info("topics created %s", ",".join(created))
     worker = Worker(settings)
-    tune_gc()
     faust.Worker(
         worker.app,
         loop=loop,
