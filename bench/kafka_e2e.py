@@ -1,6 +1,6 @@
 """The worker on a real broker: throughput against a plain consumer, and alert latency.
 
-    python bench/kafka_e2e.py [--bootstrap 127.0.0.1:9092] [--events 1000000]
+    python bench/kafka_e2e.py [--bootstrap 127.0.0.1:9092] [--events 1000000] [--batch-size N]
     make bench-kafka            # starts the local broker first (make kafka-up)
 
 1. Backlog: ``--events`` usage and error events (``--customers`` customers, two days of
@@ -207,7 +207,9 @@ def metric(port: int, name: str) -> float:
     return total
 
 
-def start_worker(settings: Settings, port: int, data_dir: Path, log: Path) -> subprocess.Popen:
+def start_worker(
+    settings: Settings, port: int, data_dir: Path, log: Path, batch_size: int | None = None
+) -> subprocess.Popen:
     kafka, topics = settings.kafka, settings.kafka.topics
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDWATCH_")}
     env.update(
@@ -220,6 +222,8 @@ def start_worker(settings: Settings, port: int, data_dir: Path, log: Path) -> su
             "SPENDWATCH_WORKER__SOURCE_IDLE_S": "30",
         }
     )
+    if batch_size is not None:
+        env["SPENDWATCH_WORKER__BATCH_SIZE"] = str(batch_size)
     for name in ("usage", "errors", "customers", "alerts", "deadletter"):
         env[f"SPENDWATCH_KAFKA__TOPICS__{name.upper()}"] = getattr(topics, name)
     with log.open("ab") as out:
@@ -363,6 +367,9 @@ def main() -> None:
     parser.add_argument("--spikes", type=int, default=20)
     parser.add_argument("--bucket-wall-s", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="worker.batch_size (default: its default)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "kafka_e2e.json")
     args = parser.parse_args()
 
@@ -392,7 +399,7 @@ def main() -> None:
     port = 20000 + random.randrange(20000)
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "worker.log"
-        proc = start_worker(settings, port, Path(tmp) / "data", log)
+        proc = start_worker(settings, port, Path(tmp) / "data", log, args.batch_size)
         try:
             worker = measure_worker(port, sent, proc, log)
             print(
@@ -418,6 +425,7 @@ def main() -> None:
         "events": sent,
         "customers": args.customers,
         "partitions": args.partitions,
+        "batch_size": args.batch_size or Settings().worker.batch_size,
         "produce_events_per_s": sent / produce_s,
         "plain_consumer": plain,
         "worker": worker,

@@ -170,7 +170,7 @@ class WorkerSettings(Section):
     data_dir: Annotated[Path, Field(description="Worker scratch directory (faust datadir).")] = (
         Path("/tmp/spendwatch-worker")
     )
-    batch_size: Annotated[int, Field(ge=1, description="Events taken per batch.")] = 1000
+    batch_size: Annotated[int, Field(ge=1, description="Events taken per batch.")] = 5000
     batch_within_s: Annotated[
         float, Field(gt=0, description="Longest wait to fill a batch, seconds.")
     ] = 0.5
