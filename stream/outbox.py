@@ -19,6 +19,7 @@ The outbox is replaced by the next batch's, so it holds one batch of alerts at m
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,9 +28,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream.kafka import client_kwargs, partitions_of
 from stream.settings import KafkaSettings
-from stream.state import partition_of
+from stream.state import PARTITION_PREFIX, partition_of
 
-OUTBOX_PREFIX = b"\x00outbox:"
+# Under the partition records' prefix, which customer-record loading skips.
+OUTBOX_PREFIX = PARTITION_PREFIX + b"outbox:"
 # How far before the outbox's write the alerts topic is searched: the alerts were sent
 # after that write, so any slack only covers clock skew between worker and broker.
 SEARCH_MARGIN_MS = 60_000
@@ -37,6 +39,7 @@ SEARCH_MARGIN_MS = 60_000
 Identity = tuple[str, str, str]  # fingerprint, status, startsAt
 
 
+@functools.cache
 def outbox_key(partition: int, partitions: int) -> bytes:
     """A table key that lands in ``partition`` (so it moves with the partition's state)."""
     for n in range(100_000):

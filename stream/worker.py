@@ -33,7 +33,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode.supervisors import CrashingSupervisor
 
-from stream.alerts import Alert, build_alert
+from stream.alerts import build_alert
 from stream.customers import load_customers
 from stream.detect import Keyed
 from stream.events import Customer, Rejection, parse_customer
@@ -42,6 +42,7 @@ from stream.kafka import client_kwargs, ensure_topics, faust_credentials, partit
 from stream.logs import logging_config
 from stream.metrics import Metrics
 from stream.notify_agent import NotifyStage
+from stream.outbox import already_sent, decode_outbox, encode_outbox, identity, outbox_key
 from stream.pricing import PriceTable
 from stream.reload import ConfigWatcher
 from stream.settings import DEFAULT_CONFIG, Settings
@@ -57,6 +58,7 @@ from stream.state import CustomerStates, partition_of
 
 log = logging.getLogger("spendwatch.worker")
 GLOBAL_KEY = b"global"
+GLOBAL_OUTBOX = b"outbox:global"
 PENDING = b"pending:"
 
 
@@ -127,6 +129,7 @@ class Worker:
         self.partitions: dict[int, PartitionDetect] = {}
         self.global_stage: GlobalStage | None = None
         self.detect_lock = asyncio.Lock()  # the detect agent and the idle tick take turns
+        self.outbox_full: set[bytes] = set()  # outbox keys holding a batch's alerts
         self.watcher = ConfigWatcher(settings.source_path or DEFAULT_CONFIG, settings, self.metrics)
         self._wire()
 
@@ -219,7 +222,11 @@ class Worker:
             newest, events, duplicates = 0.0, 0, 0
             for message in batch:
                 partition = message.message.partition
-                detect = self.partitions.get(partition) or self.open_partition(partition)
+                detect = self.partitions.get(partition)
+                if detect is None:
+                    detect = self.open_partition(partition)
+                    outbox = outbox_key(detect.partition, detect.partitions)
+                    await self.resend_outbox(self.state_table, outbox)
                 count, dropped, marked = detect.add_bundle(message.value)
                 events += count
                 duplicates += dropped
@@ -244,7 +251,6 @@ class Worker:
 
     async def close_partition(self, detect: PartitionDetect) -> None:
         keyed, rollups = detect.close_due()
-        await self.send_alerts(keyed)
         # The global stage needs to hear how far this partition has closed even without
         # rollups, or an idle partition would hold every provider-wide judgement back.
         report = encode_rollups(detect.partition, detect.complete_upto(), rollups)
@@ -254,6 +260,8 @@ class Worker:
         detect.save_open_rows()
         self.states.flush()
         self.state_table[detect.key] = detect.snapshot()
+        outbox = outbox_key(detect.partition, detect.partitions)
+        await self.emit_once(self.state_table, outbox, keyed)
 
     def late_events(self) -> int:
         return sum(d.buckets.stats.late_events for d in self.partitions.values())
@@ -304,10 +312,10 @@ class Worker:
                     if k.startswith(PENDING) and v
                 }
                 self.global_stage.restore(snapshot, pending)
+            await self.resend_outbox(self.global_table, GLOBAL_OUTBOX)
         keyed: list[Keyed] = []
         for event in batch:
             keyed += self.global_stage.add(*decode_rollups(event.value))
-        await self.send_alerts(keyed)
         for index, rollup in self.global_stage.pending_changes().items():
             key = PENDING + str(index).encode()
             if rollup is None:
@@ -315,20 +323,61 @@ class Worker:
             else:
                 self.global_table[key] = rollup
         self.global_table[GLOBAL_KEY] = self.global_stage.snapshot()
+        await self.emit_once(self.global_table, GLOBAL_OUTBOX, keyed)
 
-    async def send_alerts(self, keyed: list[Keyed]) -> None:
+    # -- alerts: decided once, sent once (stream.outbox) --------------------------------
+
+    async def emit_once(self, table: Any, key: bytes, keyed: list[Keyed]) -> None:
+        """Write the batch's alerts to the outbox after its state, wait until both are
+        durable, then send them: a crash before the wait repeats the batch (nothing was
+        sent), a crash after it leaves the outbox for :meth:`resend_outbox`."""
+        full = key in self.outbox_full
+        if not keyed and not full:
+            return
         runbook, external = self.settings.alerts.runbook_url, self.settings.alerts.external_url
-        for item in keyed:
-            alert: Alert = build_alert(item.key, item.decision, runbook, external)
-            payload = orjson.dumps(alert.to_payload())
+        alerts = [build_alert(k.key, k.decision, runbook, external) for k in keyed]
+        payloads = [orjson.dumps(alert.to_payload()) for alert in alerts]
+        table[key] = encode_outbox(payloads, time.time())
+        if not alerts:
+            self.outbox_full.discard(key)
+            return
+        self.outbox_full.add(key)
+        await self.app.producer.flush()
+        for alert, payload in zip(alerts, payloads, strict=True):
             await self.alerts.send(key=alert.fingerprint.encode(), value=payload)
-            self.metrics.inc(
-                "spendwatch_alerts_total",
-                alertname=alert.labels["alertname"],
-                severity=alert.labels["severity"],
-                status=alert.status,
-            )
-            log.info("alert %s %s %s", alert.status, alert.labels["alertname"], alert.fingerprint)
+            self.count_alert(alert.labels, alert.status, alert.fingerprint)
+
+    async def resend_outbox(self, table: Any, key: bytes) -> None:
+        """After a restart or a move: send what the last outbox decided and the alerts
+        topic does not have yet (the rest reached it before the crash)."""
+        raw = table.get(key)
+        if not raw:
+            return
+        written_at, decided = decode_outbox(raw)
+        if not decided:
+            return
+        topic = self.settings.kafka.topics.alerts
+        sent = await already_sent(self.settings.kafka, topic, decided, written_at)
+        missing = [alert for alert in decided if identity(alert) not in sent]
+        for alert in missing:
+            await self.alerts.send(key=alert["fingerprint"].encode(), value=orjson.dumps(alert))
+            self.count_alert(alert["labels"], alert["status"], alert["fingerprint"])
+        table[key] = encode_outbox([], time.time())
+        log.info(
+            "outbox recovered decided=%s already_sent=%s sent_now=%s",
+            len(decided),
+            len(decided) - len(missing),
+            len(missing),
+        )
+
+    def count_alert(self, labels: dict[str, str], status: str, fingerprint: str) -> None:
+        self.metrics.inc(
+            "spendwatch_alerts_total",
+            alertname=labels["alertname"],
+            severity=labels["severity"],
+            status=status,
+        )
+        log.info("alert %s %s %s", status, labels["alertname"], fingerprint)
 
     # -- customers and silences: every worker reads the whole compacted topics ----------
 
