@@ -89,3 +89,47 @@ def test_topic_replay_selects_the_time_range(kafka_settings, recorded):
             ts_ms = int(to_epoch_seconds(orjson.loads(line)["ts"]) * 1000)
             expected += start <= ts_ms < start + 3_600_000
     assert pipeline_events == expected
+
+
+def test_backtest_of_a_topic_range_equals_the_backtest_of_the_files(
+    kafka_settings, recorded, tmp_path
+):
+    import json
+    import subprocess
+    import sys
+
+    from tests.integration.workers import REPO
+
+    settings = kafka_settings
+    topics = settings.kafka.topics
+    asyncio.run(produce(settings.kafka, recorded / "usage.jsonl.gz", topics.usage))
+    asyncio.run(produce(settings.kafka, recorded / "errors.jsonl.gz", topics.errors))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "prices_file": str(REPO / "config" / "prices.yaml"),
+                "kafka": {"bootstrap_servers": settings.kafka.bootstrap_servers},
+            }
+        )
+    )
+    common = ["--config", str(config), "--customers", str(recorded / "customers.jsonl"), "--json"]
+
+    def backtest(*args: str) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-m", "stream.cli", "backtest", *args, *common],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        return json.loads(done.stdout)
+
+    from_files = backtest(
+        str(recorded / "usage.jsonl.gz"), "--errors", str(recorded / "errors.jsonl.gz")
+    )
+    from_topics = backtest(
+        "--topic", topics.usage, "--errors-topic", topics.errors,
+        "--from", "2026-11-02T00:00:00Z", "--to", "2026-11-03T12:00:00Z",
+    )  # fmt: skip
+    assert from_files["runs"][0]["episodes"]
+    assert from_topics["runs"][0]["episodes"] == from_files["runs"][0]["episodes"]
