@@ -79,9 +79,11 @@ class Cron:
                 "a cron expression has 5 fields (minute hour day-of-month month "
                 f"day-of-week), got {len(parts)}"
             )
-        sets = [_field(p, *spec) for p, spec in zip(parts, _FIELDS, strict=True)]
-        weekdays = frozenset(d % 7 for d in sets[4])
-        return cls(*sets[:4], weekdays, parts[2] == "*", parts[4] == "*")
+        minutes, hours, days, months, weekdays = (
+            _field(p, *spec) for p, spec in zip(parts, _FIELDS, strict=True)
+        )
+        weekdays = frozenset(d % 7 for d in weekdays)  # 7 is Sunday too
+        return cls(minutes, hours, days, months, weekdays, parts[2] == "*", parts[4] == "*")
 
     def matches(self, moment: datetime) -> bool:
         """Whether the minute of ``moment`` (its wall-clock fields) is selected."""

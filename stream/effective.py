@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING, Any
 from stream.overrides import DETECTORS, MATCH_FIELDS
 
 if TYPE_CHECKING:
+    from stream.overrides import Override
     from stream.settings import DetectorSettings
+    from stream.windows import Window
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,7 @@ class Resolver:
         self.defaults: dict[str, Any] = {name: getattr(detectors, name) for name in DETECTORS}
         self.overrides = list(detectors.overrides)
         self.windows = list(detectors.windows)
-        rules = [*self.overrides, *self.windows]
+        rules: list[Override | Window] = [*self.overrides, *self.windows]
         self.trivial = not rules
         self.uses_plan = any(rule.match.plan is not None for rule in rules)
         self._plain = {name: Effective(p) for name, p in self.defaults.items()}
@@ -114,12 +116,14 @@ class Resolver:
         chosen: dict[str, Any] = {}
         sources: dict[str, str] = {}
         muted_by = ""
+        ordered: list[tuple[str, Override | Window]]
         ordered = [(f"windows[{i}]", self.windows[i]) for i in opened]
         ordered += [(f"overrides[{i}]", o) for i, o in enumerate(self.overrides)]
         for where, rule in ordered:
             if not rule.match.matches(labels):
                 continue
-            name = f" {rule.name}" if getattr(rule, "name", "") else ""
+            name = getattr(rule, "name", "")  # only windows have one
+            name = f" {name}" if name else ""
             label = f"{where}{name} ({rule.match.describe()})"
             if not muted_by and detector in getattr(rule, "mute", ()):
                 muted_by = label

@@ -83,7 +83,7 @@ class RecordingBuckets(Buckets):
         if self._want_models:
             _, rollup = self._rollups.close(index, rows)
             for (provider, model), row in rollup.items():
-                key = (("provider", provider), ("model", model))
+                key: KeyLabels = (("provider", provider), ("model", model))
                 if key in keys:
                     found[key] = row
         for key, row in found.items():
@@ -280,5 +280,8 @@ def params_at(settings: Settings, detector: str, key: KeyLabels, plan: str | Non
         return lambda t: params
     resolver = Resolver(settings.detectors)
     labels = dict(key)
-    where = [labels.get(name) for name in ("customer_id", "endpoint", "provider", "model")]
-    return lambda t: resolver.effective(detector, t, *where, plan=plan).params
+    customer_id, endpoint = labels.get("customer_id"), labels.get("endpoint")
+    provider, model = labels.get("provider"), labels.get("model")
+    return lambda t: (
+        resolver.effective(detector, t, customer_id, endpoint, provider, model, plan).params
+    )

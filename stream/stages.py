@@ -14,10 +14,9 @@ from __future__ import annotations
 import functools
 import operator
 import time
-from collections import namedtuple
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -39,7 +38,7 @@ from stream.detect import (
     Rollup,
     merge_rollups,
 )
-from stream.events import Customer, ErrorEvent, UsageEvent
+from stream.events import Customer, EventRecord
 from stream.ingest import DeadLetter, DedupWindow, Ingest
 from stream.pricing import PriceTable
 from stream.settings import Settings
@@ -83,9 +82,27 @@ def encode_bundle(events: list[Priced], marks: dict[str, float]) -> bytes:
     return orjson.dumps({"e": list(map(_fields, events)), "m": marks})
 
 
-# A decoded event of a bundle: Priced's fields by the same names, as a tuple built in C
-# (a Priced per event cost a Python __init__ call; the detect side only reads fields).
-PricedRow = namedtuple("PricedRow", Priced.__slots__)
+class PricedRow(NamedTuple):
+    """A decoded event of a bundle: Priced's fields by the same names, as a tuple built in
+    C (a Priced per event cost a Python __init__ call; the detect side only reads fields)."""
+
+    kind: str
+    event_id: str
+    ts: float
+    customer_id: str
+    endpoint: str
+    provider: str
+    model: str
+    attempt: int
+    failed: bool
+    rate_limited: bool
+    cost: float
+    source: str
+    offset: int
+
+
+# Rows are Priced's fields in order: a field added to one and not the other fails here.
+assert PricedRow._fields == Priced.__slots__
 _row = functools.partial(tuple.__new__, PricedRow)
 
 
@@ -111,9 +128,7 @@ class IngestStage:
         return priced(kind, event, cost, source, offset)
 
 
-def priced(
-    kind: str, event: UsageEvent | ErrorEvent, cost: float, source: str, offset: int
-) -> Priced:
+def priced(kind: str, event: EventRecord, cost: float, source: str, offset: int) -> Priced:
     return Priced(
         kind,
         event.event_id,

@@ -26,11 +26,13 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.tables import TableManager
+from faust.types import TP
 from mode.supervisors import CrashingSupervisor
 
 from stream.alerts import build_alert
@@ -60,6 +62,13 @@ log = logging.getLogger("spendwatch.worker")
 GLOBAL_KEY = b"global"
 GLOBAL_OUTBOX = b"outbox:global"
 PENDING = b"pending:"
+
+
+def _tables_recovered(app: faust.App) -> bool:
+    """Whether the app's tables have been recovered from their changelogs. ``App.tables``
+    is typed as the abstract TableManagerT, which lacks ``recovery``; the app builds the
+    concrete TableManager (``conf.TableManager``), which has it."""
+    return cast(TableManager, app.tables).recovery.completed.is_set()
 
 
 class Worker:
@@ -196,8 +205,10 @@ class Worker:
         async def alerts(web: Any, request: Any) -> Any:
             return web.json(self.notify.alerts_page())
 
-        @app.on_partitions_revoked.connect
-        async def revoked(app: Any, revoked: set[TopicPartition], **kwargs: Any) -> None:
+        # mode types every handler as (sender, *args, signal=, **kwargs): it cannot say
+        # that this signal sends one set of partitions.
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+        async def revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
             for tp in revoked:
                 if tp.topic == self.events.get_topic_name():
                     self.partitions.pop(tp.partition, None)
@@ -442,15 +453,11 @@ class Worker:
 
     def notify_ready(self) -> bool:
         app = self.app
-        return (
-            app.tables.recovery.completed.is_set()
-            and not app.rebalancing
-            and self.silences_ready.is_set()
-        )
+        return _tables_recovered(app) and not app.rebalancing and self.silences_ready.is_set()
 
     def health(self) -> dict[str, Any]:
         app = self.app
-        recovered = app.tables.recovery.completed.is_set()
+        recovered = _tables_recovered(app)
         ready = recovered and not app.rebalancing and self.customers_ready.is_set()
         return {
             "ready": ready,
