@@ -32,7 +32,15 @@ from pydantic import ConfigDict, Field
 from detectors import episode as episodes
 from detectors.decision import Decision
 from detectors.episode import CRITICAL, WARNING, Episode, Transition
-from detectors.ewstats import SeasonalBaseline
+from detectors.ewstats import (
+    _MEAN,
+    _N,
+    _SLOTS,
+    _VAR,
+    SECONDS_PER_SLOT,
+    SLOTS_PER_DAY,
+    SeasonalBaseline,
+)
 
 NAME = "spend_spike"
 STATE_VERSION = 4
@@ -41,6 +49,8 @@ RECENT = 12
 # How much of the gap since a key's last bucket is replayed as zero-spend buckets: older
 # zeros have decayed out of a baseline with a few days of memory anyway.
 MAX_GAP_BUCKETS = 1440
+# SeasonalBaseline.expected's default: an hour's own statistics once it has this many.
+_MIN_SLOT_COUNT = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,11 +184,18 @@ def _judge_and_learn(
     params: SpendSpikeParams,
     alpha: float,
 ) -> list[Decision]:
+    # SeasonalBaseline.expected and .update written out (this runs for every key in every
+    # bucket): the same expressions in the same order give the same numbers.
     state.last_t = t
     baseline = state.baseline
     stats = baseline.stats
     stats[len(stats) - RECENT + int(t // width) % RECENT] = spend
-    mean, sd = baseline.expected(t)
+    seasonal = baseline.seasonal
+    at = _SLOTS + 3 * (int(t // SECONDS_PER_SLOT) % SLOTS_PER_DAY) if seasonal else 0
+    if seasonal and stats[at + 2] >= _MIN_SLOT_COUNT:
+        mean, sd = float(stats[at]), math.sqrt(max(0.0, stats[at + 1]))
+    else:
+        mean, sd = float(stats[_MEAN]), math.sqrt(max(0.0, stats[_VAR]))
     per_hour = 3600.0 / width
     excess_per_hour = (spend - mean) * per_hour
     # A perfectly flat history has sd 0; a floor keeps z finite and meaningful.
@@ -186,7 +203,7 @@ def _judge_and_learn(
     ratio = spend / mean if mean > 0 else math.inf if spend > 0 else 1.0
     # History is counted in learnt buckets (gaps count up to MAX_GAP_BUCKETS), so a
     # sparse key warms up no sooner than a busy one.
-    warm = baseline.n * width >= params.warmup_s
+    warm = int(stats[_N]) * width >= params.warmup_s
     relative = (
         warm
         and ratio >= 1.0 + params.relative_margin
@@ -221,12 +238,24 @@ def _judge_and_learn(
             calm_needed=params.calm_buckets,
         )
     # Learn the bucket, clipped while it looks anomalous so spikes stay anomalous.
+    episode = state.episode
     learnt = (
         min(spend, mean + params.clip_z * sd)
-        if (breach or episodes.firing(state.episode)) and warm
+        if (breach or (episode is not None and episode.firing)) and warm
         else spend
     )
-    baseline.update(t, learnt, alpha)
+    stats[_N] += 1
+    weight = max(alpha, 1.0 / int(stats[_N]))
+    d = learnt - stats[_MEAN]
+    stats[_MEAN] += weight * d
+    stats[_VAR] = (1.0 - weight) * (stats[_VAR] + weight * d * d)
+    if seasonal:
+        count = int(stats[at + 2]) + 1
+        stats[at + 2] = min(count, 1 << 24)  # exact in single precision
+        weight = max(alpha, 1.0 / count)
+        d = learnt - stats[at]
+        stats[at] += weight * d
+        stats[at + 1] = (1.0 - weight) * (stats[at + 1] + weight * d * d)
     if not transitions:
         return []
     values = {

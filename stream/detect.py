@@ -214,58 +214,82 @@ class CustomerDetection:
         by_endpoint: dict[tuple[str, str], list[float]],
     ) -> list[Keyed]:
         out: list[Keyed] = []
+        resolver = self.resolver
+        # Without overrides or windows every key has the section's parameters: resolved
+        # once per bucket, not per key (this loop runs for every key in every bucket).
+        plain = resolver.effective("spend_spike", t) if resolver.trivial else None
+        update = spend_spike.update
+        new = SpendSpikeState.new
         for name, table, spend in (
             ("spike_customer", self.spike_customer, by_customer),
             ("spike_endpoint", self.spike_endpoint, by_endpoint),
         ):
+            active = self.active[name]
             for key in self._keys(name, spend):
                 customer, endpoint = (key, None) if isinstance(key, str) else key
-                eff = self.resolver.effective(
+                eff = plain or resolver.effective(
                     "spend_spike", t, customer, endpoint, plan=self._plan(customer)
                 )
                 params = eff.params
                 if not params.enabled:
-                    self.active[name].discard(key)
+                    active.discard(key)
                     continue
-                state = table.get(key) or SpendSpikeState.new(params)
+                state = table.get(key) or new(params)
                 row = spend.get(key)
-                value = row[COST] if row else 0.0
-                was_firing = episodes.firing(state.episode)
-                decisions = spend_spike.update(state, t, width, value, params)
-                decisions = _unless_muted(eff, state, was_firing, decisions)
-                self._keep(name, table, key, state, state.episode is not None)
-                labels = (
-                    {"customer_id": key}
-                    if endpoint is None
-                    else {"customer_id": customer, "endpoint": endpoint}
-                )
-                recent = _text(state.recent(width)) if decisions else None
-                out += [Keyed(labels, explained(d, eff, recent)) for d in decisions]
+                was_firing = state.episode is not None and state.episode.firing
+                decisions = update(state, t, width, row[COST] if row else 0.0, params)
+                if eff.muted_by:
+                    decisions = _unless_muted(eff, state, was_firing, decisions)
+                # Assigning writes the state back (a changelog write in a Faust table).
+                table[key] = state
+                if state.episode is not None:
+                    active.add(key)
+                else:
+                    active.discard(key)
+                if decisions:
+                    labels = (
+                        {"customer_id": key}
+                        if endpoint is None
+                        else {"customer_id": customer, "endpoint": endpoint}
+                    )
+                    recent = _text(state.recent(width))
+                    out += [Keyed(labels, explained(d, eff, recent)) for d in decisions]
         return out
 
     def _run_retries(
         self, index: int, t: float, width: float, by_endpoint: dict[tuple[str, str], list[float]]
     ) -> list[Keyed]:
         out: list[Keyed] = []
+        resolver = self.resolver
+        plain = resolver.effective("retry_storm", t) if resolver.trivial else None
+        table = self.retry_endpoint
+        active = self.active["retry_endpoint"]
+        update = retry_storm.update
         for key in self._keys("retry_endpoint", by_endpoint):
             customer, endpoint = key
-            eff = self.resolver.effective(
+            eff = plain or resolver.effective(
                 "retry_storm", t, customer, endpoint, plan=self._plan(customer)
             )
             params = eff.params
             if not params.enabled:
-                self.active["retry_endpoint"].discard(key)
+                active.discard(key)
                 continue
-            state = self.retry_endpoint.get(key) or RetryStormState.new(params)
+            state = table.get(key) or RetryStormState.new(params)
             fresh = by_endpoint.get(key)
             counts = _counts(fresh) if fresh else BucketCounts()
-            was_firing = episodes.firing(state.episode)
-            decisions = retry_storm.update(state, t, width, counts, params)
-            decisions = _unless_muted(eff, state, was_firing, decisions)
-            self._keep("retry_endpoint", self.retry_endpoint, key, state, state.episode is not None)
-            labels = {"customer_id": customer, "endpoint": endpoint}
-            recent = _text(state.recent(width)) if decisions else None
-            out += [Keyed(labels, explained(d, eff, recent)) for d in decisions]
+            was_firing = state.episode is not None and state.episode.firing
+            decisions = update(state, t, width, counts, params)
+            if eff.muted_by:
+                decisions = _unless_muted(eff, state, was_firing, decisions)
+            table[key] = state
+            if state.episode is not None:
+                active.add(key)
+            else:
+                active.discard(key)
+            if decisions:
+                labels = {"customer_id": customer, "endpoint": endpoint}
+                recent = _text(state.recent(width))
+                out += [Keyed(labels, explained(d, eff, recent)) for d in decisions]
         return out
 
     def _run_margins(
