@@ -89,13 +89,32 @@ class WorkerProcess:
         except OSError:
             return None
 
+    def fetch(self, path: str, retry_s: float = 10.0) -> bytes:
+        """GET ``path`` on the worker's web port. A refused connection is retried for a
+        while (seen once on a loaded machine with a healthy worker); if the worker has
+        exited, or the port stays shut, the error says so, with the log's tail."""
+        end = time.monotonic() + retry_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                    return bytes(r.read())
+            except urllib.error.HTTPError:
+                raise
+            except OSError as exc:
+                exited = self.proc is not None and self.proc.poll() is not None
+                if exited or time.monotonic() > end:
+                    state = f"exited {self.proc.returncode}" if exited else "running"  # type: ignore[union-attr]
+                    tail = self.log_path.read_text(errors="replace")[-2000:]
+                    raise AssertionError(
+                        f"worker web port {self.port} ({state}): {exc}; log tail:\n{tail}"
+                    ) from exc
+                time.sleep(0.2)
+
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
-            return json.loads(r.read())
+        return json.loads(self.fetch(path))
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
-            return r.read().decode()
+        return self.fetch("/metrics").decode()
 
     def wait_ready(self, deadline_s: float = 120.0) -> dict[str, Any]:
         return wait_for(
