@@ -189,7 +189,16 @@ class CustomerDetection:
             _add(by_endpoint, (customer, endpoint), row)
             _add(by_model_customer, (provider, model, customer), row)
         for (provider, model, _), row in by_model_customer.items():
-            merge_rollups(rollup, {(provider, model): [*row, row[FAILURES], row[REQUESTS]]})
+            # merge_rollups of the one-row rollup of this customer, written out.
+            key = (provider, model)
+            total = rollup.get(key)
+            if total is None:
+                rollup[key] = [*row, row[FAILURES], row[REQUESTS]]
+                continue
+            for i in range(TOP_CUSTOMER):
+                total[i] += row[i]
+            if row[FAILURES] > total[TOP_CUSTOMER]:
+                total[TOP_CUSTOMER], total[TOP_REQUESTS] = row[FAILURES], row[REQUESTS]
         out: list[Keyed] = []
         if self.resolver.enabled("spend_spike"):
             out += self._run_spikes(index, t, width, by_customer, by_endpoint)
@@ -296,11 +305,13 @@ class CustomerDetection:
         self, t: float, width: float, by_customer: dict[str, list[float]]
     ) -> list[Keyed]:
         out: list[Keyed] = []
+        resolver = self.resolver
+        plain = resolver.effective("margin_breach", t) if resolver.trivial else None
         for customer_id in self._keys("margin", by_customer):
             terms = self.terms(customer_id)
             if terms is None:
                 continue
-            eff = self.resolver.effective(
+            eff = plain or resolver.effective(
                 "margin_breach", t, customer_id, plan=self._plan(customer_id)
             )
             if not eff.params.enabled:

@@ -96,6 +96,29 @@ def _read(pipeline: Pipeline, kind: str, path: Path, report: ReplayReport) -> It
             yield event.ts, seq, kind, event, raw.rstrip(b"\r\n")
 
 
+def _merge2(first: Iterator[Item], second: Iterator[Item]) -> Iterator[Item]:
+    """``heapq.merge`` of two streams, written out (the usual replay: usage and errors).
+
+    Items never compare equal (the kinds differ across streams, ``seq`` within one), so
+    the order is the same as ``heapq.merge``'s.
+    """
+    a = next(first, None)
+    b = next(second, None)
+    while a is not None and b is not None:
+        if b < a:
+            yield b
+            b = next(second, None)
+        else:
+            yield a
+            a = next(first, None)
+    if a is not None:
+        yield a
+        yield from first
+    if b is not None:
+        yield b
+        yield from second
+
+
 def replay_files(
     pipeline: Pipeline,
     usage: Iterable[Path],
@@ -107,7 +130,13 @@ def replay_files(
     sources = [(USAGE, Path(p)) for p in usage] + [(ERRORS, Path(p)) for p in errors]
     bar = Progress(sum(os.path.getsize(p) for _, p in sources)) if progress else None
     streams = [_read(pipeline, kind, path, report) for kind, path in sources]
-    merged = streams[0] if len(streams) == 1 else heapq.merge(*streams)
+    merged = (
+        streams[0]
+        if len(streams) == 1
+        else _merge2(*streams)
+        if len(streams) == 2
+        else heapq.merge(*streams)
+    )
     add = pipeline.add
     alerts = report.alerts
     for n, (_, _, kind, event, raw) in enumerate(merged, start=1):
