@@ -155,6 +155,10 @@ class SpendSpikeState:
         )
 
 
+# baseline_alpha of the last (params, width) seen: every key of a bucket shares them.
+_last_alpha: tuple[SpendSpikeParams | None, float, float] = (None, 0.0, 0.0)
+
+
 def update(
     state: SpendSpikeState, t: float, width: float, spend: float, params: SpendSpikeParams
 ) -> list[Decision]:
@@ -163,7 +167,11 @@ def update(
     Buckets skipped since the last call count as zero spend. Out-of-order calls for a
     bucket at or before the last one are ignored (the caller closes buckets in order).
     """
-    alpha = baseline_alpha(params, width)
+    global _last_alpha
+    cached_params, cached_width, alpha = _last_alpha
+    if params is not cached_params or width != cached_width:
+        alpha = baseline_alpha(params, width)
+        _last_alpha = (params, width, alpha)
     if state.last_t is not None:
         if t <= state.last_t:
             return []
