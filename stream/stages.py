@@ -12,10 +12,8 @@
 from __future__ import annotations
 
 import functools
-import operator
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -45,9 +43,11 @@ from stream.settings import Settings
 from stream.state import CustomerOpenRows, CustomerStates, partition_key, partition_of
 
 
-@dataclass(slots=True)
-class Priced:
-    """A validated, priced event as it travels on the internal events topic."""
+class Priced(NamedTuple):
+    """A validated, priced event as it travels on the internal events topic.
+
+    A tuple (decoding a bundle builds one per event in C, and the detect side only
+    reads fields), encoded as a JSON array of the fields in this order."""
 
     kind: str
     event_id: str
@@ -64,14 +64,14 @@ class Priced:
     offset: int  # its offset there
 
     def encode(self) -> bytes:
-        return orjson.dumps([getattr(self, name) for name in self.__slots__])
+        return orjson.dumps(tuple(self))
 
     @classmethod
     def decode(cls, raw: bytes) -> Priced:
         return cls(*orjson.loads(raw))
 
 
-_fields = operator.attrgetter(*Priced.__slots__)  # a row as a tuple, at C speed
+_priced = functools.partial(tuple.__new__, Priced)
 
 
 def encode_bundle(events: list[Priced], marks: dict[str, float]) -> bytes:
@@ -79,36 +79,12 @@ def encode_bundle(events: list[Priced], marks: dict[str, float]) -> bytes:
     event time per source: a batch costs one send per partition, not one per event, and
     every partition's watermark moves with its sources even when none of the batch's
     events are its customers' (else a sparse source would hold its buckets open)."""
-    return orjson.dumps({"e": list(map(_fields, events)), "m": marks})
+    return orjson.dumps({"e": list(map(tuple, events)), "m": marks})
 
 
-class PricedRow(NamedTuple):
-    """A decoded event of a bundle: Priced's fields by the same names, as a tuple built in
-    C (a Priced per event cost a Python __init__ call; the detect side only reads fields)."""
-
-    kind: str
-    event_id: str
-    ts: float
-    customer_id: str
-    endpoint: str
-    provider: str
-    model: str
-    attempt: int
-    failed: bool
-    rate_limited: bool
-    cost: float
-    source: str
-    offset: int
-
-
-# Rows are Priced's fields in order: a field added to one and not the other fails here.
-assert PricedRow._fields == Priced.__slots__
-_row = functools.partial(tuple.__new__, PricedRow)
-
-
-def decode_bundle(raw: bytes) -> tuple[list[PricedRow], dict[str, float]]:
+def decode_bundle(raw: bytes) -> tuple[list[Priced], dict[str, float]]:
     data = orjson.loads(raw)
-    return list(map(_row, data["e"])), data["m"]
+    return list(map(_priced, data["e"])), data["m"]
 
 
 class IngestStage:
@@ -211,11 +187,10 @@ class PartitionDetect:
         self.duplicates = 0
         self.replayed = 0
 
-    def add(self, event: Priced | PricedRow) -> bool:
+    def add(self, event: Priced) -> bool:
         """Count ``event`` unless it was applied before (re-delivery) or is a duplicate."""
-        fields = event if isinstance(event, tuple) else _fields(event)
         replayed = self.replayed
-        counted = self._apply([fields])  # type: ignore[list-item]
+        counted = self._apply([event])
         if self.replayed == replayed:  # its source moved on, even if it was a duplicate
             self.clock.observe(event.source, event.ts)
         return counted == 1
@@ -234,7 +209,7 @@ class PartitionDetect:
             observe(source, ts)
         return len(events), len(events) - applied, max(marks.values(), default=0.0)
 
-    def _apply(self, events: list[list[Any]]) -> int:
+    def _apply(self, events: Sequence[Sequence[Any]]) -> int:
         """Bucket events given as their fields (Priced's order); returns how many counted.
 
         The per-event work of ``Buckets.add`` done on the fields themselves, without an
