@@ -25,6 +25,7 @@ from stream.settings import Settings, load_settings
 from tests.integration.workers import (
     REPO,
     WorkerProcess,
+    closing_records,
     key_in_partition,
     read_topic,
     wait_for,
@@ -73,25 +74,6 @@ def events(customers: list[str], start: float) -> list[bytes]:
                     )
                 )
     return out
-
-
-def closing(settings: Settings, ts: float) -> list[bytes]:
-    """One event per partition past the data, so every watermark moves on."""
-    partitions = settings.kafka.topics.partitions
-    return [
-        orjson.dumps(
-            {
-                "event_id": f"close-{p}",
-                "ts": ts,
-                "customer_id": key_in_partition(p, partitions, "zz-closing-"),
-                "endpoint": "tick",
-                "provider": "openai",
-                "model": "gpt-4o-mini",
-                "input_tokens": 1,
-            }
-        )
-        for p in range(partitions)
-    ]
 
 
 def send(settings: Settings, lines: list[bytes], path: Path) -> None:
@@ -166,7 +148,8 @@ def test_a_changed_config_applies_live_keeping_baselines_and_a_bad_one_is_refuse
         assert health["config_reloads"] == 1 and health["ready"]
         assert "config applied version=" + new_version in worker.log_path.read_text()
 
-        send(settings, rest + closing(settings, start + 90 * WIDTH), tmp_path / "rest.jsonl")
+        closing = closing_records(settings, start + 90 * WIDTH)
+        send(settings, rest + closing, tmp_path / "rest.jsonl")
 
         def spiky_resolved() -> list[dict[str, Any]] | None:
             got = [json.loads(m.value) for m in read_topic(settings, settings.kafka.topics.alerts)]

@@ -18,7 +18,7 @@ from stream.produce import produce
 from stream.simulate import SimConfig, simulate
 from tests.integration.workers import (
     WorkerProcess,
-    key_in_partition,
+    closing_records,
     read_topic,
     replay_recorded,
     wait_for,
@@ -34,27 +34,8 @@ def write_lines(path: Path, records: list[bytes]) -> Path:
 
 
 def closing_events(settings, end: datetime, tmp: Path) -> Path:
-    """One small event per partition, past the end of the data, so every partition's
-    watermark moves on and closes its last buckets (a stream has no 'end' to flush)."""
-    partitions = settings.kafka.topics.partitions
-    ts = end.timestamp() + 15 * 60
-    return write_lines(
-        tmp / "closing.jsonl",
-        [
-            orjson.dumps(
-                {
-                    "event_id": f"close-{p}",
-                    "ts": ts,
-                    "customer_id": key_in_partition(p, partitions, "zz-closing-"),
-                    "endpoint": "tick",
-                    "provider": "openai",
-                    "model": "gpt-4o-mini",
-                    "input_tokens": 1,
-                }
-            )
-            for p in range(partitions)
-        ],
-    )
+    """The closing records (see ``closing_records``) a quarter hour past ``end``, as a file."""
+    return write_lines(tmp / "closing.jsonl", closing_records(settings, end.timestamp() + 15 * 60))
 
 
 def identity(alert: dict) -> tuple:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream.customers import load_customers
@@ -200,3 +201,23 @@ def key_in_partition(partition: int, partitions: int, prefix: str) -> str:
     while partition_of(f"{prefix}{n}".encode(), partitions) != partition:
         n += 1
     return f"{prefix}{n}"
+
+
+def closing_records(settings: Settings, ts: float) -> list[bytes]:
+    """One small usage event per partition at ``ts`` (past the data), so every partition's
+    watermark moves on and closes its last buckets (a stream has no 'end' to flush)."""
+    partitions = settings.kafka.topics.partitions
+    return [
+        orjson.dumps(
+            {
+                "event_id": f"close-{p}",
+                "ts": ts,
+                "customer_id": key_in_partition(p, partitions, "zz-closing-"),
+                "endpoint": "tick",
+                "provider": "openai",
+                "model": "gpt-4o-mini",
+                "input_tokens": 1,
+            }
+        )
+        for p in range(partitions)
+    ]
