@@ -208,29 +208,33 @@ def metric(port: int, name: str) -> float:
 
 
 def start_worker(
-    settings: Settings, port: int, data_dir: Path, log: Path, batch_size: int | None = None
+    settings: Settings,
+    port: int,
+    data_dir: Path,
+    log: Path,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> subprocess.Popen:
+    """``spendwatch worker [args]`` on ``settings``' broker and topics, with ``env`` added."""
     kafka, topics = settings.kafka, settings.kafka.topics
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDWATCH_")}
-    env.update(
+    full = {k: v for k, v in os.environ.items() if not k.startswith("SPENDWATCH_")}
+    full.update(
         {
             "SPENDWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "SPENDWATCH_KAFKA__APP_ID": kafka.app_id,
             "SPENDWATCH_KAFKA__TOPICS__PARTITIONS": str(topics.partitions),
             "SPENDWATCH_WORKER__WEB_PORT": str(port),
             "SPENDWATCH_WORKER__DATA_DIR": str(data_dir),
-            "SPENDWATCH_WORKER__SOURCE_IDLE_S": "30",
         }
     )
-    if batch_size is not None:
-        env["SPENDWATCH_WORKER__BATCH_SIZE"] = str(batch_size)
-    for name in ("usage", "errors", "customers", "alerts", "deadletter"):
-        env[f"SPENDWATCH_KAFKA__TOPICS__{name.upper()}"] = getattr(topics, name)
+    for name in ("usage", "errors", "customers", "alerts", "deadletter", "silences"):
+        full[f"SPENDWATCH_KAFKA__TOPICS__{name.upper()}"] = getattr(topics, name)
+    full.update(env or {})
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"],
+            [sys.executable, "-m", "stream.cli", "worker", *args],
             cwd=ROOT,
-            env=env,
+            env=full,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -399,7 +403,10 @@ def main() -> None:
     port = 20000 + random.randrange(20000)
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "worker.log"
-        proc = start_worker(settings, port, Path(tmp) / "data", log, args.batch_size)
+        env = {"SPENDWATCH_WORKER__SOURCE_IDLE_S": "30"}
+        if args.batch_size is not None:
+            env["SPENDWATCH_WORKER__BATCH_SIZE"] = str(args.batch_size)
+        proc = start_worker(settings, port, Path(tmp) / "data", log, env)
         try:
             worker = measure_worker(port, sent, proc, log)
             print(

@@ -36,10 +36,9 @@ from aiokafka import AIOKafkaProducer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.kafka_e2e import percentile, settings_for  # noqa: E402
+from bench.kafka_e2e import percentile, settings_for, start_worker  # noqa: E402
 from stream.alerts import fingerprint  # noqa: E402
 from stream.kafka import ensure_topics  # noqa: E402
-from stream.settings import Settings  # noqa: E402
 
 
 def config_file(folder: Path, url: str) -> Path:
@@ -85,31 +84,6 @@ def alert(n: int, now: float) -> dict[str, Any]:
     }
 
 
-def start_worker(settings: Settings, config: Path, port: int, tmp: Path) -> subprocess.Popen:
-    kafka, topics = settings.kafka, settings.kafka.topics
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDWATCH_")}
-    env.update(
-        {
-            "BENCH_SECRET": "bench-secret",
-            "SPENDWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "SPENDWATCH_KAFKA__APP_ID": kafka.app_id,
-            "SPENDWATCH_WORKER__WEB_PORT": str(port),
-            "SPENDWATCH_WORKER__DATA_DIR": str(tmp / "data"),
-            "SPENDWATCH_WORKER__BATCH_WITHIN_S": "0.05",
-        }
-    )
-    for name in ("usage", "errors", "customers", "alerts", "deadletter", "silences"):
-        env[f"SPENDWATCH_KAFKA__TOPICS__{name.upper()}"] = getattr(topics, name)
-    with (tmp / "worker.log").open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker", "--config", str(config)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def notifier_ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/alerts", timeout=2) as response:
@@ -141,7 +115,14 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     settings = settings_for(args.bootstrap, run_id, args.partitions)
     await ensure_topics(settings.kafka)
     web_port = 20000 + random.randrange(20000)
-    proc = start_worker(settings, config_file(tmp, url), web_port, tmp)
+    proc = start_worker(
+        settings,
+        web_port,
+        tmp / "data",
+        tmp / "worker.log",
+        env={"BENCH_SECRET": "bench-secret", "SPENDWATCH_WORKER__BATCH_WITHIN_S": "0.05"},
+        args=("--config", str(config_file(tmp, url))),
+    )
     sent: dict[str, float] = {}
     try:
         deadline = time.monotonic() + 120
