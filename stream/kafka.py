@@ -7,8 +7,9 @@ same way: bootstrap servers, client id, TLS (CA file, client certificate) and SA
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from stream.settings import KafkaSettings, Settings
@@ -128,3 +129,45 @@ async def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:
         if entry.get("topic") == topic and not entry.get("error_code"):
             return sorted(p["partition"] for p in entry.get("partitions", []))
     return []
+
+
+async def reached(consumer: Any, ends: dict[Any, int]) -> bool:
+    """Whether ``consumer`` has read every assigned partition up to ``ends``."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+async def follow_compacted(
+    kafka: KafkaSettings,
+    topic: str,
+    apply: Callable[[bytes | None, bytes | None], Any],
+    ready: asyncio.Event,
+) -> None:
+    """Apply every record (key, value) of a compacted topic from its beginning, then keep
+    following it until cancelled. ``ready`` is set once the end offsets found at the start
+    are reached (at once for an empty or absent topic). Partitions added later are not
+    picked up. Group-less: every worker reads the whole topic."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(**client_kwargs(kafka), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in await partitions_of(kafka, topic)]
+        ends: dict[Any, int] = {}
+        if partitions:
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+        if all(end == 0 for end in ends.values()):
+            ready.set()
+        while partitions:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for messages in batches.values():
+                for message in messages:
+                    apply(message.key, message.value)
+            if not ready.is_set() and await reached(consumer, ends):
+                ready.set()
+    finally:
+        await consumer.stop()

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream.kafka import client_kwargs, ensure_topics, partitions_of
+from stream.kafka import client_kwargs, ensure_topics, follow_compacted, partitions_of, reached
 from stream.notify.silences import Silence
 from stream.settings import KafkaSettings
 
@@ -104,13 +104,6 @@ async def _open(kafka: KafkaSettings) -> tuple[AIOKafkaConsumer, list[TopicParti
     return consumer, partitions
 
 
-async def _caught_up(
-    consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], partitions: list[TopicPartition]
-) -> bool:
-    positions = [await consumer.position(tp) for tp in partitions]
-    return all(p >= ends[tp] for p, tp in zip(positions, partitions, strict=True))
-
-
 async def read_silences(kafka: KafkaSettings, timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
     """Every silence in the topic (id -> :meth:`Silence.to_dict`), read to its end offsets
     as of the call. An absent topic has none. TimeoutError after ``timeout_s`` seconds."""
@@ -122,7 +115,7 @@ async def read_silences(kafka: KafkaSettings, timeout_s: float = 30.0) -> dict[s
         ends = await consumer.end_offsets(partitions)
 
         async def drain() -> None:
-            while not await _caught_up(consumer, ends, partitions):
+            while not await reached(consumer, ends):
                 batches = await consumer.getmany(timeout_ms=200)
                 for messages in batches.values():
                     for message in messages:
@@ -145,20 +138,9 @@ async def follow_silences(
     are reached (at once for an empty or absent topic). Partitions added later are not
     picked up; a topic created after the start is not either (the worker creates it first).
     """
-    consumer, partitions = await _open(kafka)
-    try:
-        ends = await consumer.end_offsets(partitions) if partitions else {}
-        if caught_up is not None and all(ends[tp] == 0 for tp in partitions):
-            caught_up.set()
-        while partitions:
-            batches = await consumer.getmany(timeout_ms=1000)
-            for messages in batches.values():
-                for message in messages:
-                    apply_record(table, message.key, message.value)
-            waiting = caught_up is not None and not caught_up.is_set()
-            if caught_up is not None and waiting and await _caught_up(consumer, ends, partitions):
-                caught_up.set()
-        if caught_up is not None:
-            caught_up.set()
-    finally:
-        await consumer.stop()
+    await follow_compacted(
+        kafka,
+        kafka.topics.silences,
+        lambda key, value: apply_record(table, key, value),
+        caught_up if caught_up is not None else asyncio.Event(),
+    )

@@ -25,12 +25,10 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable
 from typing import Any, cast
 
 import faust
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.tables import TableManager
 from faust.types import TP
 from mode.supervisors import CrashingSupervisor
@@ -40,7 +38,7 @@ from stream.customers import load_customers
 from stream.detect import Keyed
 from stream.events import Customer, Rejection, parse_customer
 from stream.intake import Intake
-from stream.kafka import client_kwargs, ensure_topics, faust_credentials, partitions_of
+from stream.kafka import ensure_topics, faust_credentials, follow_compacted
 from stream.logs import logging_config
 from stream.metrics import Metrics
 from stream.notify_agent import NotifyStage
@@ -168,8 +166,9 @@ class Worker:
 
         @app.task
         async def follow_customers() -> None:
-            await self.follow_compacted(
-                self.settings.kafka.topics.customers, self.apply_customer, self.customers_ready
+            kafka = self.settings.kafka
+            await follow_compacted(
+                kafka, kafka.topics.customers, self.apply_customer, self.customers_ready
             )
 
         @app.agent(self.alerts, name="notify_intake", supervisor_strategy=CrashingSupervisor)
@@ -185,8 +184,9 @@ class Worker:
 
         @app.task
         async def follow_silences() -> None:
-            await self.follow_compacted(
-                self.settings.kafka.topics.silences, self.apply_silence, self.silences_ready
+            kafka = self.settings.kafka
+            await follow_compacted(
+                kafka, kafka.topics.silences, self.apply_silence, self.silences_ready
             )
 
         @app.task
@@ -391,36 +391,6 @@ class Worker:
         log.info("alert %s %s %s", status, labels["alertname"], fingerprint)
 
     # -- customers and silences: every worker reads the whole compacted topics ----------
-
-    async def follow_compacted(
-        self, topic: str, apply: Callable[[bytes | None, bytes | None], None], ready: asyncio.Event
-    ) -> None:
-        """Apply every record of a compacted topic, then follow it; ``ready`` once caught up."""
-        kafka = self.settings.kafka
-        consumer = AIOKafkaConsumer(**client_kwargs(kafka), group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = [TopicPartition(topic, p) for p in await partitions_of(kafka, topic)]
-            if partitions:
-                consumer.assign(partitions)
-                await consumer.seek_to_beginning(*partitions)
-                ends = await consumer.end_offsets(partitions)
-                caught_up = all(ends[tp] == 0 for tp in partitions)
-            else:
-                caught_up = True
-            if caught_up:
-                ready.set()
-            while partitions:
-                batches = await consumer.getmany(timeout_ms=1000)
-                for messages in batches.values():
-                    for message in messages:
-                        apply(message.key, message.value)
-                if not ready.is_set():
-                    positions = [await consumer.position(tp) for tp in partitions]
-                    if all(p >= ends[tp] for p, tp in zip(positions, partitions, strict=True)):
-                        ready.set()
-        finally:
-            await consumer.stop()
 
     def apply_customer(self, key: bytes | None, value: bytes | None) -> None:
         if value is None:  # a tombstone
