@@ -19,16 +19,14 @@ The outbox is replaced by the next batch's, so it holds one batch of alerts at m
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream.kafka import client_kwargs, partitions_of
 from stream.settings import KafkaSettings
-from stream.state import PARTITION_PREFIX, partition_of
+from stream.state import PARTITION_PREFIX, partition_key
+from stream.topic_replay import read_range
 
 # Under the partition records' prefix, which customer-record loading skips.
 OUTBOX_PREFIX = PARTITION_PREFIX + b"outbox:"
@@ -39,14 +37,9 @@ SEARCH_MARGIN_MS = 60_000
 Identity = tuple[str, str, str]  # fingerprint, status, startsAt
 
 
-@functools.cache
 def outbox_key(partition: int, partitions: int) -> bytes:
     """A table key that lands in ``partition`` (so it moves with the partition's state)."""
-    for n in range(100_000):
-        key = OUTBOX_PREFIX + f"{partition}:{n}".encode()
-        if partition_of(key, partitions) == partition:
-            return key
-    raise ValueError(f"no key hashes to partition {partition} of {partitions}")
+    return partition_key(partition, partitions, OUTBOX_PREFIX)
 
 
 def encode_outbox(alerts: list[bytes], written_at: float) -> bytes:
@@ -67,46 +60,17 @@ def identity(alert: dict[str, Any]) -> Identity:
 async def already_sent(
     kafka: KafkaSettings, topic: str, alerts: Iterable[dict[str, Any]], since_s: float
 ) -> set[Identity]:
-    """Which of ``alerts`` are on ``topic`` at or after ``since_s`` (minus a margin).
-
-    Reads only the partitions the alerts' keys (fingerprints) map to, group-less, from the
-    offset of that time to the current end.
-    """
+    """Which of ``alerts`` are on ``topic`` at or after ``since_s`` (minus a margin)."""
     wanted = {identity(a) for a in alerts}
     if not wanted:
         return set()
-    count = len(await partitions_of(kafka, topic))
-    if not count:
-        return set()
-    parts = sorted({partition_of(fp.encode(), count) for fp, _, _ in wanted})
-    tps = [TopicPartition(topic, p) for p in parts]
-    consumer = AIOKafkaConsumer(**client_kwargs(kafka), group_id=None, enable_auto_commit=False)
-    await consumer.start()
+    since_ms = int(since_s * 1000) - SEARCH_MARGIN_MS
     found: set[Identity] = set()
-    try:
-        consumer.assign(tps)
-        since_ms = int(since_s * 1000) - SEARCH_MARGIN_MS
-        starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
-        ends = await consumer.end_offsets(tps)
-        pending = set()
-        for tp in tps:
-            start = starts.get(tp)
-            if start is None or start.offset >= ends[tp]:
-                continue  # nothing written since then
-            consumer.seek(tp, start.offset)
-            pending.add(tp)
-        while pending:
-            batches = await consumer.getmany(*pending, timeout_ms=1000)
-            for tp, messages in batches.items():
-                for message in messages:
-                    try:
-                        seen = identity(orjson.loads(message.value))
-                    except (orjson.JSONDecodeError, KeyError, TypeError):
-                        continue
-                    if seen in wanted:
-                        found.add(seen)
-                if messages and messages[-1].offset + 1 >= ends[tp]:
-                    pending.discard(tp)
-    finally:
-        await consumer.stop()
+    for record in await read_range(kafka, topic, "alerts", since_ms, 2**63 - 1):
+        try:
+            seen = identity(orjson.loads(record.value))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+        if seen in wanted:
+            found.add(seen)
     return found

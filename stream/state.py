@@ -154,10 +154,11 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 
 @functools.cache
-def partition_key(partition: int, partitions: int) -> bytes:
-    """A table key that hashes to ``partition``: where that partition's own record lives."""
+def partition_key(partition: int, partitions: int, prefix: bytes = PARTITION_PREFIX) -> bytes:
+    """A table key that hashes to ``partition``: where that partition's own records live
+    (loading customers' records skips keys starting with ``PARTITION_PREFIX``)."""
     for n in range(100_000):
-        key = PARTITION_PREFIX + f"{partition}:{n}".encode()
+        key = prefix + f"{partition}:{n}".encode()
         if partition_of(key, partitions) == partition:
             return key
     raise ValueError(f"no key hashes to partition {partition} of {partitions}")
