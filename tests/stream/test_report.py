@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from stream.alerts import rfc3339
 from stream.backtest import Episode, alerted_keys
@@ -50,8 +49,8 @@ def test_report_is_self_contained_and_small(tmp_path_factory):
     assert len(re.findall(r'<figure class="chart" data-key="', text)) == len(alerted(result))
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="make chromium installs it (make test does)")
 def test_report_renders_in_chromium_with_one_chart_per_alerted_key(tmp_path_factory):
+    assert CHROMIUM.exists(), f"{CHROMIUM} missing: `make chromium` installs it (make test does)"
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
