@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import orjson
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 # Events stamped outside this window are producer bugs (unset clocks, ms read as s), not
@@ -240,7 +240,7 @@ def read_usage(raw: bytes | str) -> EventRecord | Rejection:
     ...            b'"provider":"openai","model":"gpt-4o","status":"rate_limited"}').rate_limited
     True
     """
-    record = _fast_record(raw, None)
+    record = _fast_record(raw, True)
     if record is not None:
         return record
     event = parse_usage(raw)
@@ -249,26 +249,26 @@ def read_usage(raw: bytes | str) -> EventRecord | Rejection:
 
 def read_error(raw: bytes | str) -> EventRecord | Rejection:
     """An error event's record from JSON bytes, or why it was refused (as :func:`parse_error`)."""
-    record = _fast_record(raw, _ERROR_TYPES)
+    record = _fast_record(raw, False)
     if record is not None:
         return record
     event = parse_error(raw)
     return event if isinstance(event, Rejection) else EventRecord.of(event)
 
 
-# The fast path below reads the common, well-formed shape with orjson and plain checks; it
-# only ever accepts, never refuses: anything it is not sure of (a missing or odd field, a
-# number where pydantic would coerce, a JSON quirk orjson refuses) returns None, and the
-# pydantic model decides, with its exact reason. The models stay the one description of
-# the fields; tests/stream/test_events.py checks that both paths agree on random input.
+# The fast path below decodes the common, well-formed shape with msgspec, whose structs
+# below check types and limits in C; it only ever accepts, never refuses: anything it is
+# not sure of (a missing or odd field, a number where pydantic would coerce, a JSON quirk
+# msgspec refuses) returns None, and the pydantic model decides, with its exact reason.
+# The structs are never looser than the models (where they differ they are stricter, e.g.
+# tag names up to 256 characters, numbers below 2**53); tests/stream/test_events.py checks
+# that both paths agree on random input.
 # status -> (failed, rate_limited), as UsageEvent's properties say.
 _STATUSES: dict[str, tuple[bool, bool]] = {
     status: (status not in ("ok", "cancelled"), status == "rate_limited")
     for status in UsageStatus.__args__  # type: ignore[attr-defined]
 }
-_ERROR_TYPES: frozenset[str] = frozenset(ErrorType.__args__)  # type: ignore[attr-defined]
-_EXACT_INT = 2**53  # ints below this convert to float exactly, in Python as in pydantic
-_INF = float("inf")
+_EXACT = 2.0**53  # numbers below this convert between int and float exactly
 # Names repeat from event to event: one shared str per name keeps the keys of detector
 # state from holding a copy per bucket (pydantic-core's parser shares short strings the
 # same way) and their hashes computed once. Bounded: cleared when full.
@@ -276,93 +276,66 @@ _NAMES: dict[str, str] = {}
 _MAX_NAMES = 1 << 16
 
 
-def _fast_record(raw: bytes | str, error_types: frozenset[str] | None) -> EventRecord | None:
-    """The record if ``raw`` has the plain well-formed shape; None: ask the model."""
+# The models' limits as msgspec constraints (see _Event, UsageEvent, ErrorEvent).
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+_Provider = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+_Short = Annotated[str, msgspec.Meta(max_length=128)]
+_Tag = Annotated[str, msgspec.Meta(max_length=256)]
+_Message = Annotated[str, msgspec.Meta(max_length=2000)]
+_Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS_PER_EVENT)]
+_Plain = Annotated[float, msgspec.Meta(ge=0, lt=_EXACT)]
+
+
+class _Wire(msgspec.Struct, gc=False):
+    """The fields both event kinds share."""
+
+    event_id: _Id
+    ts: str | int | float
+    customer_id: _Name
+    endpoint: _Name
+    provider: _Provider
+    model: _Id
+    input_tokens: _Tokens = 0
+    output_tokens: _Tokens = 0
+    cost_usd: Annotated[float, msgspec.Meta(ge=0, le=1e6)] | None = None
+    request_id: _Short = ""
+    attempt: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
+    latency_ms: _Plain = 0.0
+    tags: Annotated[dict[_Tag, _Tag], msgspec.Meta(max_length=32)] = {}
+
+
+class _UsageWire(_Wire, gc=False):
+    cached_input_tokens: _Tokens = 0
+    cache_write_tokens: _Tokens = 0
+    status: UsageStatus = "ok"
+
+
+class _ErrorWire(_Wire, gc=False):
+    error_type: ErrorType = None  # type: ignore[assignment]  # None: absent, ask the model
+    http_status: Annotated[int, msgspec.Meta(ge=100, le=599)] = 0
+    will_retry: bool = False
+    retry_after_s: _Plain = 0.0
+    message: _Message = ""
+    # ErrorEvent's own fields, which input may set: too odd for the fast path.
+    failed: Any = msgspec.UNSET
+    cached_input_tokens: Any = msgspec.UNSET
+    cache_write_tokens: Any = msgspec.UNSET
+
+
+_USAGE_WIRE = msgspec.json.Decoder(_UsageWire)
+_ERROR_WIRE = msgspec.json.Decoder(_ErrorWire)
+_UNSET = msgspec.UNSET
+
+
+def _fast_record(raw: bytes | str, usage: bool) -> EventRecord | None:
+    """The record if ``raw`` (a usage event if ``usage``, else an error event) has the plain
+    well-formed shape; None: ask the model."""
     try:
-        data = orjson.loads(raw)
-        event_id = data["event_id"]
-        customer_id = data["customer_id"]
-        endpoint = data["endpoint"]
-        provider = data["provider"]
-        model = data["model"]
-        ts = data["ts"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):  # TypeError: not an object
+        wire: _UsageWire | _ErrorWire = (_USAGE_WIRE if usage else _ERROR_WIRE).decode(raw)
+    except (msgspec.DecodeError, ValueError):  # ValueError: not UTF-8
         return None
-    if not (
-        type(event_id) is str
-        and 0 < len(event_id) <= 128
-        and type(customer_id) is str
-        and 0 < len(customer_id) <= 256
-        and type(endpoint) is str
-        and 0 < len(endpoint) <= 256
-        and type(provider) is str
-        and 0 < len(provider) <= 64
-        and type(model) is str
-        and 0 < len(model) <= 128
-    ):
-        return None
-    names = _NAMES
-    if len(names) >= _MAX_NAMES:
-        names.clear()
-    customer_id = names.setdefault(customer_id, customer_id)
-    endpoint = names.setdefault(endpoint, endpoint)
-    provider = names.setdefault(provider, provider)
-    model = names.setdefault(model, model)
-    get = data.get
-    input_tokens = get("input_tokens", 0)
-    output_tokens = get("output_tokens", 0)
-    attempt = get("attempt", 1)
-    if not (
-        type(input_tokens) is int
-        and 0 <= input_tokens <= MAX_TOKENS_PER_EVENT
-        and type(output_tokens) is int
-        and 0 <= output_tokens <= MAX_TOKENS_PER_EVENT
-        and type(attempt) is int
-        and 1 <= attempt <= 1000
-    ):
-        return None
-    if error_types is None:
-        cached = get("cached_input_tokens", 0)
-        written = get("cache_write_tokens", 0)
-        if not (
-            type(cached) is int
-            and 0 <= cached <= MAX_TOKENS_PER_EVENT
-            and type(written) is int
-            and 0 <= written <= MAX_TOKENS_PER_EVENT
-        ):
-            return None
-        status = get("status", "ok")
-        flags = _STATUSES.get(status) if type(status) is str else None
-        if flags is None:
-            return None
-        failed, rate_limited = flags
-    else:
-        error_type = get("error_type")
-        if type(error_type) is not str or error_type not in error_types:
-            return None
-        if not _plain_error_fields(data):
-            return None
-        cached = written = 0
-        failed, rate_limited = True, error_type == "rate_limited"
-    cost = get("cost_usd")
-    if cost is not None:
-        if type(cost) is int and -_EXACT_INT < cost < _EXACT_INT:
-            cost = float(cost)
-        if type(cost) is not float or not 0.0 <= cost <= 1e6:
-            return None
-    request_id = get("request_id", "")
-    if type(request_id) is not str or len(request_id) > 128:
-        return None
-    latency = get("latency_ms", 0.0)
-    if not (type(latency) is float and 0.0 <= latency < _INF or _plain_number(latency)):
-        return None
-    if "tags" in data:
-        tags = data["tags"]
-        if type(tags) is not dict or len(tags) > 32:
-            return None
-        for key, value in tags.items():  # inline: most events have tags
-            if type(value) is not str or len(value) > 256 or len(key) > 256:
-                return None
+    ts = wire.ts
     # The common RFC 3339 form read inline; every other form as the model reads it.
     if type(ts) is str:
         try:
@@ -379,49 +352,43 @@ def _fast_record(raw: bytes | str, error_types: frozenset[str] | None) -> EventR
             ts = to_epoch_seconds(ts)
         except ValueError:
             return None
+    if isinstance(wire, _UsageWire):
+        failed, rate_limited = _STATUSES[wire.status]
+        cached, written = wire.cached_input_tokens, wire.cache_write_tokens
+    else:
+        error_type = wire.error_type
+        if (
+            error_type is None
+            or wire.failed is not _UNSET
+            or wire.cached_input_tokens is not _UNSET
+            or wire.cache_write_tokens is not _UNSET
+        ):
+            return None
+        cached = written = 0
+        failed, rate_limited = True, error_type == "rate_limited"
+    names = _NAMES
+    if len(names) >= _MAX_NAMES:
+        names.clear()
+    customer_id = wire.customer_id
+    endpoint = wire.endpoint
+    provider = wire.provider
+    model = wire.model
     return EventRecord(
-        event_id,
+        wire.event_id,
         ts,
-        customer_id,
-        endpoint,
-        provider,
-        model,
-        input_tokens,
-        output_tokens,
+        names.setdefault(customer_id, customer_id),
+        names.setdefault(endpoint, endpoint),
+        names.setdefault(provider, provider),
+        names.setdefault(model, model),
+        wire.input_tokens,
+        wire.output_tokens,
         cached,
         written,
-        cost,
-        attempt,
+        wire.cost_usd,
+        wire.attempt,
         failed,
         rate_limited,
     )
-
-
-def _plain_number(value: Any) -> bool:
-    """A finite JSON number >= 0 that pydantic reads as the same float."""
-    if type(value) is int:
-        return 0 <= value < _EXACT_INT
-    return type(value) is float and 0.0 <= value < _INF
-
-
-def _plain_error_fields(data: dict[str, Any]) -> bool:
-    # Fields only ErrorEvent has; the model's own fields failed / cached_input_tokens /
-    # cache_write_tokens may be set by input, which is too odd for the fast path.
-    if "failed" in data or "cached_input_tokens" in data or "cache_write_tokens" in data:
-        return False
-    if "http_status" in data:
-        status = data["http_status"]
-        if type(status) is not int or not 100 <= status <= 599:
-            return False
-    if "will_retry" in data and type(data["will_retry"]) is not bool:
-        return False
-    if "retry_after_s" in data and not _plain_number(data["retry_after_s"]):
-        return False
-    if "message" in data:
-        message = data["message"]
-        if type(message) is not str or len(message) > 2000:
-            return False
-    return True
 
 
 def parse_customer(raw: bytes | str) -> Customer | Rejection:
