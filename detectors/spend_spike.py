@@ -155,8 +155,61 @@ class SpendSpikeState:
         )
 
 
-# baseline_alpha of the last (params, width) seen: every key of a bucket shares them.
-_last_alpha: tuple[SpendSpikeParams | None, float, float] = (None, 0.0, 0.0)
+@dataclass(slots=True)
+class _Bucket:
+    """What every key judged for one bucket shares: its place in the day and in the
+    recent ring, the per-hour scale, and the parameters as plain numbers. Built once per
+    bucket (and gap bucket), not once per key; the same expressions give the same numbers.
+    """
+
+    t: float
+    width: float
+    params: SpendSpikeParams
+    alpha: float
+    per_hour: float
+    recent_at: int  # offset of this bucket in the recent ring (from the array's end)
+    slot_at: int  # this hour's (mean, var, count) in a seasonal baseline
+    warmup_s: float
+    fire_ratio: float
+    min_z: float
+    min_excess: float
+    absolute: float | None
+    clip_z: float
+
+    @classmethod
+    def of(cls, t: float, width: float, params: SpendSpikeParams) -> _Bucket:
+        return cls(
+            t,
+            width,
+            params,
+            baseline_alpha(params, width),
+            3600.0 / width,
+            RECENT - int(t // width) % RECENT,
+            _SLOTS + 3 * (int(t // SECONDS_PER_SLOT) % SLOTS_PER_DAY),
+            params.warmup_s,
+            1.0 + params.relative_margin,
+            params.min_z,
+            params.min_excess_usd_per_hour,
+            params.absolute_usd_per_hour,
+            params.clip_z,
+        )
+
+
+# Buckets of the last (params, width) seen, by start time: every key of a bucket, and
+# the gap buckets keys replay, share them. Bounded: cleared when full.
+_buckets: dict[float, _Bucket] = {}
+_buckets_of: tuple[SpendSpikeParams | None, float] = (None, 0.0)
+
+
+def _bucket(t: float, width: float, params: SpendSpikeParams) -> _Bucket:
+    global _buckets_of
+    if params is not _buckets_of[0] or width != _buckets_of[1] or len(_buckets) > 4096:
+        _buckets.clear()
+        _buckets_of = (params, width)
+    bucket = _buckets.get(t)
+    if bucket is None:
+        bucket = _buckets[t] = _Bucket.of(t, width, params)
+    return bucket
 
 
 def update(
@@ -167,62 +220,51 @@ def update(
     Buckets skipped since the last call count as zero spend. Out-of-order calls for a
     bucket at or before the last one are ignored (the caller closes buckets in order).
     """
-    global _last_alpha
-    cached_params, cached_width, alpha = _last_alpha
-    if params is not cached_params or width != cached_width:
-        alpha = baseline_alpha(params, width)
-        _last_alpha = (params, width, alpha)
-    if state.last_t is not None:
-        if t <= state.last_t:
+    last_t = state.last_t
+    if last_t is not None:
+        if t <= last_t:
             return []
-        gap = min(int(round((t - state.last_t) / width)) - 1, MAX_GAP_BUCKETS)
-        decisions: list[Decision] = []
-        for i in range(gap, 0, -1):
-            decisions += _judge_and_learn(state, t - i * width, width, 0.0, params, alpha)
-        decisions += _judge_and_learn(state, t, width, spend, params, alpha)
-        return decisions
-    return _judge_and_learn(state, t, width, spend, params, alpha)
+        gap = min(int(round((t - last_t) / width)) - 1, MAX_GAP_BUCKETS)
+        if gap > 0:
+            decisions: list[Decision] = []
+            for i in range(gap, 0, -1):
+                decisions += _judge_and_learn(state, 0.0, _bucket(t - i * width, width, params))
+            return decisions + _judge_and_learn(state, spend, _bucket(t, width, params))
+    return _judge_and_learn(state, spend, _bucket(t, width, params))
 
 
-def _judge_and_learn(
-    state: SpendSpikeState,
-    t: float,
-    width: float,
-    spend: float,
-    params: SpendSpikeParams,
-    alpha: float,
-) -> list[Decision]:
+def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> list[Decision]:
     # SeasonalBaseline.expected and .update written out (this runs for every key in every
     # bucket): the same expressions in the same order give the same numbers.
+    t = bucket.t
     state.last_t = t
     baseline = state.baseline
     stats = baseline.stats
-    stats[len(stats) - RECENT + int(t // width) % RECENT] = spend
+    stats[len(stats) - bucket.recent_at] = spend
     seasonal = baseline.seasonal
-    at = _SLOTS + 3 * (int(t // SECONDS_PER_SLOT) % SLOTS_PER_DAY) if seasonal else 0
+    at = bucket.slot_at if seasonal else 0
     if seasonal and stats[at + 2] >= _MIN_SLOT_COUNT:
         mean, sd = float(stats[at]), math.sqrt(max(0.0, stats[at + 1]))
     else:
         mean, sd = float(stats[_MEAN]), math.sqrt(max(0.0, stats[_VAR]))
-    per_hour = 3600.0 / width
+    per_hour = bucket.per_hour
     excess_per_hour = (spend - mean) * per_hour
     # A perfectly flat history has sd 0; a floor keeps z finite and meaningful.
     z = (spend - mean) / max(sd, 0.05 * mean, 1e-9)
     ratio = spend / mean if mean > 0 else math.inf if spend > 0 else 1.0
     # History is counted in learnt buckets (gaps count up to MAX_GAP_BUCKETS), so a
     # sparse key warms up no sooner than a busy one.
-    warm = int(stats[_N]) * width >= params.warmup_s
+    width = bucket.width
+    warm = int(stats[_N]) * width >= bucket.warmup_s
     relative = (
         warm
-        and ratio >= 1.0 + params.relative_margin
-        and z >= params.min_z
-        and excess_per_hour >= params.min_excess_usd_per_hour
+        and ratio >= bucket.fire_ratio
+        and z >= bucket.min_z
+        and excess_per_hour >= bucket.min_excess
     )
-    absolute = (
-        params.absolute_usd_per_hour is not None
-        and spend * per_hour >= params.absolute_usd_per_hour
-    )
+    absolute = bucket.absolute is not None and spend * per_hour >= bucket.absolute
     breach = relative or absolute
+    params = bucket.params
     if state.episode is None and not breach:
         transitions: list[Transition] = []  # advance()'s answer for an idle key, no severity
     else:
@@ -248,10 +290,11 @@ def _judge_and_learn(
     # Learn the bucket, clipped while it looks anomalous so spikes stay anomalous.
     episode = state.episode
     learnt = (
-        min(spend, mean + params.clip_z * sd)
+        min(spend, mean + bucket.clip_z * sd)
         if (breach or (episode is not None and episode.firing)) and warm
         else spend
     )
+    alpha = bucket.alpha
     stats[_N] += 1
     weight = max(alpha, 1.0 / int(stats[_N]))
     d = learnt - stats[_MEAN]
