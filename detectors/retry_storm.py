@@ -212,9 +212,26 @@ def update(
         decisions: list[Decision] = []
         # Only the skipped buckets still inside the window (or an open episode) matter.
         for i in range(min(skipped, window + params.calm_buckets), 0, -1):
-            decisions += _push_and_judge(state, t - i * width, width, BucketCounts(), params)
+            decisions += _push_empty(state, t - i * width, width, params)
         return decisions + _push_and_judge(state, t, width, counts, params)
     return _push_and_judge(state, t, width, counts, params)
+
+
+_EMPTY = array(TYPECODE, [0.0] * _FIELDS)
+
+
+def _push_empty(
+    state: RetryStormState, t: float, width: float, params: RetryStormParams
+) -> list[Decision]:
+    """``_push_and_judge`` of an empty bucket, short when it has nothing to judge (an idle
+    key whose window holds too few attempts: most skipped buckets)."""
+    stats = state.stats
+    slot = _RING + int(t // width) % ((len(stats) - _RING) // _FIELDS) * _FIELDS
+    stats[slot : slot + _FIELDS] = _EMPTY
+    if state.episode is None and sum(stats[_RING + _REQ :: _FIELDS]) < params.min_requests:
+        state.last_t = t
+        return []
+    return _push_and_judge(state, t, width, BucketCounts(), params)
 
 
 def _push_and_judge(
