@@ -160,3 +160,38 @@ def test_a_storm_on_a_quiet_key_is_held_while_its_few_attempts_still_fail():
     failing = [((10 + m) * MINUTE, counts(1, 1, 1)) for m in range(20)]
     decisions, _ = run(storm + failing)
     assert [d.status for d in decisions] == ["firing"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 12),  # buckets skipped before this one
+            st.integers(0, 60),  # attempts
+            st.floats(0.0, 1.0),  # failing share
+        ),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_skipped_buckets_are_judged_as_empty_buckets_would_be(steps):
+    """update()'s short way through skipped buckets ends where judging each empty bucket
+    does: same decisions, same state."""
+    params = RetryStormParams(warmup_buckets=5, min_requests=10)
+    fast, slow = RetryStormState.new(params), RetryStormState.new(params)
+    got, want = [], []
+    minute = 0
+    for skipped, n, share in steps:
+        if slow.last_t is not None:
+            window = params.window_buckets
+            for i in range(min(skipped, window + params.calm_buckets), 0, -1):
+                want += retry_storm._push_and_judge(
+                    slow, (minute + skipped - i) * MINUTE, MINUTE, BucketCounts(), params
+                )
+        minute += skipped
+        bucket = counts(n, round(n * share), round(n * share / 2))
+        got += retry_storm.update(fast, minute * MINUTE, MINUTE, bucket, params)
+        want += retry_storm._push_and_judge(slow, minute * MINUTE, MINUTE, bucket, params)
+        minute += 1
+    assert got == want
+    assert fast.to_dict() == slow.to_dict()
