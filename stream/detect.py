@@ -72,11 +72,7 @@ def merge_rollups(into: Rollup, part: Rollup) -> None:
 
 def _add(into: dict[Any, list[float]], key: Any, row: list[float]) -> None:
     total = into.get(key)
-    if total is None:
-        into[key] = row.copy()
-    else:
-        for i, value in enumerate(row):
-            total[i] += value
+    into[key] = row.copy() if total is None else [a + b for a, b in zip(total, row, strict=True)]
 
 
 @dataclass
@@ -168,6 +164,7 @@ class CustomerDetection:
             "margin": set(),
         }
         self.unknown_customers: set[str] = set()
+        self._terms: dict[str, tuple[Customer, Settings, MarginTerms]] = {}
 
     def reload(self, settings: Settings) -> None:
         """Judge with ``settings`` from the next bucket on. Baselines, windows and open
@@ -329,22 +326,31 @@ class CustomerDetection:
         return out
 
     def terms(self, customer_id: str) -> MarginTerms | None:
-        """The customer's margin terms from their record and plan; None if unknown."""
+        """The customer's margin terms from their record and plan; None if unknown.
+
+        Kept per customer until their record or the settings are replaced (a customers
+        topic update, a reload): this is asked for every customer in every bucket.
+        """
         customer = self.customers(customer_id)
         if customer is None or customer.deleted:
             self.unknown_customers.add(customer_id)
             return None
+        known = self._terms.get(customer_id)
+        if known is not None and known[0] is customer and known[1] is self.settings:
+            return known[2]
         plan = self.settings.plan(customer.plan)
         target = (
             customer.margin_target if customer.margin_target is not None else plan.margin_target
         )
-        return MarginTerms(
+        terms = MarginTerms(
             price_usd=customer.monthly_price_usd,
             overhead_ratio=plan.overhead_ratio,
             margin_target=target,
             cost_cap_usd=plan.cost_cap_usd,
             billing_day=customer.billing_day,
         )
+        self._terms[customer_id] = (customer, self.settings, terms)
+        return terms
 
     def _keys(self, name: str, fresh: dict[Any, Any]) -> Iterable[Any]:
         active = self.active[name]

@@ -174,3 +174,19 @@ def test_margin_breach_needs_a_customer_record():
         ("firing", "critical", "acme")
     ]
     assert pipeline.per_customer.unknown_customers == {"nobody"}
+
+
+def test_margin_terms_follow_a_replaced_customer_record_and_reloaded_settings():
+    acme = Customer(customer_id="acme", plan="starter", monthly_price_usd=100.0)
+    pipeline, _ = make(customers={"acme": acme})
+    detection = pipeline.per_customer
+    first = detection.terms("acme")
+    assert first is not None and first.price_usd == 100.0
+    assert detection.terms("acme") is first  # asked every bucket: kept while nothing changed
+    pipeline.upsert_customer(acme.model_copy(update={"monthly_price_usd": 250.0}))
+    assert detection.terms("acme").price_usd == 250.0
+    raised = Settings.model_validate({"plans": {"starter": {"overhead_ratio": 1.5}}})
+    detection.reload(raised)
+    assert detection.terms("acme").overhead_ratio == 1.5
+    pipeline.upsert_customer(acme.model_copy(update={"deleted": True}))
+    assert detection.terms("acme") is None
