@@ -32,6 +32,7 @@ from stream.settings import Settings
 COST, REQUESTS, FAILURES, RETRIES, RATE_LIMITED, WASTED, FIRST_FAILURES, RETRIED = range(8)
 TOP_CUSTOMER, TOP_REQUESTS = 8, 9  # in rollups: failures and attempts of the top customer
 RowKey = tuple[str, str, str, str]
+MAX_CACHED_TERMS = 4096  # customers whose margin terms CustomerDetection.terms keeps
 Rollup = dict[tuple[str, str], list[float]]  # (provider, model) -> counts row
 
 
@@ -329,7 +330,8 @@ class CustomerDetection:
         """The customer's margin terms from their record and plan; None if unknown.
 
         Kept per customer until their record or the settings are replaced (a customers
-        topic update, a reload): this is asked for every customer in every bucket.
+        topic update, a reload): this is asked for every customer in every bucket. The
+        cache is bounded (cleared when full), so it adds nothing per key at 100k keys.
         """
         customer = self.customers(customer_id)
         if customer is None or customer.deleted:
@@ -349,6 +351,8 @@ class CustomerDetection:
             cost_cap_usd=plan.cost_cap_usd,
             billing_day=customer.billing_day,
         )
+        if len(self._terms) >= MAX_CACHED_TERMS:
+            self._terms.clear()
         self._terms[customer_id] = (customer, self.settings, terms)
         return terms
 

@@ -130,7 +130,7 @@ class Ingest:
                     f"(ingest.max_future_skew_s {self.settings.max_future_skew_s:.0f})",
                 )
                 self.stats.reject(kind, rejection)
-                return DeadLetter(kind, rejection, raw)
+                return DeadLetter(kind, rejection, raw.rstrip(b"\r\n"))
             self.stream_time = ts
         if self.dedup is not None and self.dedup.seen(event.event_id, ts):
             self.stats.duplicates += 1

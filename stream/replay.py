@@ -84,7 +84,8 @@ def _read(pipeline: Pipeline, kind: str, path: Path, report: ReplayReport) -> It
             report.lines += 1
             if report.lines % 10_000 == 0:
                 report.positions[path] = disk.tell()
-            # JSON allows the trailing newline: it is stripped only from what is kept.
+            # JSON allows the trailing newline: it is stripped only from what is kept (the
+            # raw bytes of a dead letter; ingest strips those it refuses later).
             event = parse(kind, raw)
             if isinstance(event, DeadLetter):
                 event.raw = raw.rstrip(b"\r\n")
@@ -93,7 +94,7 @@ def _read(pipeline: Pipeline, kind: str, path: Path, report: ReplayReport) -> It
                     pipeline.on_dead_letter(event)
                 continue
             seq += 1
-            yield event.ts, seq, kind, event, raw.rstrip(b"\r\n")
+            yield event.ts, seq, kind, event, raw
 
 
 def _merge2(first: Iterator[Item], second: Iterator[Item]) -> Iterator[Item]:

@@ -190,3 +190,17 @@ def test_margin_terms_follow_a_replaced_customer_record_and_reloaded_settings():
     assert detection.terms("acme").overhead_ratio == 1.5
     pipeline.upsert_customer(acme.model_copy(update={"deleted": True}))
     assert detection.terms("acme") is None
+
+
+def test_the_margin_terms_cache_is_bounded(monkeypatch):
+    import stream.detect
+
+    monkeypatch.setattr(stream.detect, "MAX_CACHED_TERMS", 3)
+    customers = {
+        f"c{i}": Customer(customer_id=f"c{i}", plan="pro", monthly_price_usd=10.0 + i)
+        for i in range(10)
+    }
+    pipeline, _ = make(customers=customers)
+    for i in range(10):
+        assert pipeline.per_customer.terms(f"c{i}").price_usd == 10.0 + i
+        assert len(pipeline.per_customer._terms) <= 3
