@@ -76,6 +76,26 @@ def _add(into: dict[Any, list[float]], key: Any, row: list[float]) -> None:
     into[key] = row.copy() if total is None else [a + b for a, b in zip(total, row, strict=True)]
 
 
+def count_attempt(
+    row: list[float], cost: float, attempt: int, failed: bool, rate_limited: bool
+) -> None:
+    """Add one attempt costing ``cost`` USD to a bucket row (the one place that says what
+    counts as a failure, a retry and a retried request)."""
+    row[COST] += cost
+    row[REQUESTS] += 1
+    if failed:
+        row[FAILURES] += 1
+        row[WASTED] += cost
+        if attempt == 1:
+            row[FIRST_FAILURES] += 1
+    if attempt > 1:
+        row[RETRIES] += 1
+        if attempt == 2:
+            row[RETRIED] += 1
+    if rate_limited:
+        row[RATE_LIMITED] += 1
+
+
 @dataclass
 class DetectStats:
     late_events: int = 0
@@ -107,20 +127,7 @@ class Buckets:
         row = rows.get(key)
         if row is None:
             row = rows[key] = [0.0] * TOP_CUSTOMER
-        row[COST] += cost
-        row[REQUESTS] += 1
-        attempt = event.attempt
-        if event.failed:
-            row[FAILURES] += 1
-            row[WASTED] += cost
-            if attempt == 1:
-                row[FIRST_FAILURES] += 1
-        if attempt > 1:
-            row[RETRIES] += 1
-            if attempt == 2:
-                row[RETRIED] += 1
-        if event.rate_limited:
-            row[RATE_LIMITED] += 1
+        count_attempt(row, cost, event.attempt, event.failed, event.rate_limited)
         if ts > self.watermark:
             self.watermark = ts
 

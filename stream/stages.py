@@ -20,20 +20,13 @@ import orjson
 
 from detectors.retry_storm import RetryStormState
 from stream.detect import (
-    COST,
-    FAILURES,
-    FIRST_FAILURES,
-    RATE_LIMITED,
-    REQUESTS,
-    RETRIED,
-    RETRIES,
     TOP_CUSTOMER,
-    WASTED,
     Buckets,
     CustomerDetection,
     GlobalDetection,
     Keyed,
     Rollup,
+    count_attempt,
     merge_rollups,
 )
 from stream.events import Customer, EventRecord
@@ -212,8 +205,8 @@ class PartitionDetect:
     def _apply(self, events: Sequence[Sequence[Any]]) -> int:
         """Bucket events given as their fields (Priced's order); returns how many counted.
 
-        The per-event work of ``Buckets.add`` done on the fields themselves, without an
-        object per event (the worker's hottest loop); a test holds it to ``Buckets.add``.
+        ``Buckets.add`` done on the fields themselves, without an object per event (the
+        worker's hottest loop); rows are counted by the same ``detect.count_attempt``.
         """
         sources, seen = self.sources, self.dedup.seen
         buckets = self.buckets
@@ -252,19 +245,7 @@ class PartitionDetect:
                     cell = cells[cell_key] = {}
                 cell[key] = row
             dirty.add(cell_key)
-            row[COST] += cost
-            row[REQUESTS] += 1
-            if failed:
-                row[FAILURES] += 1
-                row[WASTED] += cost
-                if attempt == 1:
-                    row[FIRST_FAILURES] += 1
-            if attempt > 1:
-                row[RETRIES] += 1
-                if attempt == 2:
-                    row[RETRIED] += 1
-            if rate_limited:
-                row[RATE_LIMITED] += 1
+            count_attempt(row, cost, attempt, failed, rate_limited)
         buckets.watermark = watermark
         buckets.stats.late_events += late
         self.replayed += replayed
