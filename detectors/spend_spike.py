@@ -24,9 +24,11 @@ are normal.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import numpy as np
 from pydantic import ConfigDict, Field
 
 from detectors import episode as episodes
@@ -231,6 +233,121 @@ def update(
                 decisions += _judge_and_learn(state, 0.0, _bucket(t - i * width, width, params))
             return decisions + _judge_and_learn(state, spend, _bucket(t, width, params))
     return _judge_and_learn(state, spend, _bucket(t, width, params))
+
+
+def zero_is_quiet(params: SpendSpikeParams) -> bool:
+    """True when a bucket without spend can neither breach nor start an episode: then
+    judging a quiet key's empty bucket when it closes, or later as part of a gap, learns
+    the same and decides nothing either way."""
+    return params.absolute_usd_per_hour is None or params.absolute_usd_per_hour > 0
+
+
+def update_many(
+    states: Sequence[SpendSpikeState],
+    t: float,
+    width: float,
+    spends: Sequence[float],
+    params: SpendSpikeParams,
+) -> dict[int, list[Decision]]:
+    """:func:`update` for many keys and one bucket: ``states[i]`` learns ``spends[i]``.
+
+    Returns the decisions by index, only for keys that have some. Keys that learn an
+    ordinary bucket (no episode, no breach, no gap) are judged and learnt together with
+    numpy, by the same expressions in float64 as :func:`_judge_and_learn`, stored to the
+    same single-precision arrays, so the results are identical; every other key goes
+    through :func:`update` on its own.
+    """
+    out: dict[int, list[Decision]] = {}
+    seasonal = params.seasonal
+    size = _SLOTS + (3 * SLOTS_PER_DAY if seasonal else 0) + RECENT
+    batch: list[int] = []
+    previous = t - width
+    for i, state in enumerate(states):
+        last = state.last_t
+        if (
+            state.episode is None
+            and state.baseline.seasonal is seasonal
+            and len(state.baseline.stats) == size
+            and (
+                last is None
+                or last == previous
+                or (t > last and int(round((t - last) / width)) == 1)
+            )
+        ):
+            batch.append(i)
+        elif decisions := update(state, t, width, spends[i], params):
+            out[i] = decisions
+    if len(batch) < _MIN_BATCH:
+        for i in batch:
+            if decisions := update(states[i], t, width, spends[i], params):
+                out[i] = decisions
+        return dict(sorted(out.items()))
+    # The keys' arrays side by side in one buffer, learnt as rows of one matrix in place.
+    rows = bytearray(b"".join([states[i].baseline.stats for i in batch]))
+    stats = np.frombuffer(rows, dtype=np.float32).reshape(len(batch), size)
+    spend = np.array([spends[i] for i in batch], dtype=np.float64)
+    breaching = _learn_ordinary(stats, spend, _bucket(t, width, params), seasonal).tolist()
+    row_bytes, learnt = size * stats.itemsize, memoryview(rows)
+    for j, i in enumerate(batch):
+        state = states[i]
+        if breaching[j]:  # judged on its own, from its untouched state
+            if decisions := update(state, t, width, spends[i], params):
+                out[i] = decisions
+            continue
+        memoryview(state.baseline.stats).cast("B")[:] = learnt[j * row_bytes : (j + 1) * row_bytes]
+        state.last_t = t
+    return dict(sorted(out.items()))
+
+
+# Below this many ordinary keys in a bucket numpy's per-call cost outweighs its speed.
+_MIN_BATCH = 16
+
+
+def _learn_ordinary(
+    stats: np.ndarray, spend: np.ndarray, bucket: _Bucket, seasonal: bool
+) -> np.ndarray:
+    """_judge_and_learn of rows without an episode, in place (float64 maths, stored in
+    single precision as the arrays do). True where a row breaches: its learning here is
+    to be discarded, as it needs the episode logic."""
+    f64 = np.float64
+    at = bucket.slot_at if seasonal else 0
+    stats[:, stats.shape[1] - bucket.recent_at] = spend
+    if seasonal:
+        use_slot = stats[:, at + 2] >= _MIN_SLOT_COUNT
+        mean = np.where(use_slot, stats[:, at], stats[:, _MEAN]).astype(f64)
+        var = np.where(use_slot, stats[:, at + 1], stats[:, _VAR]).astype(f64)
+    else:
+        mean, var = stats[:, _MEAN].astype(f64), stats[:, _VAR].astype(f64)
+    sd = np.sqrt(np.maximum(0.0, var))
+    per_hour = bucket.per_hour
+    excess_per_hour = (spend - mean) * per_hour
+    z = (spend - mean) / np.maximum(np.maximum(sd, 0.05 * mean), 1e-9)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(mean > 0, spend / mean, np.where(spend > 0, np.inf, 1.0))
+    warm = stats[:, _N].astype(f64) * bucket.width >= bucket.warmup_s
+    breach: np.ndarray = (
+        warm
+        & (ratio >= bucket.fire_ratio)
+        & (z >= bucket.min_z)
+        & (excess_per_hour >= bucket.min_excess)
+    )
+    if bucket.absolute is not None:
+        breach |= spend * per_hour >= bucket.absolute
+    # No episode and no breach: the bucket is learnt as it is (not clipped).
+    alpha = bucket.alpha
+    stats[:, _N] = stats[:, _N].astype(f64) + 1
+    weight = np.maximum(alpha, 1.0 / stats[:, _N].astype(f64))
+    d = spend - stats[:, _MEAN].astype(f64)
+    stats[:, _MEAN] = stats[:, _MEAN].astype(f64) + weight * d
+    stats[:, _VAR] = (1.0 - weight) * (stats[:, _VAR].astype(f64) + weight * d * d)
+    if seasonal:
+        count = stats[:, at + 2].astype(f64) + 1
+        stats[:, at + 2] = np.minimum(count, 1 << 24)
+        weight = np.maximum(alpha, 1.0 / count)
+        d = spend - stats[:, at].astype(f64)
+        stats[:, at] = stats[:, at].astype(f64) + weight * d
+        stats[:, at + 1] = (1.0 - weight) * (stats[:, at + 1].astype(f64) + weight * d * d)
+    return breach
 
 
 def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> list[Decision]:

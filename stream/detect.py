@@ -14,7 +14,7 @@ State lives in plain mappings (a dict here, a Faust table in the worker).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,6 +33,8 @@ COST, REQUESTS, FAILURES, RETRIES, RATE_LIMITED, WASTED, FIRST_FAILURES, RETRIED
 TOP_CUSTOMER, TOP_REQUESTS = 8, 9  # in rollups: failures and attempts of the top customer
 RowKey = tuple[str, str, str, str]
 MAX_CACHED_TERMS = 4096  # customers whose margin terms CustomerDetection.terms keeps
+# Buckets a spend_spike key is judged for after its last spend (see _run_spikes_alike).
+EAGER_BUCKETS = 8
 Rollup = dict[tuple[str, str], list[float]]  # (provider, model) -> counts row
 
 
@@ -172,6 +174,8 @@ class CustomerDetection:
             "margin": set(),
         }
         self.unknown_customers: set[str] = set()
+        # Bucket index of each spend_spike key's last spend, while within EAGER_BUCKETS.
+        self.recent: dict[str, dict[Any, int]] = {"spike_customer": {}, "spike_endpoint": {}}
         self._terms: dict[str, tuple[Customer, Settings, MarginTerms]] = {}
 
     def reload(self, settings: Settings) -> None:
@@ -239,6 +243,9 @@ class CustomerDetection:
             ("spike_endpoint", self.spike_endpoint, by_endpoint),
         ):
             active = self.active[name]
+            if plain is not None and plain.params.enabled and not plain.muted:
+                out += self._run_spikes_alike(plain, index, t, width, name, table, spend)
+                continue
             for key in self._keys(name, spend):
                 customer, endpoint = (key, None) if isinstance(key, str) else key
                 eff = plain or resolver.effective(
@@ -269,6 +276,40 @@ class CustomerDetection:
                     recent = _text(state.recent(width))
                     out += [Keyed(labels, explained(d, eff, recent)) for d in decisions]
         return out
+
+    def _run_spikes_alike(
+        self,
+        eff: Effective,
+        index: int,
+        t: float,
+        width: float,
+        name: str,
+        table: MutableMapping[Any, SpendSpikeState],
+        spend: dict[Any, list[float]],
+    ) -> list[Keyed]:
+        """_run_spikes when every key has the same parameters: one batch for all keys.
+
+        Keys that had spend in the last ``EAGER_BUCKETS`` buckets are judged now even
+        without spend, so that a sparse key's empty buckets are judged in the batch
+        rather than one by one when it spends again (where zero_is_quiet holds, both
+        learn the same and decide nothing).
+        """
+        params = eff.params
+        active = self.active[name]
+        keys = self._keys(name, spend)
+        if spend_spike.zero_is_quiet(params):
+            recent = self.recent[name]
+            for key in spend:
+                recent[key] = index
+            horizon = index - EAGER_BUCKETS
+            for key in [key for key, last in recent.items() if last < horizon]:
+                del recent[key]
+            keys += [key for key in recent if key not in spend and key not in active]
+        new = SpendSpikeState.new
+        states = [table.get(key) or new(params) for key in keys]
+        spends = [row[COST] if (row := spend.get(key)) else 0.0 for key in keys]
+        decided = spend_spike.update_many(states, t, width, spends, params)
+        return self._settle(name, table, keys, states, decided, eff, width)
 
     def _run_retries(
         self, index: int, t: float, width: float, by_endpoint: dict[tuple[str, str], list[float]]
@@ -306,6 +347,38 @@ class CustomerDetection:
                 out += [Keyed(labels, explained(d, eff, recent)) for d in decisions]
         return out
 
+    def _settle(
+        self,
+        name: str,
+        table: MutableMapping[Any, Any],
+        keys: list[Any],
+        states: list[Any],
+        decided: dict[int, list[Decision]],
+        eff: Effective,
+        width: float,
+    ) -> list[Keyed]:
+        """Write a batch's states back, track which keys have episodes open, and label
+        the decisions (keys are customer ids or (customer, endpoint) pairs)."""
+        active = self.active[name]
+        for key, state in zip(keys, states, strict=True):
+            # Assigning writes the state back (a changelog write in a Faust table).
+            table[key] = state
+            if state.episode is not None:
+                active.add(key)
+            else:
+                active.discard(key)
+        out: list[Keyed] = []
+        for i, decisions in decided.items():
+            key, state = keys[i], states[i]
+            labels = (
+                {"customer_id": key}
+                if isinstance(key, str)
+                else {"customer_id": key[0], "endpoint": key[1]}
+            )
+            recent = _text(state.recent(width))
+            out += [Keyed(labels, explained(d, eff, recent)) for d in decisions]
+        return out
+
     def _run_margins(
         self, t: float, width: float, by_customer: dict[str, list[float]]
     ) -> list[Keyed]:
@@ -328,9 +401,11 @@ class CustomerDetection:
             decisions = margin_breach.update(
                 state, t, width, row[COST] if row else 0.0, terms, eff.params
             )
-            decisions = _unless_muted(eff, state, was_firing, decisions)
+            if eff.muted_by:
+                decisions = _unless_muted(eff, state, was_firing, decisions)
             self._keep("margin", self.margin, customer_id, state, state.episode is not None)
-            out += [Keyed({"customer_id": customer_id}, explained(d, eff)) for d in decisions]
+            if decisions:
+                out += [Keyed({"customer_id": customer_id}, explained(d, eff)) for d in decisions]
         return out
 
     def terms(self, customer_id: str) -> MarginTerms | None:
@@ -363,7 +438,7 @@ class CustomerDetection:
         self._terms[customer_id] = (customer, self.settings, terms)
         return terms
 
-    def _keys(self, name: str, fresh: dict[Any, Any]) -> Iterable[Any]:
+    def _keys(self, name: str, fresh: dict[Any, Any]) -> list[Any]:
         active = self.active[name]
         return list(fresh) + [key for key in active if key not in fresh]
 
@@ -428,8 +503,12 @@ class GlobalDetection:
         width = self.settings.buckets.width_s
         t = index * width
         out: list[Keyed] = []
+        resolver = self.resolver
+        plain = resolver.effective("retry_storm_global", t) if resolver.trivial else None
         for key in list(rollup) + [k for k in self.active if k not in rollup]:
-            eff = self.resolver.effective("retry_storm_global", t, provider=key[0], model=key[1])
+            eff = plain or resolver.effective(
+                "retry_storm_global", t, provider=key[0], model=key[1]
+            )
             params = eff.params
             if not params.enabled:
                 self.active.discard(key)

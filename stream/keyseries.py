@@ -26,6 +26,7 @@ from detectors.spend_spike import SpendSpikeParams, SpendSpikeState
 from stream.backtest import KeyLabels
 from stream.detect import (
     COST,
+    EAGER_BUCKETS,
     FAILURES,
     FIRST_FAILURES,
     RATE_LIMITED,
@@ -192,13 +193,14 @@ class Band:
     fired: list[float] = field(default_factory=list)  # firing starts it decided (a check)
 
 
-def _judged(series: KeySeries, max_gap: int) -> np.ndarray:
+def _judged(series: KeySeries, max_gap: int, after: int = 0) -> np.ndarray:
     """Buckets at which a detector with ``max_gap`` gap-filling judges a key that has no
-    open episode: those with data and up to ``max_gap`` zero buckets before each."""
+    open episode: those with data, up to ``max_gap`` zero buckets before each and (keys
+    judged eagerly, see detect.EAGER_BUCKETS) ``after`` zero buckets after each."""
     idx = np.flatnonzero(series.has_data)
     judged = np.zeros(len(series.times), dtype=bool)
     for i in idx:
-        judged[max(0, i - max_gap) : i + 1] = True
+        judged[max(0, i - max_gap) : i + after + 1] = True
     return judged
 
 
@@ -206,10 +208,11 @@ def _run(
     series: KeySeries,
     max_gap: int,
     step: Callable[[int], tuple[float, float, float, bool]],
+    after: int = 0,
 ) -> Band:
     n = len(series.times)
     band = Band(np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan))
-    judged = _judged(series, max_gap)
+    judged = _judged(series, max_gap, after)
     active = False
     for i in range(n):
         if not (judged[i] or active):
@@ -239,7 +242,9 @@ def spend_band(series: KeySeries, params_at: ParamsAt) -> Band:
                 fired.append(d.starts_at)
         return mean, sd, mean * (1.0 + params.relative_margin), state.episode is not None
 
-    band = _run(series, spend_spike.MAX_GAP_BUCKETS, step)
+    first = params_at(float(series.times[0]))
+    eager = EAGER_BUCKETS if spend_spike.zero_is_quiet(first) else 0
+    band = _run(series, spend_spike.MAX_GAP_BUCKETS, step, eager)
     band.fired = fired
     return band
 
