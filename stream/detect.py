@@ -1,10 +1,8 @@
-"""Detect: event-time buckets per key, closed by the watermark and handed to the detectors.
+"""Detect: closed buckets handed to the detectors, and their decisions as labelled keys.
 
-Events are summed into the open bucket of their (customer, endpoint, provider, model):
-one dict lookup per event. When the watermark (newest event time) passes a bucket's end
-plus the allowed lateness, the bucket is closed: its rows are rolled up per customer, per
+When a bucket closes (see :mod:`stream.buckets`) its rows are rolled up per customer, per
 (customer, endpoint) and per (provider, model), and each detector judges the keys that had
-data or have an episode open. Later events for a closed bucket are counted and dropped.
+data or have an episode open.
 
 The per-customer part (:class:`CustomerDetection`) and the cross-customer part
 (:class:`GlobalDetection`, fed by per-bucket rollups) are separate so that a Kafka
@@ -15,7 +13,7 @@ State lives in plain mappings (a dict here, a Faust table in the worker).
 from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from detectors import episode as episodes
@@ -24,18 +22,27 @@ from detectors.decision import Decision
 from detectors.margin_breach import MarginBreachState, MarginTerms
 from detectors.retry_storm import BucketCounts, RetryStormState
 from detectors.spend_spike import SpendSpikeState
+from stream.buckets import (
+    COST,
+    FAILURES,
+    FIRST_FAILURES,
+    RATE_LIMITED,
+    REQUESTS,
+    RETRIED,
+    RETRIES,
+    TOP_CUSTOMER,
+    TOP_REQUESTS,
+    WASTED,
+    Rollup,
+    RowKey,
+)
 from stream.effective import Effective, Resolver
-from stream.events import Customer, EventRecord
+from stream.events import Customer
 from stream.settings import Settings
 
-# Row of one (customer, endpoint, provider, model) in one bucket.
-COST, REQUESTS, FAILURES, RETRIES, RATE_LIMITED, WASTED, FIRST_FAILURES, RETRIED = range(8)
-TOP_CUSTOMER, TOP_REQUESTS = 8, 9  # in rollups: failures and attempts of the top customer
-RowKey = tuple[str, str, str, str]
 MAX_CACHED_TERMS = 4096  # customers whose margin terms CustomerDetection.terms keeps
 # Buckets a spend_spike key is judged for after its last spend (see _run_spikes_alike).
 EAGER_BUCKETS = 8
-Rollup = dict[tuple[str, str], list[float]]  # (provider, model) -> counts row
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,91 +67,9 @@ def _counts(row: list[float], rollup: bool = False) -> BucketCounts:
     )
 
 
-def merge_rollups(into: Rollup, part: Rollup) -> None:
-    """Add a partial rollup (one partition's) into ``into``: sums, and the top customer."""
-    for key, row in part.items():
-        total = into.get(key)
-        if total is None:
-            into[key] = row.copy()
-            continue
-        for i in range(TOP_CUSTOMER):
-            total[i] += row[i]
-        if row[TOP_CUSTOMER] > total[TOP_CUSTOMER]:
-            total[TOP_CUSTOMER], total[TOP_REQUESTS] = row[TOP_CUSTOMER], row[TOP_REQUESTS]
-
-
 def _add(into: dict[Any, list[float]], key: Any, row: list[float]) -> None:
     total = into.get(key)
     into[key] = row.copy() if total is None else [a + b for a, b in zip(total, row, strict=True)]
-
-
-def count_attempt(
-    row: list[float], cost: float, attempt: int, failed: bool, rate_limited: bool
-) -> None:
-    """Add one attempt costing ``cost`` USD to a bucket row (the one place that says what
-    counts as a failure, a retry and a retried request)."""
-    row[COST] += cost
-    row[REQUESTS] += 1
-    if failed:
-        row[FAILURES] += 1
-        row[WASTED] += cost
-        if attempt == 1:
-            row[FIRST_FAILURES] += 1
-    if attempt > 1:
-        row[RETRIES] += 1
-        if attempt == 2:
-            row[RETRIED] += 1
-    if rate_limited:
-        row[RATE_LIMITED] += 1
-
-
-@dataclass
-class DetectStats:
-    late_events: int = 0
-    buckets_closed: int = 0
-    unknown_customers: set[str] = field(default_factory=set)
-
-
-class Buckets:
-    """Open event-time buckets and the watermark that closes them (pure, no clock)."""
-
-    def __init__(self, width_s: float, lateness_s: float) -> None:
-        self.width = width_s
-        self.lateness = lateness_s
-        self.open: dict[int, dict[RowKey, list[float]]] = {}
-        self.closed_upto = -(2**62)  # index of the newest closed bucket
-        self.watermark = 0.0
-        self.stats = DetectStats()
-
-    def add(self, event: EventRecord, cost: float) -> None:
-        ts = event.ts
-        index = int(ts // self.width)
-        if index <= self.closed_upto:
-            self.stats.late_events += 1
-            return
-        rows = self.open.get(index)
-        if rows is None:
-            rows = self.open[index] = {}
-        key = (event.customer_id, event.endpoint, event.provider, event.model)
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = [0.0] * TOP_CUSTOMER
-        count_attempt(row, cost, event.attempt, event.failed, event.rate_limited)
-        if ts > self.watermark:
-            self.watermark = ts
-
-    def closable(self, watermark: float | None = None) -> list[int]:
-        """Indexes of open buckets the watermark (default: newest event time) has passed."""
-        if not self.open:
-            return []
-        mark = self.watermark if watermark is None else watermark
-        limit = (mark - self.lateness) // self.width  # buckets ending before
-        return sorted(i for i in self.open if i < limit)
-
-    def pop(self, index: int) -> dict[RowKey, list[float]]:
-        self.closed_upto = max(self.closed_upto, index)
-        self.stats.buckets_closed += 1
-        return self.open.pop(index)
 
 
 class CustomerDetection:
@@ -291,8 +216,10 @@ class CustomerDetection:
 
         Keys that had spend in the last ``EAGER_BUCKETS`` buckets are judged now even
         without spend, so that a sparse key's empty buckets are judged in the batch
-        rather than one by one when it spends again (where zero_is_quiet holds, both
-        learn the same and decide nothing).
+        rather than one by one when it spends again. Where zero_is_quiet holds both
+        learn the same and decide nothing, with one exception: a key quiet for longer
+        than spend_spike.MAX_GAP_BUCKETS (a day) has its first empty buckets learnt
+        too, where the capped gap replay would learn only the newest day's.
         """
         params = eff.params
         active = self.active[name]

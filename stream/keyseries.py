@@ -24,9 +24,8 @@ from detectors import retry_storm, spend_spike
 from detectors.retry_storm import BucketCounts, RetryStormParams, RetryStormState
 from detectors.spend_spike import SpendSpikeParams, SpendSpikeState
 from stream.backtest import KeyLabels
-from stream.detect import (
+from stream.buckets import (
     COST,
-    EAGER_BUCKETS,
     FAILURES,
     FIRST_FAILURES,
     RATE_LIMITED,
@@ -37,9 +36,9 @@ from stream.detect import (
     TOP_REQUESTS,
     WASTED,
     Buckets,
-    CustomerDetection,
     RowKey,
 )
+from stream.detect import EAGER_BUCKETS, CustomerDetection
 from stream.events import Customer
 from stream.pipeline import Pipeline
 from stream.pricing import PriceTable

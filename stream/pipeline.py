@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from stream.alerts import Alert, build_alert
-from stream.detect import Buckets, CustomerDetection, GlobalDetection, Keyed
+from stream.buckets import Buckets
+from stream.detect import CustomerDetection, GlobalDetection, Keyed
 from stream.events import Customer, EventRecord
 from stream.ingest import DeadLetter, Ingest
 from stream.pricing import PriceTable

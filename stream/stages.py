@@ -19,16 +19,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from detectors.retry_storm import RetryStormState
-from stream.detect import (
-    TOP_CUSTOMER,
-    Buckets,
-    CustomerDetection,
-    GlobalDetection,
-    Keyed,
-    Rollup,
-    count_attempt,
-    merge_rollups,
-)
+from stream.buckets import TOP_CUSTOMER, Buckets, Rollup, count_attempt, merge_rollups
+from stream.detect import CustomerDetection, GlobalDetection, Keyed
 from stream.events import Customer, EventRecord
 from stream.ingest import DeadLetter, DedupWindow, Ingest
 from stream.pricing import PriceTable
@@ -206,7 +198,7 @@ class PartitionDetect:
         """Bucket events given as their fields (Priced's order); returns how many counted.
 
         ``Buckets.add`` done on the fields themselves, without an object per event (the
-        worker's hottest loop); rows are counted by the same ``detect.count_attempt``.
+        worker's hottest loop); rows are counted by the same ``buckets.count_attempt``.
         """
         sources, seen = self.sources, self.dedup.seen
         buckets = self.buckets

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from stream.alerts import build_alert
-from stream.detect import COST, REQUESTS, CustomerDetection
+from stream.buckets import COST, REQUESTS
+from stream.detect import CustomerDetection
 from stream.effective import Resolver
 from stream.settings import load_settings, settings_from_dict
 from stream.yamlsource import ConfigFileError

@@ -7,8 +7,9 @@ import random
 
 import orjson
 
+from stream.buckets import Buckets
 from stream.customers import load_customers
-from stream.detect import Buckets, Keyed
+from stream.detect import Keyed
 from stream.ingest import DeadLetter
 from stream.pipeline import Pipeline
 from stream.pricing import PriceTable
