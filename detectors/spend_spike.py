@@ -256,6 +256,17 @@ def update_many(
     numpy, by the same expressions in float64 as :func:`_judge_and_learn`, stored to the
     same single-precision arrays, so the results are identical; every other key goes
     through :func:`update` on its own.
+
+    >>> p = SpendSpikeParams(warmup_s=600, seasonal=False)
+    >>> batch = [SpendSpikeState.new(p) for _ in range(20)]
+    >>> alone = [SpendSpikeState.new(p) for _ in range(20)]
+    >>> for minute in range(30):
+    ...     spends = [0.01 * (k + 1) * (1 + minute % 3) for k in range(20)]
+    ...     _ = update_many(batch, minute * 60.0, 60.0, spends, p)
+    ...     for state, spend in zip(alone, spends):
+    ...         _ = update(state, minute * 60.0, 60.0, spend, p)
+    >>> [s.to_dict() for s in batch] == [s.to_dict() for s in alone]
+    True
     """
     out: dict[int, list[Decision]] = {}
     seasonal = params.seasonal
