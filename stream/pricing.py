@@ -312,13 +312,9 @@ class PriceTable:
         price, known = hit if hit is not None else self._remember(provider, model)
         if not known:
             self._count_unknown(provider, model)
-        # event_cost written out (once per event): the same expression gives the same number.
-        return (
-            input_tokens * price.input
-            + output_tokens * price.output
-            + cached_input_tokens * price.cached_input
-            + cache_write_tokens * price.cache_write
-        ) / TOKENS_PER_PRICE_UNIT
+        return event_cost(
+            price, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens
+        )
 
     def _remember(self, provider: str, model: str) -> tuple[ModelPrice, bool]:
         entry = self.resolve(provider, model)
