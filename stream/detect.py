@@ -186,20 +186,10 @@ class CustomerDetection:
                 decisions = update(state, t, width, row[COST] if row else 0.0, params)
                 if eff.muted_by:
                     decisions = _unless_muted(eff, state, was_firing, decisions)
-                # Assigning writes the state back (a changelog write in a Faust table).
-                table[key] = state
-                if state.episode is not None:
-                    active.add(key)
-                else:
-                    active.discard(key)
+                self._keep(name, table, key, state, state.episode is not None)
                 if decisions:
-                    labels = (
-                        {"customer_id": key}
-                        if endpoint is None
-                        else {"customer_id": customer, "endpoint": endpoint}
-                    )
                     recent = _text(state.recent(width))
-                    out += [Keyed(labels, explained(d, eff, recent)) for d in decisions]
+                    out += [Keyed(_labels(key), explained(d, eff, recent)) for d in decisions]
         return out
 
     def _run_spikes_alike(
@@ -263,15 +253,10 @@ class CustomerDetection:
             decisions = update(state, t, width, counts, params)
             if eff.muted_by:
                 decisions = _unless_muted(eff, state, was_firing, decisions)
-            table[key] = state
-            if state.episode is not None:
-                active.add(key)
-            else:
-                active.discard(key)
+            self._keep("retry_endpoint", table, key, state, state.episode is not None)
             if decisions:
-                labels = {"customer_id": customer, "endpoint": endpoint}
                 recent = _text(state.recent(width))
-                out += [Keyed(labels, explained(d, eff, recent)) for d in decisions]
+                out += [Keyed(_labels(key), explained(d, eff, recent)) for d in decisions]
         return out
 
     def _settle(
@@ -285,25 +270,15 @@ class CustomerDetection:
         width: float,
     ) -> list[Keyed]:
         """Write a batch's states back, track which keys have episodes open, and label
-        the decisions (keys are customer ids or (customer, endpoint) pairs)."""
-        active = self.active[name]
+        the decisions."""
+        keep = self._keep
         for key, state in zip(keys, states, strict=True):
-            # Assigning writes the state back (a changelog write in a Faust table).
-            table[key] = state
-            if state.episode is not None:
-                active.add(key)
-            else:
-                active.discard(key)
+            keep(name, table, key, state, state.episode is not None)
         out: list[Keyed] = []
         for i, decisions in decided.items():
             key, state = keys[i], states[i]
-            labels = (
-                {"customer_id": key}
-                if isinstance(key, str)
-                else {"customer_id": key[0], "endpoint": key[1]}
-            )
             recent = _text(state.recent(width))
-            out += [Keyed(labels, explained(d, eff, recent)) for d in decisions]
+            out += [Keyed(_labels(key), explained(d, eff, recent)) for d in decisions]
         return out
 
     def _run_margins(
@@ -393,6 +368,13 @@ def _unless_muted(
     if episode is not None and not (was_firing and episode.firing and not resolved):
         state.episode = None
     return [d for d in decisions if d.status != "firing"]
+
+
+def _labels(key: str | tuple[str, str]) -> dict[str, str]:
+    """The labels of a per-customer key: a customer id, or a (customer, endpoint) pair."""
+    if isinstance(key, str):
+        return {"customer_id": key}
+    return {"customer_id": key[0], "endpoint": key[1]}
 
 
 def _text(values: list[float]) -> str:
