@@ -225,7 +225,8 @@ ParamsAt = Callable[[float], Any]  # event time -> a detector's parameters for o
 
 def spend_band(series: KeySeries, params_at: ParamsAt) -> Band:
     """spend_spike's baseline (mean, sd, USD per bucket) and threshold, mean x (1 + margin)."""
-    state = SpendSpikeState.new(params_at(float(series.times[0])))
+    first: SpendSpikeParams = params_at(float(series.times[0]))
+    state = SpendSpikeState.new(first)
     width = series.width
     spend = series.spend
     fired: list[float] = []
@@ -241,7 +242,6 @@ def spend_band(series: KeySeries, params_at: ParamsAt) -> Band:
                 fired.append(d.starts_at)
         return mean, sd, mean * (1.0 + params.relative_margin), state.episode is not None
 
-    first = params_at(float(series.times[0]))
     eager = EAGER_BUCKETS if spend_spike.zero_is_quiet(first) else 0
     band = _run(series, spend_spike.MAX_GAP_BUCKETS, step, eager)
     band.fired = fired
