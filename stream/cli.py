@@ -105,25 +105,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from stream.notify.replay_delivery import check_deliverable
 
         check_deliverable(settings.notify, os.environ)
-    if args.topic:
-        return _replay_topic(args, settings, prices)
-    if args.series:
+    if args.topic and not (args.start and args.end):
+        print("spendwatch replay --topic needs --from and --to", file=sys.stderr)
+        return 2
+    if args.series and not args.topic:
         alerts = replay_series(read_series(Path(args.series)), settings, args.key)
         _emit(alerts, args.json)
         print(f"replayed series {args.series}: {len(alerts)} alert transitions", file=sys.stderr)
         return _deliver(args, settings, alerts)
-    if not args.usage:
+    if not (args.topic or args.usage):
         print("spendwatch replay: give USAGE.jsonl[.gz] or --series METRIC.csv", file=sys.stderr)
         return 2
-    customers_file = (
-        Path(args.customers)
-        if args.customers
-        else (settings.resolve(settings.customers_file) if settings.customers_file else None)
-    )
-    customers = load_customers(customers_file) if customers_file and customers_file.exists() else {}
-    pipeline = Pipeline(settings, prices, customers)
+    pipeline = Pipeline(settings, prices, _customers(args, settings))
     started = time.perf_counter()
-    report = replay_files(pipeline, args.usage, args.errors or [])
+    report = _source(args, settings, progress=True)(pipeline)
     elapsed = time.perf_counter() - started
     _emit(report.alerts, args.json)
     _summary(pipeline, report.lines, report.dead_letters, len(report.alerts), elapsed)
@@ -139,44 +134,15 @@ def _customers(args: argparse.Namespace, settings: Settings) -> dict[str, Custom
     return load_customers(path) if path and path.exists() else {}
 
 
-def _replay_topic(args: argparse.Namespace, settings: Settings, prices: PriceTable) -> int:
-    from stream.topic_replay import replay_topics
-
-    if not (args.start and args.end):
-        print("spendwatch replay --topic needs --from and --to", file=sys.stderr)
-        return 2
-    pipeline = Pipeline(settings, prices, _customers(args, settings))
-    started = time.perf_counter()
-    report = asyncio.run(
-        replay_topics(
-            pipeline,
-            settings.kafka,
-            topic_name(settings, args.topic),
-            topic_name(settings, args.errors_topic) if args.errors_topic else None,
-            _epoch_ms(args.start),
-            _epoch_ms(args.end),
-        )
-    )
-    _emit(report.alerts, args.json)
-    _summary(
-        pipeline,
-        report.lines,
-        report.dead_letters,
-        len(report.alerts),
-        time.perf_counter() - started,
-    )
-    return _deliver(args, settings, report.alerts)
-
-
-def _source(args: argparse.Namespace, settings: Settings):
-    """Replays the backtest's input (files, or a topic range) into a given pipeline."""
+def _source(args: argparse.Namespace, settings: Settings, progress: bool = False):
+    """Replays the input (files, or a topic range) into a given pipeline."""
     if not args.topic:
-        return lambda p: replay_files(p, args.usage, args.errors or [], progress=False)
+        return lambda p: replay_files(p, args.usage, args.errors or [], progress=progress)
     from stream.topic_replay import replay_topics
 
     topics = (
         topic_name(settings, args.topic),
-        args.errors_topic and topic_name(settings, args.errors_topic),
+        topic_name(settings, args.errors_topic) if args.errors_topic else None,
     )
     span = (_epoch_ms(args.start), _epoch_ms(args.end))
     return lambda p: asyncio.run(replay_topics(p, settings.kafka, *topics, *span))
