@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import aiohttp
+
 from stream.notify.model import DeliveryResult, Notification
 
 
@@ -58,3 +60,21 @@ def http_result(status: int, detail: str = "", retry_after: str | None = None) -
         retry_after=retry_after_s(retry_after) if status in (429, 503) else None,
         permanent=is_permanent(status),
     )
+
+
+class HttpSession:
+    """One aiohttp session per receiver, opened on first use and again after close()."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    def client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

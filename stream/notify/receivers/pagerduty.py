@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
 import orjson
 
 from stream.notify.model import DeliveryResult, Notification
 from stream.notify.receiver_config import PagerDutySettings, ReceiverSettings
-from stream.notify.receivers.base import http_result
+from stream.notify.receivers.base import HttpSession, http_result
 
 SUMMARY_LIMIT = 1024  # PagerDuty's limit on payload.summary
 
@@ -65,20 +64,14 @@ class PagerDutyReceiver:
         self.name = settings.name
         self._pd = settings.pagerduty
         self._routing_key = routing_key
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self._session
+        self._http = HttpSession(settings.timeout_s)
 
     async def send(self, notification: Notification, refs: dict[str, str]) -> DeliveryResult:
         result = DeliveryResult(ok=True, status_code=202)
         for alert in notification.alerts:
             body = orjson.dumps(event(self._pd, self._routing_key, alert))
             headers = {"Content-Type": "application/json"}
-            async with self._client().post(self._pd.url, data=body, headers=headers) as resp:
+            async with self._http.client().post(self._pd.url, data=body, headers=headers) as resp:
                 text = await resp.text(errors="replace")
                 result = http_result(resp.status, text, resp.headers.get("Retry-After"))
             if not result.ok:
@@ -86,6 +79,4 @@ class PagerDutyReceiver:
         return result
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()

@@ -27,12 +27,11 @@ import hmac
 import time
 from collections.abc import Callable
 
-import aiohttp
 import orjson
 
 from stream.notify.model import DeliveryResult, Notification
 from stream.notify.receiver_config import ReceiverSettings, WebhookSettings
-from stream.notify.receivers.base import http_result
+from stream.notify.receivers.base import HttpSession, http_result
 
 TIMESTAMP_HEADER = "X-Spendwatch-Timestamp"
 SIGNATURE_HEADER = "X-Spendwatch-Signature"
@@ -76,14 +75,8 @@ class WebhookReceiver:
         self.name = settings.name
         self._hook: WebhookSettings = settings.webhook
         self._secret = secret
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
+        self._http = HttpSession(settings.timeout_s)
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self._session
 
     async def send(self, notification: Notification, refs: dict[str, str]) -> DeliveryResult:
         body = orjson.dumps(notification.webhook_body())
@@ -94,11 +87,9 @@ class WebhookReceiver:
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: sign(self._secret, timestamp, body),
         }
-        async with self._client().post(self._hook.url, data=body, headers=headers) as resp:
+        async with self._http.client().post(self._hook.url, data=body, headers=headers) as resp:
             text = await resp.text(errors="replace")
             return http_result(resp.status, text, resp.headers.get("Retry-After"))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
