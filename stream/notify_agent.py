@@ -214,11 +214,15 @@ class NotifyStage:
                 await asyncio.wait_for(self.wake.wait(), timeout=max(0.01, timeout))
 
     def alerts_page(self) -> dict[str, Any]:
-        """``/alerts``: firing alerts and their state, from the notifier."""
+        """``/alerts``: firing alerts and their state, and the notifier's groups."""
         if self.dispatcher is None:
-            return {"owner": False, "alerts": []}
+            return {"owner": False, "alerts": [], "groups": []}
         statuses = self.dispatcher.active(time.time())
-        return {"owner": True, "alerts": [s.to_dict() for s in statuses]}
+        return {
+            "owner": True,
+            "alerts": [s.to_dict() for s in statuses],
+            "groups": self.dispatcher.groups(),
+        }
 
     def export(self) -> None:
         if self.delivery is not None:

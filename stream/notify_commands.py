@@ -381,7 +381,8 @@ def default_alerts_url(settings: Settings) -> str:
 
 
 def fetch_alerts(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
-    """The worker's ``GET /alerts`` document: ``{"alerts": [...], "owner": bool}``."""
+    """The worker's ``GET /alerts`` document: ``{"owner": bool, "alerts": [...],
+    "groups": [...]}``."""
     import urllib.error
     import urllib.request
 

@@ -425,6 +425,27 @@ class Dispatcher:
 
     # -- listing --------------------------------------------------------------------
 
+    def groups(self) -> list[dict[str, Any]]:
+        """Each (receiver, group) slot: its alert count, when its last delivered
+        notification was made (``notified_at``, epoch s), when it was last checked, and
+        whether a notification is in flight. A slot checked after its last notification,
+        with none in flight, has nothing to send until its alerts change or the repeat
+        interval passes."""
+        out = []
+        for slot, group in self._index.items():
+            entry = self.nflog.get(nflog_key(*slot))
+            out.append(
+                {
+                    "receiver": slot[0],
+                    "group_key": slot[1],
+                    "alerts": len(group.fingerprints),
+                    "notified_at": entry["ts"] if entry else None,
+                    "last_check": self._last_check.get(slot),
+                    "in_flight": slot in self._pending,
+                }
+            )
+        return sorted(out, key=lambda g: (g["receiver"], g["group_key"]))
+
     def active(self, now: float) -> list[AlertStatus]:
         """Firing alerts with their state: active, silenced (ids) or inhibited (by whom)."""
         cache: dict[str, dict[str, list[str]]] = {}

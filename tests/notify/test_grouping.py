@@ -325,3 +325,29 @@ def test_a_new_episode_of_a_resolved_group_waits_group_wait_again():
     [(t, n)] = drive(d, 400.0, 1000.0)
 
     assert t == 430.0 and n.sequence == 3 and d.refs_for(n) == {}
+
+
+def test_groups_say_when_a_slot_was_notified_checked_and_whether_a_send_is_in_flight():
+    d = dispatcher(notify_settings(ONE, "hook"))
+    d.add(alert("acme", endpoint="a"), now=0.0)
+    d.add(alert("acme", endpoint="b"), now=1.0)
+    assert d.groups() == [
+        {
+            "receiver": "hook",
+            "group_key": '{}:{customer_id="acme"}',
+            "alerts": 2,
+            "notified_at": None,
+            "last_check": None,
+            "in_flight": False,
+        }
+    ]
+    [n] = d.due(30.0)
+    [group] = d.groups()
+    assert (group["notified_at"], group["last_check"], group["in_flight"]) == (None, 30.0, True)
+    d.delivered(n, OK, 31.0)
+    [group] = d.groups()
+    assert (group["notified_at"], group["last_check"], group["in_flight"]) == (30.0, 30.0, False)
+    # The next check, group_interval on, finds nothing new: the group is settled.
+    assert d.due(330.0) == []
+    [group] = d.groups()
+    assert (group["notified_at"], group["last_check"], group["in_flight"]) == (30.0, 330.0, False)
