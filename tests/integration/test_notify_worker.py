@@ -82,6 +82,29 @@ def burst(customer: str, n: int, status: str = "firing") -> list[dict[str, Any]]
     return [alert_item(status, customer_id=customer, endpoint=f"ep{i}") for i in range(n)]
 
 
+def wait_settled(worker: WorkerProcess, groups: int) -> None:
+    """Wait until the notifier has checked each of its ``groups`` again after its last
+    delivered notification, with none in flight: from then on nothing is sent until the
+    alerts change, so a count of deliveries taken now is final."""
+
+    def settled() -> bool:
+        page = worker.get("/alerts")
+        found = page["groups"]
+        return (
+            page["owner"]
+            and len(found) == groups
+            and all(
+                g["notified_at"] is not None
+                and g["last_check"] is not None
+                and g["last_check"] > g["notified_at"]
+                and not g["in_flight"]
+                for g in found
+            )
+        )
+
+    wait_for(settled, 60, "the notifier's groups never settled")
+
+
 def check_signed(request: Any) -> dict[str, Any]:
     body, stamp = request.body, request.headers[TIMESTAMP_HEADER]
     signature = request.headers[SIGNATURE_HEADER]
@@ -116,7 +139,7 @@ def test_a_burst_is_one_notification_and_survives_receiver_faults_and_sigkills(
             worker = WorkerProcess(kafka_settings, tmp_path, "n2", config=config, env=env).start()
             worker.wait_ready()
             delivered = hook.wait_for(2, timeout_s=60)
-            time.sleep(5)  # > group_interval: nothing more may come
+            wait_settled(worker, groups=2)  # nothing more may come
             assert len(hook.delivered) == 2, [r.json() for r in hook.delivered]
             bodies = {check_signed(r)["groupLabels"]["customer_id"]: r.json() for r in delivered}
             assert len(bodies["acme"]["alerts"]) == 50  # the burst is one notification
@@ -134,8 +157,7 @@ def test_a_burst_is_one_notification_and_survives_receiver_faults_and_sigkills(
             worker.kill()
             worker = WorkerProcess(kafka_settings, tmp_path, "n3", config=config, env=env).start()
             worker.wait_ready()
-            wait_for(lambda: worker.get("/alerts")["owner"], 60, "no notifier after restart")
-            time.sleep(5)
+            wait_settled(worker, groups=1)  # acme's; globex's ended with its resolve
             assert len(hook.delivered) == 3
             listed = worker.get("/alerts")["alerts"]
             assert len(listed) == 50 and all(a["status"]["state"] == "active" for a in listed)
@@ -172,7 +194,7 @@ def test_a_silenced_alert_waits_for_its_silence_to_end(
             second = hook.wait_for(2, timeout_s=60)
             assert time.time() >= silence.ends_at
             assert check_signed(second[1])["groupLabels"] == {"customer_id": "acme"}
-            time.sleep(3)
+            wait_settled(worker, groups=2)
             assert len(hook.delivered) == 2
         finally:
             worker.stop()
