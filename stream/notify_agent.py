@@ -83,6 +83,7 @@ class NotifyStage:
         self.dispatcher: Dispatcher | None = None
         self.delivery: Delivery | None = None
         self.wake = asyncio.Event()
+        self.started = asyncio.Event()  # set while this worker is the notifier
 
     @property
     def active(self) -> bool:
@@ -95,6 +96,7 @@ class NotifyStage:
             self.settings, TableDict(self.alerts_table), TableDict(self.nflog_table)
         )
         await self.delivery.start()
+        self.started.set()
         log.info(
             "notifier started alerts=%s receivers=%s",
             len(self.dispatcher.alerts),
@@ -158,6 +160,7 @@ class NotifyStage:
 
     async def give_up(self) -> None:
         """Stop notifying (the partition moved away); what is unsent stays in the tables."""
+        self.started.clear()
         delivery, self.delivery, self.dispatcher = self.delivery, None, None
         if delivery is not None:
             await delivery.stop()
@@ -176,10 +179,13 @@ class NotifyStage:
         if self.dispatcher is not None:
             self.dispatcher.release(notification, time.time())
 
-    def add(self, payloads: list[dict[str, Any]]) -> None:
-        """Alerts read from the notify topic."""
-        if self.dispatcher is None:
-            return
+    async def add(self, payloads: list[dict[str, Any]]) -> None:
+        """Alerts read from the notify topic. Waits until this worker has taken over as
+        the notifier: the agent can be handed the partition's records before the tables
+        are recovered, and an alert dropped then would never be read again (its offset
+        is committed)."""
+        while self.dispatcher is None:
+            await self.started.wait()
         now = time.time()
         for payload in payloads:
             self.dispatcher.add(payload, now)

@@ -180,7 +180,7 @@ class Worker:
         @app.agent(self.notify_topic, name="notify", supervisor_strategy=CrashingSupervisor)
         async def notify(stream: Any) -> None:
             async for batch in stream.take_events(*take):
-                self.notify.add([orjson.loads(event.value) for event in batch])
+                await self.notify.add([orjson.loads(event.value) for event in batch])
 
         @app.task
         async def follow_silences() -> None:

@@ -231,7 +231,7 @@ def test_a_notify_reload_keeps_active_alerts_and_drops_a_removed_static_silence(
         alerts: dict[bytes, bytes] = {}
         stage = NotifyStage(first, alerts, {}, {}, Metrics())
         await stage.take_over()
-        stage.add([alert_item("firing", customer_id="acme")])
+        await stage.add([alert_item("firing", customer_id="acme")])
         assert len(stage.silences) == 1
         before = stage.dispatcher
         await stage.reload(second, stage.prepare_reload(second), drain_s=0.1)
@@ -245,6 +245,29 @@ def test_a_notify_reload_keeps_active_alerts_and_drops_a_removed_static_silence(
         return stage
 
     asyncio.run(scenario())
+
+
+def test_an_alert_read_before_the_notifier_took_over_is_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The notify agent can be handed records before the tables are recovered: the alert
+    waits for the take-over instead of being dropped (its offset would be committed)."""
+    monkeypatch.setenv("SPENDWATCH_WEBHOOK_SECRET", "s")
+    settings = notify_settings({"receivers": ["a"]}, [])
+
+    async def scenario() -> int:
+        stage = NotifyStage(settings, {}, {}, {}, Metrics())
+        early = asyncio.create_task(stage.add([alert_item("firing", customer_id="acme")]))
+        await asyncio.sleep(0.05)
+        assert not early.done()  # held, not dropped
+        await stage.take_over()
+        await asyncio.wait_for(early, 5)
+        assert stage.dispatcher is not None
+        count = len(stage.dispatcher.alerts)
+        await stage.give_up()
+        return count
+
+    assert asyncio.run(scenario()) == 1
 
 
 async def until(condition, timeout_s: float = 5.0) -> None:
