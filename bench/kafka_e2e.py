@@ -44,7 +44,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stream.kafka import ensure_topics  # noqa: E402
+from stream.kafka.connection import ensure_topics  # noqa: E402
 from stream.settings import KafkaSettings, Settings, TopicSettings  # noqa: E402
 
 WIDTH = 60.0
@@ -232,7 +232,7 @@ def start_worker(
     full.update(env or {})
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker", *args],
+            [sys.executable, "-m", "stream.commands.cli", "worker", *args],
             cwd=ROOT,
             env=full,
             stdout=out,

@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.kafka_e2e import percentile, settings_for, start_worker  # noqa: E402
-from stream.alerts import fingerprint  # noqa: E402
-from stream.kafka import ensure_topics  # noqa: E402
+from stream.core.alerts import fingerprint  # noqa: E402
+from stream.kafka.connection import ensure_topics  # noqa: E402
 
 
 def config_file(folder: Path, url: str) -> Path:

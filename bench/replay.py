@@ -29,12 +29,12 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stream.events import Customer  # noqa: E402
-from stream.pipeline import Pipeline  # noqa: E402
-from stream.pricing import PriceTable  # noqa: E402
-from stream.replay import replay_files  # noqa: E402
+from stream.core.events import Customer  # noqa: E402
+from stream.core.pipeline import Pipeline  # noqa: E402
+from stream.core.pricing import PriceTable  # noqa: E402
+from stream.offline.replay import replay_files  # noqa: E402
+from stream.offline.simulate import SimConfig, simulate  # noqa: E402
 from stream.settings import CONFIG_DIR, Settings  # noqa: E402
-from stream.simulate import SimConfig, simulate  # noqa: E402
 
 T0 = 1_793_577_600.0  # 2026-11-02T00:00:00Z
 
@@ -51,7 +51,7 @@ def throughput(
     The median run is the figure; the best is printed too. CPU time (this process only)
     is steadier than wall time on a machine shared with other work.
     """
-    from stream.customers import load_customers
+    from stream.core.customers import load_customers
 
     walls: list[float] = []
     cpus: list[float] = []

@@ -3,7 +3,7 @@
 # Run by the `create-topics` service of docker-compose.yml in the apache/kafka image, after
 # the broker is healthy; the worker starts once this has exited 0.
 #
-# Names and sizes are the TopicSettings defaults (stream/settings.py); the same
+# Names and sizes are the TopicSettings defaults (stream/settings/__init__.py); the same
 # SPENDWATCH_KAFKA__TOPICS__* variables the worker reads override them here.
 # Knobs: BOOTSTRAP_SERVERS (kafka:9092), TOOLS_DIR (/opt/kafka/bin).
 set -euo pipefail

@@ -1,7 +1,7 @@
 """docker-compose.yml, the Dockerfile and deploy/ agree with the code they run.
 
 No Docker engine is needed: the files are read statically and checked against what they
-refer to: the ``spendwatch`` console script and its subcommands (``stream.cli``), the
+refer to: the ``spendwatch`` console script and its subcommands (``stream.commands.cli``), the
 settings fields and their environment names (``stream.settings``), the topic defaults
 (``TopicSettings``), files and directories in this repository. ``deploy/create-topics.sh``
 is run with stand-in Kafka tools that record their arguments.
@@ -30,9 +30,9 @@ import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
 
-from stream.cli import build_parser, main
+from stream.commands.cli import build_parser, main
 from stream.settings import SECRET_FIELDS, Settings, TopicSettings, load_settings
-from stream.yamlsource import ConfigFileError
+from stream.settings.yamlsource import ConfigFileError
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -201,7 +201,7 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
-    raise AssertionError("stream.cli.build_parser() has no subcommands")
+    raise AssertionError("stream.commands.cli.build_parser() has no subcommands")
 
 
 def env_field(name: str) -> tuple[str, ...] | None:
@@ -530,8 +530,8 @@ def test_the_image_runs_the_console_script_declared_in_pyproject():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     entrypoint = exec_form(dockerfile_last("ENTRYPOINT"), "ENTRYPOINT")
     assert entrypoint == ["spendwatch"], f"Dockerfile: ENTRYPOINT {entrypoint}, not spendwatch"
-    assert scripts.get("spendwatch") == "stream.cli:main", (
-        "pyproject.toml: the spendwatch console script should be stream.cli:main"
+    assert scripts.get("spendwatch") == "stream.commands.cli:main", (
+        "pyproject.toml: the spendwatch console script should be stream.commands.cli:main"
     )
     cmd = exec_form(dockerfile_last("CMD"), "CMD")
     assert cmd[:1] == ["worker"], f"Dockerfile: CMD {cmd} should run the worker"
@@ -541,8 +541,8 @@ def test_the_image_cmd_is_a_cli_subcommand():
     cmd = exec_form(dockerfile_last("CMD"), "CMD")
     known = subcommands()
     assert cmd[0] in known, (
-        f"Dockerfile: CMD runs `spendwatch {cmd[0]}`, which stream.cli.build_parser() does not "
-        f"have (it has {sorted(known)})"
+        f"Dockerfile: CMD runs `spendwatch {cmd[0]}`, which stream.commands.cli.build_parser() "
+        f"does not have (it has {sorted(known)})"
     )
     parse(cmd, "Dockerfile CMD")
 
@@ -647,8 +647,8 @@ def test_every_compose_spendwatch_command_is_a_cli_subcommand(where, argv):
     known = subcommands()
     assert argv, f"{where}: `spendwatch` without a subcommand"
     assert argv[0] in known, (
-        f"{where}: `spendwatch {argv[0]}` is not a subcommand of stream.cli.build_parser() "
-        f"(it has {sorted(known)})"
+        f"{where}: `spendwatch {argv[0]}` is not a subcommand of "
+        f"stream.commands.cli.build_parser() (it has {sorted(known)})"
     )
     parse(argv, where)
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from stream.reference import reference
+from stream.commands.reference import reference
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -12,7 +12,7 @@ def test_the_readme_configuration_reference_matches_the_settings_models():
     start = text.index("<!-- reference:start -->") + len("<!-- reference:start -->")
     end = text.index("<!-- reference:end -->")
     assert text[start:end].strip() == reference().strip(), (
-        "README reference is stale: regenerate it with `python -m stream.reference`"
+        "README reference is stale: regenerate it with `python -m stream.commands.reference`"
     )
 
 

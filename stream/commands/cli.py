@@ -15,15 +15,15 @@ from pathlib import Path
 
 import orjson
 
-from stream.alerts import Alert
-from stream.customers import load_customers
-from stream.events import Customer, to_epoch_seconds
-from stream.kafka import topic_name
-from stream.pipeline import Pipeline
-from stream.pricing import PriceConfigError, PriceTable
-from stream.replay import read_series, replay_files, replay_series
+from stream.core.alerts import Alert
+from stream.core.customers import load_customers
+from stream.core.events import Customer, to_epoch_seconds
+from stream.core.pipeline import Pipeline
+from stream.core.pricing import PriceConfigError, PriceTable
+from stream.kafka.connection import topic_name
+from stream.offline.replay import read_series, replay_files, replay_series
 from stream.settings import Settings, load_settings
-from stream.yamlsource import ConfigFileError
+from stream.settings.yamlsource import ConfigFileError
 
 
 def _load(config: str | None) -> tuple[Settings, PriceTable]:
@@ -138,7 +138,7 @@ def _source(args: argparse.Namespace, settings: Settings, progress: bool = False
     """Replays the input (files, or a topic range) into a given pipeline."""
     if not args.topic:
         return lambda p: replay_files(p, args.usage, args.errors or [], progress=progress)
-    from stream.topic_replay import replay_topics
+    from stream.kafka.topic_replay import replay_topics
 
     topics = (
         topic_name(settings, args.topic),
@@ -149,7 +149,7 @@ def _source(args: argparse.Namespace, settings: Settings, progress: bool = False
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from stream.backtest import Run, compare, episodes, format_text, to_json
+    from stream.offline.backtest import Run, compare, episodes, format_text, to_json
 
     if not (args.usage or (args.topic and args.start and args.end)):
         print(
@@ -180,8 +180,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_text(runs, diff))
     if args.report:
-        from stream.keyseries import record
-        from stream.report import write_report
+        from stream.offline.keyseries import record
+        from stream.offline.report import write_report
 
         settings, prices = configs[0]
         keys = {e.key for run in runs for e in run.episodes}
@@ -196,7 +196,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from stream.produce import produce
+    from stream.kafka.produce import produce
 
     settings = load_settings(args.config)
     topic = topic_name(settings, args.topic)
@@ -243,7 +243,7 @@ def _summary(pipeline: Pipeline, lines: int, dead: int, alerts: int, elapsed: fl
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from stream.simulate import SimConfig, simulate
+    from stream.offline.simulate import SimConfig, simulate
 
     cfg = SimConfig(
         days=args.days,
@@ -258,14 +258,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stream.worker import run
+    from stream.kafka.worker import run
 
     run(load_settings(args.config), loglevel=args.loglevel)
     return 0
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from stream.configcheck import check
+    from stream.commands.configcheck import check
 
     report = check(Path(args.path) if args.path else None)
     for finding in report.findings:
@@ -278,8 +278,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_explain(args: argparse.Namespace) -> int:
-    from stream.explain import explain
-    from stream.yamlsource import load_yaml
+    from stream.commands.explain import explain
+    from stream.settings.yamlsource import load_yaml
 
     settings = load_settings(args.config)
     file = settings.source_path
@@ -301,7 +301,7 @@ def cmd_config_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_config_schema(args: argparse.Namespace) -> int:
-    from stream.schema import schema_text
+    from stream.commands.schema import schema_text
 
     if args.out:
         Path(args.out).write_text(schema_text())
@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--out", help="write it here (default: stdout)")
     schema.set_defaults(func=cmd_config_schema)
 
-    from stream.notify_commands import add_parsers
+    from stream.commands.notify_commands import add_parsers
 
     add_parsers(sub)
     return parser

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stream.customers import load_customers
-from stream.events import Customer
-from stream.overrides import DETECTORS, KEY_FIELDS, Match, is_literal
-from stream.pricing import PriceConfigError, PriceTable
+from stream.core.customers import load_customers
+from stream.core.events import Customer
+from stream.core.pricing import PriceConfigError, PriceTable
 from stream.settings import CONFIG_DIR, DEFAULT_CONFIG, Settings, load_settings
-from stream.yamlsource import ConfigFileError, Lines, line_of, load_yaml
+from stream.settings.overrides import DETECTORS, KEY_FIELDS, Match, is_literal
+from stream.settings.yamlsource import ConfigFileError, Lines, line_of, load_yaml
 
 ALERTNAMES = ("spend_spike", "retry_storm", "margin_breach")
 SEVERITIES = ("warning", "critical")

@@ -12,10 +12,10 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from stream.effective import Resolver
-from stream.overrides import DETECTORS, KEY_FIELDS
 from stream.settings import Settings
-from stream.yamlsource import Lines
+from stream.settings.effective import Resolver
+from stream.settings.overrides import DETECTORS, KEY_FIELDS
+from stream.settings.yamlsource import Lines
 
 
 def _env_source(detector: str, param: str, environ: Mapping[str, str]) -> str | None:

@@ -29,11 +29,11 @@ from typing import Any
 
 import orjson
 
-from stream.alerts import rfc3339
-from stream.events import to_epoch_seconds
-from stream.notify.config import parse_matchers
+from stream.core.alerts import rfc3339
+from stream.core.events import to_epoch_seconds
 from stream.notify.silences import Silence
 from stream.settings import Settings, load_settings
+from stream.settings.notify import parse_matchers
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
 _UNIT_S = {"w": 604_800.0, "d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0}
@@ -147,7 +147,7 @@ def build_silence(args: argparse.Namespace, now: float) -> Silence:
 
 
 def cmd_silence_add(args: argparse.Namespace) -> int:
-    from stream.silence_topic import write_silence
+    from stream.kafka.silence_topic import write_silence
 
     settings = load_settings(args.config)
     now = round(time.time(), 3)
@@ -178,7 +178,7 @@ def all_silences(settings: Settings, stored: dict[str, dict[str, Any]]) -> dict[
 
 
 def cmd_silence_list(args: argparse.Namespace) -> int:
-    from stream.silence_topic import read_silences
+    from stream.kafka.silence_topic import read_silences
 
     settings = load_settings(args.config)
     try:
@@ -225,7 +225,7 @@ def cmd_silence_list(args: argparse.Namespace) -> int:
 
 
 def cmd_silence_expire(args: argparse.Namespace) -> int:
-    from stream.silence_topic import read_silences, write_silence
+    from stream.kafka.silence_topic import read_silences, write_silence
 
     settings = load_settings(args.config)
     static = {Silence.from_spec(spec).id for spec in settings.notify.silences}
@@ -275,7 +275,7 @@ def sample_alert(
     """A realistic spend_spike for ``example-customer`` (an alert-webhook contract item),
     with the annotations the pipeline adds, ``recent`` included (Slack's sparkline)."""
     from detectors.decision import Decision
-    from stream.alerts import build_alert
+    from stream.core.alerts import build_alert
 
     starts = now // 60 * 60 - 180
     values = {

@@ -1,6 +1,6 @@
 """The configuration reference (README) generated from the settings models themselves.
 
-    python -m stream.reference
+    python -m stream.commands.reference
 
 The README's "Configuration reference" tables are this output; a test keeps them equal,
 so a field added to a model without its description in the README fails the suite.

@@ -2,7 +2,7 @@
 
 Events are summed into the open bucket of their key: one dict lookup per event. When the
 watermark (newest event time) passes a bucket's end plus the allowed lateness, the
-bucket can be closed and handed to detection (:mod:`stream.detect`). Later events for a
+bucket can be closed and handed to detection (:mod:`stream.core.detect`). Later events for a
 closed bucket are counted and dropped.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stream.events import EventRecord
+from stream.core.events import EventRecord
 
 # Row of one (customer, endpoint, provider, model) in one bucket.
 COST, REQUESTS, FAILURES, RETRIES, RATE_LIMITED, WASTED, FIRST_FAILURES, RETRIED = range(8)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from stream.events import Customer, Rejection, parse_customer
-from stream.yamlsource import ConfigFileError, describe_errors, load_yaml
+from stream.core.events import Customer, Rejection, parse_customer
+from stream.settings.yamlsource import ConfigFileError, describe_errors, load_yaml
 
 
 def load_customers(path: Path) -> dict[str, Customer]:

@@ -1,6 +1,6 @@
 """Detect: closed buckets handed to the detectors, and their decisions as labelled keys.
 
-When a bucket closes (see :mod:`stream.buckets`) its rows are rolled up per customer, per
+When a bucket closes (see :mod:`stream.core.buckets`) its rows are rolled up per customer, per
 (customer, endpoint) and per (provider, model), and each detector judges the keys that had
 data or have an episode open.
 
@@ -22,7 +22,7 @@ from detectors.decision import Decision
 from detectors.margin_breach import MarginBreachState, MarginTerms
 from detectors.retry_storm import BucketCounts, RetryStormState
 from detectors.spend_spike import SpendSpikeState
-from stream.buckets import (
+from stream.core.buckets import (
     COST,
     FAILURES,
     FIRST_FAILURES,
@@ -36,9 +36,9 @@ from stream.buckets import (
     Rollup,
     RowKey,
 )
-from stream.effective import Effective, Resolver
-from stream.events import Customer
+from stream.core.events import Customer
 from stream.settings import Settings
+from stream.settings.effective import Effective, Resolver
 
 MAX_CACHED_TERMS = 4096  # customers whose margin terms CustomerDetection.terms keeps
 # Buckets a spend_spike key is judged for after its last spend (see _run_spikes_alike).

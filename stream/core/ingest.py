@@ -1,6 +1,6 @@
 """Ingest: raw message bytes -> a validated, priced event, or a dead letter with its reason.
 
-Checks, in order: size, JSON and contract (stream.events), event_id duplicates within a
+Checks, in order: size, JSON and contract (stream.core.events), event_id duplicates within a
 horizon of event time, and timestamps too far ahead of stream time (one event stamped in
 2099 must not drag the watermark there and make all others late). Pricing follows the
 contract: ``cost_usd`` on the event wins; otherwise the price table prices the tokens.
@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stream.events import EventRecord, Rejection, read_error, read_usage
-from stream.pricing import PriceTable
+from stream.core.events import EventRecord, Rejection, read_error, read_usage
+from stream.core.pricing import PriceTable
 from stream.settings import IngestSettings
 
 USAGE = "usage"

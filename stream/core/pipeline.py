@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from stream.alerts import Alert, build_alert
-from stream.buckets import Buckets
-from stream.detect import CustomerDetection, GlobalDetection, Keyed
-from stream.events import Customer, EventRecord
-from stream.ingest import DeadLetter, Ingest
-from stream.pricing import PriceTable
+from stream.core.alerts import Alert, build_alert
+from stream.core.buckets import Buckets
+from stream.core.detect import CustomerDetection, GlobalDetection, Keyed
+from stream.core.events import Customer, EventRecord
+from stream.core.ingest import DeadLetter, Ingest
+from stream.core.pricing import PriceTable
 from stream.settings import Settings
 
 

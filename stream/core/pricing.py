@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from stream.yamlsource import ConfigFileError, Lines, line_of, load_yaml
+from stream.settings.yamlsource import ConfigFileError, Lines, line_of, load_yaml
 
 TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are per million tokens
 

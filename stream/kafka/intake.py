@@ -6,7 +6,7 @@ iterator, acking), which capped the worker at about 8,000 events/s while a plain
 consumer reads several hundred thousand; see docs/faust-streaming-notes.md, section 9.
 The bundles it sends go to the faust side (detect, tables) unchanged.
 
-Each batch from ``getmany`` is validated and priced by :class:`stream.stages.IngestStage`,
+Each batch from ``getmany`` is validated and priced by :class:`stream.kafka.stages.IngestStage`,
 sent as one bundle per detect partition (with each source's newest event time) and its
 refused messages as dead letters; only once every send is acknowledged are the batch's
 offsets committed (at-least-once: detect drops re-delivered events by source offset and
@@ -26,12 +26,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from stream.ingest import ERRORS, USAGE, DeadLetter
-from stream.kafka import client_kwargs
+from stream.core.ingest import ERRORS, USAGE, DeadLetter
+from stream.kafka.connection import client_kwargs
+from stream.kafka.stages import IngestStage, Priced, encode_bundle
+from stream.kafka.state import partition_key, partition_of
 from stream.metrics import Metrics
 from stream.settings import Settings
-from stream.stages import IngestStage, Priced, encode_bundle
-from stream.state import partition_key, partition_of
 
 log = logging.getLogger("spendwatch.intake")
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import orjson
 
+from stream.kafka.state import PARTITION_PREFIX, partition_key
+from stream.kafka.topic_replay import read_range
 from stream.settings import KafkaSettings
-from stream.state import PARTITION_PREFIX, partition_key
-from stream.topic_replay import read_range
 
 # Under the partition records' prefix, which customer-record loading skips.
 OUTBOX_PREFIX = PARTITION_PREFIX + b"outbox:"

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from stream.events import to_epoch_seconds
-from stream.kafka import client_kwargs, ensure_topics
-from stream.replay import open_lines
+from stream.core.events import to_epoch_seconds
+from stream.kafka.connection import client_kwargs, ensure_topics
+from stream.offline.replay import open_lines
 from stream.settings import KafkaSettings
 
 

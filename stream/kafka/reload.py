@@ -32,7 +32,7 @@ from typing import Any
 
 from stream.metrics import Metrics
 from stream.settings import Settings, load_settings
-from stream.yamlsource import ConfigFileError
+from stream.settings.yamlsource import ConfigFileError
 
 log = logging.getLogger("spendwatch.config")
 

@@ -33,7 +33,13 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream.kafka import client_kwargs, ensure_topics, follow_compacted, partitions_of, reached
+from stream.kafka.connection import (
+    client_kwargs,
+    ensure_topics,
+    follow_compacted,
+    partitions_of,
+    reached,
+)
 from stream.notify.silences import Silence
 from stream.settings import KafkaSettings
 

@@ -1,4 +1,4 @@
-"""The worker's three stages as plain objects (no Kafka in here; stream.worker wires them).
+"""The worker's three stages as plain objects (no Kafka in here; stream.kafka.worker wires them).
 
 - :class:`IngestStage`: raw message -> a priced event for the events topic (keyed by
   customer), or a dead letter.
@@ -19,13 +19,13 @@ from typing import Any, NamedTuple
 import orjson
 
 from detectors.retry_storm import RetryStormState
-from stream.buckets import TOP_CUSTOMER, Buckets, Rollup, count_attempt, merge_rollups
-from stream.detect import CustomerDetection, GlobalDetection, Keyed
-from stream.events import Customer, EventRecord
-from stream.ingest import DeadLetter, DedupWindow, Ingest
-from stream.pricing import PriceTable
+from stream.core.buckets import TOP_CUSTOMER, Buckets, Rollup, count_attempt, merge_rollups
+from stream.core.detect import CustomerDetection, GlobalDetection, Keyed
+from stream.core.events import Customer, EventRecord
+from stream.core.ingest import DeadLetter, DedupWindow, Ingest
+from stream.core.pricing import PriceTable
+from stream.kafka.state import CustomerOpenRows, CustomerStates, partition_key, partition_of
 from stream.settings import Settings
-from stream.state import CustomerOpenRows, CustomerStates, partition_key, partition_of
 
 
 class Priced(NamedTuple):

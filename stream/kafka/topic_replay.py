@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream.ingest import ERRORS, USAGE
-from stream.kafka import client_kwargs, partitions_of
-from stream.pipeline import Pipeline
-from stream.replay import ReplayReport
+from stream.core.ingest import ERRORS, USAGE
+from stream.core.pipeline import Pipeline
+from stream.kafka.connection import client_kwargs, partitions_of
+from stream.offline.replay import ReplayReport
 from stream.settings import KafkaSettings
 
 

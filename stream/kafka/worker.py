@@ -7,13 +7,13 @@ detectors, state in a table with a changelog) -> alerts topic, and per-bucket
 provider/model rollups -> internal rollups topic (one partition) -> ``global_detect``
 agent -> alerts topic.
 
-The ingest side is not a faust agent but :class:`stream.intake.Intake`, a plain aiokafka
+The ingest side is not a faust agent but :class:`stream.kafka.intake.Intake`, a plain aiokafka
 consumer in its own group (``{app_id}-ingest``) that commits after its sends are acked:
 faust's per-message machinery (fetcher, stream buffer, acks) cost about 60 us per raw
 message and held the worker near 8,000 events/s (docs/faust-streaming-notes.md, 9).
 Detect, global detect and the tables stay on faust; they see one message per bundle.
 
-Agents are short loops; the work is in :mod:`stream.stages`. State is written once per
+Agents are short loops; the work is in :mod:`stream.kafka.stages`. State is written once per
 batch per customer. The web port serves ``/health`` (200 once tables are recovered and
 customers loaded, else 503) and ``/metrics``.
 """
@@ -33,28 +33,28 @@ from faust.tables import TableManager
 from faust.types import TP
 from mode.supervisors import CrashingSupervisor
 
-from stream.alerts import build_alert
-from stream.customers import load_customers
-from stream.detect import Keyed
-from stream.events import Customer, Rejection, parse_customer
-from stream.intake import Intake
-from stream.kafka import ensure_topics, faust_credentials, follow_compacted
-from stream.logs import logging_config
-from stream.metrics import Metrics
-from stream.notify_agent import NotifyStage
-from stream.outbox import already_sent, decode_outbox, encode_outbox, identity, outbox_key
-from stream.pricing import PriceTable
-from stream.reload import ConfigWatcher
-from stream.settings import DEFAULT_CONFIG, Settings
-from stream.silence_topic import apply_record
-from stream.stages import (
+from stream.core.alerts import build_alert
+from stream.core.customers import load_customers
+from stream.core.detect import Keyed
+from stream.core.events import Customer, Rejection, parse_customer
+from stream.core.pricing import PriceTable
+from stream.kafka.connection import ensure_topics, faust_credentials, follow_compacted
+from stream.kafka.intake import Intake
+from stream.kafka.notify_agent import NotifyStage
+from stream.kafka.outbox import already_sent, decode_outbox, encode_outbox, identity, outbox_key
+from stream.kafka.reload import ConfigWatcher
+from stream.kafka.silence_topic import apply_record
+from stream.kafka.stages import (
     GlobalStage,
     IngestStage,
     PartitionDetect,
     decode_rollups,
     encode_rollups,
 )
-from stream.state import CustomerStates, partition_of
+from stream.kafka.state import CustomerStates, partition_of
+from stream.logs import logging_config
+from stream.metrics import Metrics
+from stream.settings import DEFAULT_CONFIG, Settings
 
 log = logging.getLogger("spendwatch.worker")
 GLOBAL_KEY = b"global"
@@ -148,7 +148,7 @@ class Worker:
 
         @app.task
         async def ingest() -> None:
-            await self.intake.run()  # a plain consumer, see stream.intake (faust's cost)
+            await self.intake.run()  # a plain consumer, see stream.kafka.intake (faust's cost)
 
         @app.agent(self.events, name="detect", supervisor_strategy=CrashingSupervisor)
         async def detect(stream: Any) -> None:
@@ -297,7 +297,7 @@ class Worker:
         return detect
 
     async def apply_settings(self, new: Settings) -> None:
-        """Hot reload (stream.reload): judge with ``new`` from the next bucket on, route and
+        """Hot reload (stream.kafka.reload): judge with ``new`` from the next bucket on, route and
         deliver with it from now on. Detector state, open episodes and active alerts stay.
         Swapped under the detect lock, so no batch is judged half with the old settings."""
         if self.app.should_stop:
@@ -336,7 +336,7 @@ class Worker:
         self.global_table[GLOBAL_KEY] = self.global_stage.snapshot()
         await self.emit_once(self.global_table, GLOBAL_OUTBOX, keyed)
 
-    # -- alerts: decided once, sent once (stream.outbox) --------------------------------
+    # -- alerts: decided once, sent once (stream.kafka.outbox) --------------------------------
 
     async def emit_once(self, table: Any, key: bytes, keyed: list[Keyed]) -> None:
         """Write the batch's alerts to the outbox after its state, wait until both are

@@ -3,7 +3,7 @@
 Modelled on Prometheus Alertmanager's semantics. The pieces, and who calls whom:
 
 - :mod:`stream.notify.model`: the types shared by every piece (Notification, Delivery).
-- :mod:`stream.notify.config`: routes, inhibition rules, static silences, receivers.
+- :mod:`stream.settings.notify`: routes, inhibition rules, static silences, receivers.
 - :mod:`stream.notify.routing` / ``grouping`` / ``inhibit`` / ``silences``: pure, clock
   injected; alerts in, :class:`~stream.notify.model.Notification` objects out.
 - :mod:`stream.notify.receivers`: Slack, generic webhook, PagerDuty over HTTP.

@@ -42,8 +42,8 @@ from typing import Any
 
 from stream.metrics import Metrics
 from stream.notify.model import DeliveryResult, Notification
-from stream.notify.receiver_config import ReceiverSettings
 from stream.notify.receivers import Receiver, build_receivers
+from stream.settings.receivers import ReceiverSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ tests), values JSON-able:
   fingerprints, time, sequence, receiver refs). Written only by :meth:`Dispatcher.delivered`,
   so a dispatcher rebuilt from the mappings re-sends what was not delivered, and only that.
 
->>> from stream.notify.config import NotifySettings
+>>> from stream.settings.notify import NotifySettings
 >>> settings = NotifySettings(route={"receivers": ["pd"]},
 ...                           receivers=[{"name": "pd", "kind": "pagerduty"}])
 >>> d = Dispatcher(settings, {}, {})
@@ -40,11 +40,11 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from stream.notify.config import NotifySettings
 from stream.notify.inhibit import Inhibitor, Muter
 from stream.notify.model import DeliveryResult, Notification
 from stream.notify.routing import RouteNode, group_key
 from stream.notify.silences import SilenceStore
+from stream.settings.notify import NotifySettings
 
 Slot = tuple[str, str]  # (receiver, group_key)
 State = Literal["active", "silenced", "inhibited"]

@@ -5,7 +5,7 @@ matchers whose ``equal`` labels have the same values (a missing label counts as 
 alert never inhibits itself. The inhibitor learns the firing alerts as the dispatcher
 sees them (:meth:`Inhibitor.observe`), so it keeps a small index, not a scan per alert.
 
->>> from stream.notify.config import InhibitRule
+>>> from stream.settings.notify import InhibitRule
 >>> rule = InhibitRule(source_matchers=['severity="critical"'],
 ...                    target_matchers=['severity="warning"'], equal=["customer_id"])
 >>> inhibitor = Inhibitor([rule])
@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from stream.alerts import fingerprint
-from stream.notify.config import InhibitRule, matches_all, parse_matchers
+from stream.core.alerts import fingerprint
+from stream.settings.notify import InhibitRule, matches_all, parse_matchers
 
 
 class Muter(Protocol):

@@ -27,13 +27,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stream.events import to_epoch_seconds
-from stream.notify.config import NotifySettings
+from stream.core.events import to_epoch_seconds
 from stream.notify.delivery import Delivery
 from stream.notify.grouping import Dispatcher
 from stream.notify.model import DeliveryResult, Notification
-from stream.notify.receiver_config import ReceiverSettings
 from stream.notify.routing import RouteNode
+from stream.settings.notify import NotifySettings
+from stream.settings.receivers import ReceiverSettings
 
 
 @dataclass

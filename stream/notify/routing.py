@@ -6,7 +6,7 @@ itself the match. Children inherit receivers, grouping and timings their config 
 unset. Each node has a ``key`` (its path of names or positions) that is stable across
 processes, so group keys built on it are too.
 
->>> from stream.notify.config import Route
+>>> from stream.settings.notify import Route
 >>> tree = RouteNode.build(Route(receivers=["all"], routes=[
 ...     Route(name="acme", matchers=['customer_id="acme"'], receivers=["acme"], continue_=True),
 ...     Route(matchers=['severity="critical"'], group_wait_s=0),
@@ -24,7 +24,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from stream.notify.config import (
+from stream.settings.notify import (
     ALL_LABELS,
     DEFAULT_GROUP_BY,
     DEFAULT_GROUP_INTERVAL_S,

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
-from stream.notify.config import SilenceSpec, matches_all, parse_matchers
+from stream.settings.notify import SilenceSpec, matches_all, parse_matchers
 
 SilenceState = Literal["pending", "active", "expired"]
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from stream.alerts import Alert, rfc3339
+from stream.core.alerts import Alert, rfc3339
 
 KEY_LABELS = ("customer_id", "endpoint", "provider", "model")
 _SHORT = {"customer_id": "cus", "endpoint": "ep", "provider": "provider", "model": "model"}

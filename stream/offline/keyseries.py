@@ -23,8 +23,7 @@ import numpy as np
 from detectors import retry_storm, spend_spike
 from detectors.retry_storm import BucketCounts, RetryStormParams, RetryStormState
 from detectors.spend_spike import SpendSpikeParams, SpendSpikeState
-from stream.backtest import KeyLabels
-from stream.buckets import (
+from stream.core.buckets import (
     COST,
     FAILURES,
     FIRST_FAILURES,
@@ -38,11 +37,12 @@ from stream.buckets import (
     Buckets,
     RowKey,
 )
-from stream.detect import EAGER_BUCKETS, CustomerDetection
-from stream.events import Customer
-from stream.pipeline import Pipeline
-from stream.pricing import PriceTable
-from stream.replay import ReplayReport
+from stream.core.detect import EAGER_BUCKETS, CustomerDetection
+from stream.core.events import Customer
+from stream.core.pipeline import Pipeline
+from stream.core.pricing import PriceTable
+from stream.offline.backtest import KeyLabels
+from stream.offline.replay import ReplayReport
 from stream.settings import Settings
 
 
@@ -278,7 +278,7 @@ def params_at(settings: Settings, detector: str, key: KeyLabels, plan: str | Non
     overrides and planned windows resolved as the pipeline resolves them, where this
     version of the settings has them; else the detector's section."""
     try:
-        from stream.effective import Resolver
+        from stream.settings.effective import Resolver
     except ImportError:  # settings without per-key overrides
         params = getattr(settings.detectors, detector)
         return lambda t: params

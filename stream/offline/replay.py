@@ -21,10 +21,10 @@ from typing import IO
 
 from detectors import spend_spike
 from detectors.spend_spike import SpendSpikeState
-from stream.alerts import Alert, build_alert
-from stream.events import EventRecord, to_epoch_seconds
-from stream.ingest import ERRORS, USAGE, DeadLetter
-from stream.pipeline import Pipeline
+from stream.core.alerts import Alert, build_alert
+from stream.core.events import EventRecord, to_epoch_seconds
+from stream.core.ingest import ERRORS, USAGE, DeadLetter
+from stream.core.pipeline import Pipeline
 from stream.settings import Settings
 
 Item = tuple[float, int, str, EventRecord, bytes]

@@ -4,7 +4,7 @@ At the top, a summary table (alerts per detector under each config; episodes add
 removed and changed in severity), then the differences and the episodes, then one chart
 per alerted key (``<figure class="chart" data-key="cus=acme,ep=chat">``).
 
-Where the charts' numbers come from (see :mod:`stream.keyseries`): after the backtest's
+Where the charts' numbers come from (see :mod:`stream.offline.keyseries`): after the backtest's
 replays, the same input is replayed once more with the detectors off, keeping the bucket
 counts of the alerted keys only; each key's spend per bucket is then fed through
 spend_spike's own ``update`` (its :class:`~detectors.ewstats.SeasonalBaseline`) with each
@@ -35,9 +35,17 @@ import numpy as np
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
-from stream.alerts import rfc3339
-from stream.backtest import Diff, Episode, KeyLabels, Run, alerted_keys, key_text, per_detector
-from stream.keyseries import (
+from stream.core.alerts import rfc3339
+from stream.offline.backtest import (
+    Diff,
+    Episode,
+    KeyLabels,
+    Run,
+    alerted_keys,
+    key_text,
+    per_detector,
+)
+from stream.offline.keyseries import (
     Band,
     KeySeries,
     RecordingBuckets,

@@ -34,11 +34,11 @@ from typing import IO, Any, NamedTuple
 import numpy as np
 import orjson
 
-from stream.pricing import PriceTable
+from stream.core.pricing import PriceTable
 
 USAGE = "usage"
 ERRORS = "errors"
-DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "config" / "prices.yaml"
+DEFAULT_PRICES = Path(__file__).resolve().parents[2] / "config" / "prices.yaml"
 START = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000

@@ -5,6 +5,10 @@ description of every field: default, range and a line of text. Environment varia
 over the file and nest with ``__``: ``SPENDWATCH_DETECTORS__SPEND_SPIKE__MIN_Z=6``.
 Secrets (tokens, passwords, signing keys) are read from the environment only.
 
+This package is the settings layer that every other layer reads: the root model here,
+its parts beside it (``yamlsource``, ``overrides``, ``windows``, ``cron``, ``effective``,
+and notify's ``notify`` and ``receivers`` models). It imports nothing above it.
+
 >>> s = Settings()
 >>> s.buckets.width_s, s.detectors.spend_spike.relative_margin
 (60.0, 0.2)
@@ -21,12 +25,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from detectors.margin_breach import MarginBreachParams
 from detectors.retry_storm import RetryStormParams
 from detectors.spend_spike import SpendSpikeParams
-from stream.notify.config import NotifySettings
-from stream.overrides import Override
-from stream.windows import Window
-from stream.yamlsource import ConfigFileError, describe_errors, load_yaml
+from stream.settings.notify import NotifySettings
+from stream.settings.overrides import Override
+from stream.settings.windows import Window
+from stream.settings.yamlsource import ConfigFileError, describe_errors, load_yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 DEFAULT_CONFIG = CONFIG_DIR / "spendwatch.yaml"
 
 

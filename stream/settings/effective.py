@@ -31,12 +31,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stream.overrides import DETECTORS, MATCH_FIELDS
+from stream.settings.overrides import DETECTORS, MATCH_FIELDS
 
 if TYPE_CHECKING:
-    from stream.overrides import Override
     from stream.settings import DetectorSettings
-    from stream.windows import Window
+    from stream.settings.overrides import Override
+    from stream.settings.windows import Window
 
 
 @dataclass(frozen=True, slots=True)

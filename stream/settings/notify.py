@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from stream.notify.receiver_config import ReceiverSettings
+from stream.settings.receivers import ReceiverSettings
 
 DEFAULT_GROUP_BY = ["customer_id"]
 DEFAULT_GROUP_WAIT_S = 30.0

@@ -29,8 +29,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
-from stream.cron import Cron
-from stream.overrides import DETECTORS, Match, Patches
+from stream.settings.cron import Cron
+from stream.settings.overrides import DETECTORS, Match, Patches
 
 DetectorName = Literal["spend_spike", "retry_storm", "retry_storm_global", "margin_breach"]
 _UNITS = {"d": 86_400.0, "h": 3600.0, "m": 60.0, "s": 1.0}

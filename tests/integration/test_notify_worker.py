@@ -18,11 +18,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream.kafka import client_kwargs, ensure_topics
+from stream.kafka.connection import client_kwargs, ensure_topics
+from stream.kafka.silence_topic import write_silence
 from stream.notify.receivers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from stream.notify.silences import Silence
 from stream.settings import Settings
-from stream.silence_topic import write_silence
 from tests.contracts import schema
 from tests.integration.workers import REPO, WorkerProcess, wait_for
 from tests.notify.servers import WebhookServer, alert_item

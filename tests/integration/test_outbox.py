@@ -9,8 +9,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream.kafka import client_kwargs, ensure_topics
-from stream.outbox import already_sent, identity
+from stream.kafka.connection import client_kwargs, ensure_topics
+from stream.kafka.outbox import already_sent, identity
 from stream.settings import Settings
 from tests.notify.servers import alert_item
 

@@ -16,11 +16,11 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.pipeline import Pipeline
-from stream.pricing import PriceTable
-from stream.produce import produce
-from stream.reload import version_of
-from stream.replay import replay_files
+from stream.core.pipeline import Pipeline
+from stream.core.pricing import PriceTable
+from stream.kafka.produce import produce
+from stream.kafka.reload import version_of
+from stream.offline.replay import replay_files
 from stream.settings import Settings, load_settings
 from tests.integration.workers import (
     REPO,

@@ -17,9 +17,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from stream.kafka.silence_topic import follow_silences, read_silences, write_silence
 from stream.notify.silences import Silence, SilenceStore
 from stream.settings import Settings
-from stream.silence_topic import follow_silences, read_silences, write_silence
 from tests.notify.cli_config import write_config
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ def spendwatch(settings: Settings, config: Path, *args: str) -> subprocess.Compl
         "SPENDWATCH_KAFKA__TOPICS__SILENCES": settings.kafka.topics.silences,
     }
     return subprocess.run(
-        [sys.executable, "-m", "stream.cli", "silence", *args, "--config", str(config)],
+        [sys.executable, "-m", "stream.commands.cli", "silence", *args, "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=120,

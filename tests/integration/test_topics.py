@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from stream.customers import load_customers
-from stream.pipeline import Pipeline
-from stream.pricing import PriceTable
-from stream.produce import produce
-from stream.simulate import SimConfig, simulate
-from stream.topic_replay import replay_topics
+from stream.core.customers import load_customers
+from stream.core.pipeline import Pipeline
+from stream.core.pricing import PriceTable
+from stream.kafka.produce import produce
+from stream.kafka.topic_replay import replay_topics
+from stream.offline.simulate import SimConfig, simulate
 from tests.integration.workers import replay_recorded
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,7 @@ def test_topic_replay_selects_the_time_range(kafka_settings, recorded):
 
     import orjson
 
-    from stream.events import to_epoch_seconds
+    from stream.core.events import to_epoch_seconds
 
     expected = 0
     with gzip.open(recorded / "usage.jsonl.gz") as lines:
@@ -117,7 +117,7 @@ def test_backtest_of_a_topic_range_equals_the_backtest_of_the_files(
 
     def backtest(*args: str) -> dict:
         done = subprocess.run(
-            [sys.executable, "-m", "stream.cli", "backtest", *args, *common],
+            [sys.executable, "-m", "stream.commands.cli", "backtest", *args, *common],
             cwd=REPO,
             capture_output=True,
             check=True,

@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.customers import load_customers
-from stream.produce import produce
-from stream.simulate import SimConfig, simulate
+from stream.core.customers import load_customers
+from stream.kafka.produce import produce
+from stream.offline.simulate import SimConfig, simulate
 from tests.integration.workers import (
     WorkerProcess,
     closing_records,

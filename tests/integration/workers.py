@@ -19,13 +19,13 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream.customers import load_customers
-from stream.kafka import client_kwargs, partitions_of
-from stream.pipeline import Pipeline
-from stream.pricing import PriceTable
-from stream.replay import ReplayReport, replay_files
+from stream.core.customers import load_customers
+from stream.core.pipeline import Pipeline
+from stream.core.pricing import PriceTable
+from stream.kafka.connection import client_kwargs, partitions_of
+from stream.kafka.state import partition_of
+from stream.offline.replay import ReplayReport, replay_files
 from stream.settings import Settings
-from stream.state import partition_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         with self.log_path.open("ab") as log:  # the child keeps its own copy
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker", *self.args],
+                [sys.executable, "-m", "stream.commands.cli", "worker", *self.args],
                 cwd=REPO,
                 env=self.env,
                 stdout=log,

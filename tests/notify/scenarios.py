@@ -8,10 +8,10 @@ from typing import Any
 
 import jsonschema
 
-from stream.alerts import Alert, fingerprint
-from stream.notify.config import NotifySettings
+from stream.core.alerts import Alert, fingerprint
 from stream.notify.grouping import Dispatcher
 from stream.notify.model import DeliveryResult, Notification
+from stream.settings.notify import NotifySettings
 from tests.contracts import schema
 
 T0 = 1793613600.0  # 2026-11-02T10:00:00Z, event time of the alerts

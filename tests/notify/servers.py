@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from detectors.decision import Decision
-from stream.alerts import build_alert
+from stream.core.alerts import build_alert
 from stream.notify.model import Notification
 from stream.notify.receivers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 

@@ -9,9 +9,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from stream.cli import main
+from stream.commands.cli import main
+from stream.commands.notify_commands import parse_duration, parse_time
 from stream.notify.grouping import AlertStatus
-from stream.notify_commands import parse_duration, parse_time
 from tests.contracts import schema
 from tests.notify.cli_config import write_config
 from tests.notify.servers import (

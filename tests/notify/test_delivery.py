@@ -10,7 +10,7 @@ from typing import Any
 from stream.metrics import Metrics
 from stream.notify.delivery import METRIC_HELP, Delivery, LaneStats
 from stream.notify.model import DeliveryResult, Notification
-from stream.notify.receiver_config import ReceiverSettings
+from stream.settings.receivers import ReceiverSettings
 from tests.notify.servers import (
     PagerDutyServer,
     SlackApiServer,

@@ -4,7 +4,7 @@ restarts (inhibition by the default rule: a critical for acme mutes its warnings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.alerts import rfc3339
+from stream.core.alerts import rfc3339
 from stream.notify.grouping import Dispatcher, nflog_key
 from stream.notify.model import DeliveryResult
 from stream.notify.routing import group_key

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from stream.notify.config import InhibitRule, Matcher, NotifySettings, SilenceSpec
 from stream.settings import DEFAULT_CONFIG, Settings, load_settings
-from stream.yamlsource import ConfigFileError
+from stream.settings.notify import InhibitRule, Matcher, NotifySettings, SilenceSpec
+from stream.settings.yamlsource import ConfigFileError
 from tests.notify.scenarios import notify_settings
 
 

@@ -12,9 +12,9 @@ import jsonschema
 import pytest
 
 from stream.notify.model import DeliveryResult, Notification
-from stream.notify.receiver_config import ReceiverSettings
 from stream.notify.receivers import Receiver, build_receiver, build_receivers
 from stream.notify.receivers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from stream.settings.receivers import ReceiverSettings
 from tests.contracts import schema
 from tests.notify.servers import (
     PagerDutyServer,

@@ -12,11 +12,11 @@ import jsonschema
 import orjson
 import pytest
 
-from stream.notify.config import NotifySettings
 from stream.notify.grouping import Dispatcher
 from stream.notify.model import DeliveryResult
 from stream.notify.replay_delivery import event_time
-from stream.simulate import SimConfig, simulate
+from stream.offline.simulate import SimConfig, simulate
+from stream.settings.notify import NotifySettings
 from tests.contracts import schema
 from tests.notify.cli_config import write_config
 from tests.notify.servers import WebhookServer
@@ -34,7 +34,7 @@ def recorded(tmp_path_factory) -> Path:
 def replay_deliver(folder: Path, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            sys.executable, "-m", "stream.cli", "replay", str(folder / "usage.jsonl.gz"),
+            sys.executable, "-m", "stream.commands.cli", "replay", str(folder / "usage.jsonl.gz"),
             "--errors", str(folder / "errors.jsonl.gz"),
             "--customers", str(folder / "customers.jsonl"),
             "--config", str(config), "--json", "--deliver", *extra,

@@ -1,7 +1,7 @@
 """Routing: depth first, first match wins unless continue; children inherit what is unset."""
 
-from stream.notify.config import Route
 from stream.notify.routing import RouteNode, group_key
+from stream.settings.notify import Route
 from tests.notify.scenarios import notify_settings
 
 TREE = {

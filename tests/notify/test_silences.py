@@ -2,10 +2,10 @@
 
 import pytest
 
-from stream.alerts import fingerprint
-from stream.notify.config import InhibitRule, SilenceSpec
+from stream.core.alerts import fingerprint
 from stream.notify.inhibit import Inhibitor
 from stream.notify.silences import Silence, SilenceStore
+from stream.settings.notify import InhibitRule, SilenceSpec
 from tests.notify.scenarios import JsonTable, alert, resolved
 
 ACME = {"alertname": "spend_spike", "customer_id": "acme", "severity": "warning"}

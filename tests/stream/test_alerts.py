@@ -2,7 +2,7 @@ import jsonschema
 import pytest
 
 from detectors.decision import Decision
-from stream.alerts import ZERO_TIME, build_alert, fingerprint, rfc3339
+from stream.core.alerts import ZERO_TIME, build_alert, fingerprint, rfc3339
 from tests.contracts import schema
 
 T0 = 1793613600.0  # 2026-11-02T10:00:00Z

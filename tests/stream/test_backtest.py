@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from detectors.decision import Decision
-from stream.alerts import build_alert
-from stream.backtest import Episode, compare, episodes, format_text, per_day
-from stream.cli import main
+from stream.commands.cli import main
+from stream.core.alerts import build_alert
+from stream.offline.backtest import Episode, compare, episodes, format_text, per_day
+from stream.offline.simulate import SimConfig, simulate
 from stream.settings import CONFIG_DIR, DetectorSettings
-from stream.simulate import SimConfig, simulate
 
 RELAXED_CUSTOMER = "cus_0006"  # has a retry loop of its own and is caught in the outage
 # Per-key overrides relax a detector for one customer; settings without them relax it for
@@ -183,7 +183,7 @@ def test_compare_with_itself_is_empty_and_text_lists_days():
     ]
     assert compare(found, found).empty
     assert per_day(found) == {("1970-01-01", "spend_spike"): 1, ("1970-01-02", "retry_storm"): 1}
-    from stream.backtest import Run
+    from stream.offline.backtest import Run
 
     text = format_text([Run("a.yaml", found, 90_000.0)])
     assert "1970-01-02  retry_storm  1" in text

@@ -12,7 +12,7 @@ import jsonschema
 import orjson
 import pytest
 
-from stream.simulate import SimConfig, simulate
+from stream.offline.simulate import SimConfig, simulate
 from tests.contracts import schema
 
 T0 = 1793577600  # 2026-11-02T00:00:00Z
@@ -20,7 +20,7 @@ T0 = 1793577600  # 2026-11-02T00:00:00Z
 
 def spendwatch(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
+        [sys.executable, "-m", "stream.commands.cli", *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -9,8 +9,8 @@ import jsonschema
 import pytest
 import yaml
 
-from stream.cli import main
-from stream.schema import config_schema
+from stream.commands.cli import main
+from stream.commands.schema import config_schema
 from stream.settings import CONFIG_DIR
 
 SHIPPED_PRICES = (CONFIG_DIR / "prices.yaml").resolve()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.events import (
+from stream.core.events import (
     Customer,
     ErrorEvent,
     EventRecord,

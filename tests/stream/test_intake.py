@@ -11,12 +11,12 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-from stream.intake import Intake, detect_partition
+from stream.core.pricing import PriceTable
+from stream.kafka.intake import Intake, detect_partition
+from stream.kafka.stages import IngestStage, decode_bundle
+from stream.kafka.state import partition_of
 from stream.metrics import Metrics
-from stream.pricing import PriceTable
 from stream.settings import Settings
-from stream.stages import IngestStage, decode_bundle
-from stream.state import partition_of
 
 
 class FakeProducer:

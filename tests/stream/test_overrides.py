@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stream.alerts import build_alert
-from stream.buckets import COST, REQUESTS
-from stream.detect import CustomerDetection
-from stream.effective import Resolver
+from stream.core.alerts import build_alert
+from stream.core.buckets import COST, REQUESTS
+from stream.core.detect import CustomerDetection
 from stream.settings import load_settings, settings_from_dict
-from stream.yamlsource import ConfigFileError
+from stream.settings.effective import Resolver
+from stream.settings.yamlsource import ConfigFileError
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
 QUICK = {"warmup_s": 3600, "seasonal": False, "min_excess_usd_per_hour": 1.0}

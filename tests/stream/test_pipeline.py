@@ -3,10 +3,10 @@
 import orjson
 import pytest
 
-from stream.events import Customer
-from stream.ingest import DeadLetter
-from stream.pipeline import Pipeline
-from stream.pricing import PriceTable
+from stream.core.events import Customer
+from stream.core.ingest import DeadLetter
+from stream.core.pipeline import Pipeline
+from stream.core.pricing import PriceTable
 from stream.settings import CONFIG_DIR, Settings
 
 T0 = 1793577600.0  # 2026-11-02T00:00:00Z
@@ -193,9 +193,9 @@ def test_margin_terms_follow_a_replaced_customer_record_and_reloaded_settings():
 
 
 def test_the_margin_terms_cache_is_bounded(monkeypatch):
-    import stream.detect
+    import stream.core.detect
 
-    monkeypatch.setattr(stream.detect, "MAX_CACHED_TERMS", 3)
+    monkeypatch.setattr(stream.core.detect, "MAX_CACHED_TERMS", 3)
     customers = {
         f"c{i}": Customer(customer_id=f"c{i}", plan="pro", monthly_price_usd=10.0 + i)
         for i in range(10)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.pricing import (
+from stream.core.pricing import (
     ModelPrice,
     PriceConfigError,
     PriceTable,

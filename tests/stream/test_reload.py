@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from stream.kafka.notify_agent import NotifyStage
+from stream.kafka.reload import ConfigWatcher, needs_restart, version_of
 from stream.metrics import Metrics
-from stream.notify_agent import NotifyStage
-from stream.reload import ConfigWatcher, needs_restart, version_of
 from stream.settings import Settings, load_settings
 from tests.notify.servers import alert_item
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from stream.alerts import Alert
-from stream.customers import load_customers
-from stream.pipeline import Pipeline
-from stream.pricing import PriceTable
-from stream.replay import replay_files
+from stream.core.alerts import Alert
+from stream.core.customers import load_customers
+from stream.core.pipeline import Pipeline
+from stream.core.pricing import PriceTable
+from stream.offline.replay import replay_files
+from stream.offline.simulate import SimConfig, simulate
 from stream.settings import CONFIG_DIR, load_settings
-from stream.simulate import SimConfig, simulate
 
 BUCKET = 60.0
 
@@ -159,6 +159,6 @@ def test_detection_split_by_customer_partition_fires_what_one_process_fires(tmp_
 def parse_ts(raw: bytes) -> float:
     import orjson
 
-    from stream.events import to_epoch_seconds
+    from stream.core.events import to_epoch_seconds
 
     return to_epoch_seconds(orjson.loads(raw)["ts"])

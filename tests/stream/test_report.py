@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.alerts import rfc3339
-from stream.backtest import Episode, alerted_keys
-from stream.customers import load_customers
-from stream.keyseries import dense, params_at, record, spend_band
-from stream.pricing import PriceTable
-from stream.replay import replay_files
+from stream.core.alerts import rfc3339
+from stream.core.customers import load_customers
+from stream.core.pricing import PriceTable
+from stream.offline.backtest import Episode, alerted_keys
+from stream.offline.keyseries import dense, params_at, record, spend_band
+from stream.offline.replay import replay_files
 from stream.settings import load_settings
 from tests.stream.test_backtest import backtest_run, simulated_days
 

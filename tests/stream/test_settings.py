@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from stream.customers import load_customers
+from stream.core.customers import load_customers
 from stream.settings import DEFAULT_CONFIG, load_settings
-from stream.yamlsource import ConfigFileError
+from stream.settings.yamlsource import ConfigFileError
 
 
 def write(tmp_path: Path, text: str, name: str = "spendwatch.yaml") -> Path:

@@ -1,4 +1,4 @@
-"""stream.simulate: deterministic, contract-valid traffic with realistic noise and incidents."""
+"""stream.offline.simulate: deterministic, contract-valid traffic, realistic noise, incidents."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import jsonschema
 import orjson
 import pytest
 
-from stream.pricing import PriceTable
-from stream.simulate import DEFAULT_PRICES, SimConfig, SimSummary, iter_events, simulate
+from stream.core.pricing import PriceTable
+from stream.offline.simulate import DEFAULT_PRICES, SimConfig, SimSummary, iter_events, simulate
 
 CONTRACTS = Path(
     os.environ.get("SPENDWATCH_CONTRACTS_DIR")

@@ -7,16 +7,13 @@ import random
 
 import orjson
 
-from stream.buckets import Buckets
-from stream.customers import load_customers
-from stream.detect import Keyed
-from stream.ingest import DeadLetter
-from stream.pipeline import Pipeline
-from stream.pricing import PriceTable
-from stream.replay import replay_files
-from stream.settings import CONFIG_DIR, Settings
-from stream.simulate import SimConfig, simulate
-from stream.stages import (
+from stream.core.buckets import Buckets
+from stream.core.customers import load_customers
+from stream.core.detect import Keyed
+from stream.core.ingest import DeadLetter
+from stream.core.pipeline import Pipeline
+from stream.core.pricing import PriceTable
+from stream.kafka.stages import (
     GlobalStage,
     IngestStage,
     PartitionDetect,
@@ -25,7 +22,10 @@ from stream.stages import (
     decode_bundle,
     encode_bundle,
 )
-from stream.state import CustomerStates
+from stream.kafka.state import CustomerStates
+from stream.offline.replay import replay_files
+from stream.offline.simulate import SimConfig, simulate
+from stream.settings import CONFIG_DIR, Settings
 
 T0 = 1793577600.0
 SETTINGS = Settings()

@@ -3,7 +3,7 @@
 Adding a kind: a module here with a class implementing
 :class:`~stream.notify.receivers.base.Receiver`, and one line in :data:`KINDS`.
 
->>> from stream.notify.receiver_config import ReceiverSettings
+>>> from stream.settings.receivers import ReceiverSettings
 >>> s = ReceiverSettings(name="hook", kind="webhook", webhook={"url": "http://127.0.0.1:9/"})
 >>> build_receiver(s, {"SPENDWATCH_WEBHOOK_SECRET": "s"}).name
 'hook'
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from stream.notify.receiver_config import ReceiverSettings
 from stream.notify.receivers.base import Receiver
 from stream.notify.receivers.pagerduty import PagerDutyReceiver
 from stream.notify.receivers.slack import SlackReceiver
 from stream.notify.receivers.webhook import WebhookReceiver
+from stream.settings.receivers import ReceiverSettings
 
 KINDS: dict[str, Callable[[ReceiverSettings, str], Receiver]] = {
     "slack": SlackReceiver,

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 
 from stream.notify.model import DeliveryResult, Notification
-from stream.notify.receiver_config import PagerDutySettings, ReceiverSettings
 from stream.notify.receivers.base import HttpSession, http_result
+from stream.settings.receivers import PagerDutySettings, ReceiverSettings
 
 SUMMARY_LIMIT = 1024  # PagerDuty's limit on payload.summary
 

@@ -21,9 +21,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from stream.notify.model import DeliveryResult, Notification
-from stream.notify.receiver_config import ReceiverSettings, SlackSettings
 from stream.notify.receivers.base import http_result, retry_after_s
 from stream.notify.receivers.slack_blocks import blocks, fallback_text, resolved_reply
+from stream.settings.receivers import ReceiverSettings, SlackSettings
 
 # chat.update answers meaning the firing message is gone: post the resolve on its own.
 MESSAGE_GONE = {"message_not_found", "cant_update_message", "edit_window_closed"}

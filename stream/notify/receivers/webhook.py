@@ -30,8 +30,8 @@ from collections.abc import Callable
 import orjson
 
 from stream.notify.model import DeliveryResult, Notification
-from stream.notify.receiver_config import ReceiverSettings, WebhookSettings
 from stream.notify.receivers.base import HttpSession, http_result
+from stream.settings.receivers import ReceiverSettings, WebhookSettings
 
 TIMESTAMP_HEADER = "X-Spendwatch-Timestamp"
 SIGNATURE_HEADER = "X-Spendwatch-Signature"
