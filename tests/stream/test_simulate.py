@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import re
 from collections import Counter, defaultdict
 from dataclasses import replace
@@ -17,13 +16,10 @@ import jsonschema
 import orjson
 import pytest
 
+from stream.contracts import schema
 from stream.core.pricing import PriceTable
 from stream.offline.simulate import DEFAULT_PRICES, SimConfig, SimSummary, iter_events, simulate
 
-CONTRACTS = Path(
-    os.environ.get("SPENDWATCH_CONTRACTS_DIR")
-    or Path(__file__).resolve().parents[2].parent / "shared" / "contracts"
-)
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}(Z|\+00:00)$")
 OVERHEAD = 0.65
 
@@ -150,8 +146,7 @@ def test_summary_counts_the_lines_written(clean: Run) -> None:
 
 
 def validator(name: str) -> jsonschema.Draft202012Validator:
-    schema = orjson.loads((CONTRACTS / f"{name}.schema.json").read_bytes())
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(schema(name))
 
 
 def test_every_event_of_a_sample_matches_its_contract(incidents: Run) -> None:

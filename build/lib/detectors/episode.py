@@ -1,0 +1,157 @@
+"""From per-bucket verdicts to alert episodes: fire after N bad buckets, resolve with hysteresis.
+
+Scoring is separate from deciding (as in river's anomaly filters): a detector judges each
+bucket (``breach``: bad enough to start an alert; ``elevated``: still bad enough to keep
+one open) and :class:`Episode` turns that sequence into transitions. An episode fires once,
+may escalate once from warning to critical (the warning resolves, a critical alert fires:
+severity is a label, so they are two alerts, as in Alertmanager), and resolves once.
+
+>>> ep = Episode()
+>>> verdicts = [(True, True), (True, True), (False, True), (False, False), (False, False)]
+>>> for i, (breach, elevated) in enumerate(verdicts):
+...     out = ep.step(i * 60.0, 60.0, breach, elevated, "warning", consecutive=2, calm_needed=2)
+...     for tr in out:
+...         print(tr.status, tr.severity, tr.starts_at, tr.ends_at)
+firing warning 0.0 None
+resolved warning 0.0 180.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+WARNING = "warning"
+CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An alert starting or ending. Times are event times in epoch seconds."""
+
+    status: str  # "firing" | "resolved"
+    severity: str
+    starts_at: float
+    ends_at: float | None = None
+
+
+@dataclass(slots=True)
+class Episode:
+    """The alert state of one key for one detector: a handful of fields."""
+
+    firing: bool = False
+    severity: str = ""
+    started_at: float = 0.0
+    streak: int = 0
+    calm: int = 0
+
+    @property
+    def active(self) -> bool:
+        """True while the key needs judging even when it has no new data."""
+        return self.firing or self.streak > 0
+
+    def step(
+        self,
+        t: float,
+        width: float,
+        breach: bool,
+        elevated: bool,
+        severity: str,
+        *,
+        consecutive: int,
+        calm_needed: int,
+        began_at: float | None = None,
+    ) -> list[Transition]:
+        """Advance by the bucket starting at ``t`` (seconds) of ``width`` seconds.
+
+        An episode starts at its first breaching bucket, or at ``began_at`` when the
+        detector knows the condition began earlier than it could be sure of it (a window
+        that needed a few bad buckets to become significant).
+        """
+        self.streak = self.streak + 1 if breach else 0
+        if not self.firing:
+            if self.streak >= consecutive:
+                self.firing, self.severity, self.calm = True, severity, 0
+                self.started_at = t - (self.streak - 1) * width
+                if began_at is not None:
+                    self.started_at = min(self.started_at, began_at)
+                return [Transition("firing", severity, self.started_at)]
+            return []
+        if elevated:
+            self.calm = 0
+        else:
+            self.calm += 1
+            if self.calm >= calm_needed:
+                self.firing = False
+                ended = t - (self.calm - 1) * width
+                self.calm = 0
+                return [Transition("resolved", self.severity, self.started_at, ended)]
+        return []
+
+    def close(self, t: float) -> list[Transition]:
+        """End an open episode at ``t`` (a billing period rolled over, a key went away)."""
+        self.streak = self.calm = 0
+        if not self.firing:
+            return []
+        self.firing = False
+        return [Transition("resolved", self.severity, self.started_at, t)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "firing": self.firing,
+            "severity": self.severity,
+            "started_at": self.started_at,
+            "streak": self.streak,
+            "calm": self.calm,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Episode:
+        return cls(**data)
+
+
+def advance(
+    episode: Episode | None,
+    t: float,
+    width: float,
+    breach: bool,
+    elevated: bool,
+    severity: str,
+    *,
+    consecutive: int,
+    calm_needed: int,
+    began_at: float | None = None,
+) -> tuple[Episode | None, list[Transition]]:
+    """Step an episode that exists only while it is active: idle keys (most of them, most
+    of the time) store ``None`` instead of an object, which keeps 100k keys small.
+
+    >>> ep, out = advance(None, 0.0, 60.0, False, False, WARNING, consecutive=2, calm_needed=2)
+    >>> ep, out
+    (None, [])
+    """
+    if episode is None and not breach:
+        return None, []  # idle and nothing to start: the common case, no object needed
+    current = episode or Episode()
+    transitions = current.step(
+        t,
+        width,
+        breach,
+        elevated,
+        severity,
+        consecutive=consecutive,
+        calm_needed=calm_needed,
+        began_at=began_at,
+    )
+    return (current if current.active else None), transitions
+
+
+def firing(episode: Episode | None) -> bool:
+    return episode is not None and episode.firing
+
+
+def to_dict(episode: Episode | None) -> dict[str, Any] | None:
+    return None if episode is None else episode.to_dict()
+
+
+def from_dict(data: dict[str, Any] | None) -> Episode | None:
+    return None if data is None else Episode.from_dict(data)

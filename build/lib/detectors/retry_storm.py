@@ -1,0 +1,424 @@
+"""retry_storm: failures and retries far above normal, over a short rolling window.
+
+Per key (a customer's endpoint, or a provider/model across all customers) the detector
+keeps the last ``window_buckets`` buckets of attempt counts and judges the window: the
+error rate (failed attempts / attempts) and the retry share (attempts with attempt > 1),
+each against an absolute floor, against ``baseline_factor`` x its own slow baseline, and
+for statistical surprise (a Chernoff bound on the count at the baseline rate).
+Fewer than ``min_requests`` attempts in the window is never a storm (1 failure in 3
+requests is not one). Rate-limit share and the dollars burnt on failed attempts are
+reported, and the dollars decide the severity together with the error rate.
+
+>>> p = RetryStormParams(min_requests=20)
+>>> s = RetryStormState.new(p)
+>>> out = []
+>>> for minute in range(30):
+...     bad = minute >= 20
+...     counts = BucketCounts(requests=100, failures=60 if bad else 1, retries=50 if bad else 1,
+...                           rate_limited=55 if bad else 0, wasted_usd=0.3 if bad else 0.0,
+...                           first_failures=30 if bad else 1, retried_requests=25 if bad else 1)
+...     out += update(s, minute * 60.0, 60.0, counts, p)
+>>> [(d.status, d.severity, d.starts_at) for d in out]
+[('firing', 'critical', 1200.0)]
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field
+
+from detectors import episode as episodes
+from detectors.decision import Decision
+from detectors.episode import CRITICAL, WARNING, Episode
+from detectors.ewstats import TYPECODE, ew_update, ew_weight
+
+NAME = "retry_storm"
+STATE_VERSION = 5
+# Ring fields per bucket (offsets), see BucketCounts.
+_REQ, _FAIL, _RETRY, _LIMITED, _WASTED, _TOP, _FIRST_FAIL, _RETRIED, _TOP_REQ = range(9)
+_FIELDS = 9
+
+
+@dataclass(slots=True)
+class BucketCounts:
+    """Attempts of one key in one bucket. Money in USD."""
+
+    requests: float = 0.0
+    failures: float = 0.0
+    retries: float = 0.0
+    rate_limited: float = 0.0
+    wasted_usd: float = 0.0
+    # Failures of the customer with the most of them: tells one customer's retry loop
+    # from a provider outage in a provider/model key. Equal to ``failures`` per customer.
+    top_customer_failures: float = 0.0
+    # Per request rather than per attempt (first attempts that failed; requests retried at
+    # least once, i.e. attempts numbered 2): independent units for the significance test,
+    # as one request's chain of failing retries is one event, not five.
+    first_failures: float = 0.0
+    retried_requests: float = 0.0
+    # Attempts of the customer with the most failures (see top_customer_failures).
+    top_customer_requests: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryStormParams:
+    """Thresholds of the retry_storm detector (config: detectors.retry_storm)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    enabled: Annotated[bool, Field(description="Run this detector.")] = True
+    window_buckets: Annotated[
+        int, Field(ge=1, le=60, description="Buckets in the rolling window judged together.")
+    ] = 5
+    min_requests: Annotated[
+        int, Field(ge=1, description="Attempts the window needs before it can be a storm.")
+    ] = 10
+    error_rate: Annotated[
+        float, Field(gt=0, le=1, description="Fire above this share of failed attempts.")
+    ] = 0.10
+    retry_share: Annotated[
+        float, Field(gt=0, le=1, description="Fire above this share of retries (attempt > 1).")
+    ] = 0.15
+    baseline_factor: Annotated[
+        float, Field(ge=1, description="... and above this x the key's own baseline rate ...")
+    ] = 3.0
+    significance: Annotated[
+        float,
+        Field(
+            gt=0,
+            lt=1,
+            description="... and this unlikely at the baseline rate (p-value "
+            "bound per window; small, as it applies to every key every bucket).",
+        ),
+    ] = 1e-6
+    min_baseline_rate: Annotated[
+        float, Field(gt=0, lt=1, description="Baseline rate assumed at least, for significance.")
+    ] = 0.01
+    max_customer_share: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=1,
+            description="Above this share of failures from one customer, "
+            "a provider/model storm is that customer's alone (1: no check).",
+        ),
+    ] = 1.0
+    consecutive: Annotated[
+        int, Field(ge=1, le=60, description="Breaching buckets in a row before firing.")
+    ] = 2
+    calm_buckets: Annotated[
+        int, Field(ge=1, le=240, description="Calm buckets in a row before resolving.")
+    ] = 5
+    critical_error_rate: Annotated[
+        float, Field(gt=0, le=1, description="Critical at this error rate ...")
+    ] = 0.4
+    critical_wasted_usd_per_hour: Annotated[
+        float, Field(ge=0, description="... or when failed attempts burn this much, USD/h.")
+    ] = 50.0
+    baseline_buckets: Annotated[
+        int, Field(ge=1, description="Memory of the baseline rates, in buckets.")
+    ] = 1440
+    warmup_buckets: Annotated[
+        int, Field(ge=0, description="Judged windows before the baseline factor applies.")
+    ] = 60
+
+
+# RetryStormState.stats layout: n, error-rate mean and variance, retry-share mean and
+# variance, then the window's ring of buckets, _FIELDS numbers each. One flat array keeps
+# the state small enough for 100k keys.
+_BASE_N, _ERROR_BASE, _RETRY_BASE, _RING = 0, 1, 3, 5
+
+
+@dataclass(slots=True)
+class RetryStormState:
+    """Per-key state: baseline rates and the window's ring in one array, and the episode."""
+
+    stats: array
+    episode: Episode | None = None  # only while an alert is open or building
+    last_t: float | None = None
+
+    @classmethod
+    def new(cls, params: RetryStormParams) -> RetryStormState:
+        size = _RING + _FIELDS * params.window_buckets
+        return cls(stats=array(TYPECODE, bytes(array(TYPECODE).itemsize * size)))
+
+    @property
+    def ring(self) -> array:
+        """A copy of the window's counts, oldest slot first in storage order."""
+        return self.stats[_RING:]
+
+    def recent(self, width: float) -> list[float]:
+        """The error rate of each bucket in the window, oldest first (for a sparkline)."""
+        if self.last_t is None:
+            return []
+        stats = self.stats
+        window = (len(stats) - _RING) // _FIELDS
+        last = int(self.last_t // width)
+        out = []
+        for index in range(last - window + 1, last + 1):
+            slot = _RING + index % window * _FIELDS
+            requests = stats[slot + _REQ]
+            out.append(float(stats[slot + _FAIL]) / requests if requests else 0.0)
+        return out
+
+    @property
+    def error_baseline(self) -> float:
+        return float(self.stats[_ERROR_BASE])
+
+    @property
+    def retry_baseline(self) -> float:
+        return float(self.stats[_RETRY_BASE])
+
+    @property
+    def baseline_n(self) -> int:
+        return int(self.stats[_BASE_N])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": STATE_VERSION,
+            "stats": self.stats.tolist(),
+            "episode": episodes.to_dict(self.episode),
+            "last_t": self.last_t,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RetryStormState:
+        if data.get("v") != STATE_VERSION:
+            raise ValueError(f"retry_storm state version {data.get('v')!r} != {STATE_VERSION}")
+        return cls(
+            stats=array(TYPECODE, data["stats"]),
+            episode=episodes.from_dict(data["episode"]),
+            last_t=data["last_t"],
+        )
+
+
+def update(
+    state: RetryStormState, t: float, width: float, counts: BucketCounts, params: RetryStormParams
+) -> list[Decision]:
+    """Add the bucket starting at ``t`` (epoch s) to the window and judge the window.
+
+    Buckets skipped since the last call are empty; a bucket at or before the last one is
+    ignored (the caller closes buckets in order).
+    """
+    window = (len(state.stats) - _RING) // _FIELDS
+    if state.last_t is not None:
+        if t <= state.last_t:
+            return []
+        skipped = int(round((t - state.last_t) / width)) - 1
+        decisions: list[Decision] = []
+        # Only the skipped buckets still inside the window (or an open episode) matter.
+        for i in range(min(skipped, window + params.calm_buckets), 0, -1):
+            decisions += _push_empty(state, t - i * width, width, params)
+        return decisions + _push_and_judge(state, t, width, counts, params)
+    return _push_and_judge(state, t, width, counts, params)
+
+
+_EMPTY = array(TYPECODE, [0.0] * _FIELDS)
+
+
+def _push_empty(
+    state: RetryStormState, t: float, width: float, params: RetryStormParams
+) -> list[Decision]:
+    """``_push_and_judge`` of an empty bucket, short when it has nothing to judge (an idle
+    key whose window holds too few attempts: most skipped buckets)."""
+    stats = state.stats
+    slot = _RING + int(t // width) % ((len(stats) - _RING) // _FIELDS) * _FIELDS
+    stats[slot : slot + _FIELDS] = _EMPTY
+    if state.episode is None and sum(stats[_RING + _REQ :: _FIELDS]) < params.min_requests:
+        state.last_t = t
+        return []
+    return _push_and_judge(state, t, width, BucketCounts(), params)
+
+
+def _push_and_judge(
+    state: RetryStormState, t: float, width: float, counts: BucketCounts, params: RetryStormParams
+) -> list[Decision]:
+    state.last_t = t
+    stats = state.stats
+    window = (len(stats) - _RING) // _FIELDS
+    slot = _RING + int(t // width) % window * _FIELDS
+    stats[slot + _REQ] = counts.requests
+    stats[slot + _FAIL] = counts.failures
+    stats[slot + _RETRY] = counts.retries
+    stats[slot + _LIMITED] = counts.rate_limited
+    stats[slot + _WASTED] = counts.wasted_usd
+    stats[slot + _TOP] = counts.top_customer_failures
+    stats[slot + _FIRST_FAIL] = counts.first_failures
+    stats[slot + _RETRIED] = counts.retried_requests
+    stats[slot + _TOP_REQ] = counts.top_customer_requests
+    requests = sum(stats[_RING + _REQ :: _FIELDS])
+    if requests < params.min_requests:
+        # Too few attempts to judge: an open storm is held while the few attempts still
+        # fail (a retry loop on a quiet endpoint dips under the minimum), and calms when
+        # they do not, or when traffic stopped altogether.
+        if state.episode is None:
+            return []  # what advance() returns for an idle key without a breach
+        failing = requests > 0 and (
+            sum(stats[_RING + _FAIL :: _FIELDS]) >= 0.5 * params.error_rate * requests
+            or sum(stats[_RING + _RETRY :: _FIELDS]) >= 0.5 * params.retry_share * requests
+        )
+        state.episode, transitions = episodes.advance(
+            state.episode,
+            t,
+            width,
+            False,
+            failing,
+            WARNING,
+            consecutive=params.consecutive,
+            calm_needed=params.calm_buckets,
+        )
+        return [Decision.of(NAME, tr, {"requests": requests}) for tr in transitions]
+    failures = sum(stats[_RING + _FAIL :: _FIELDS])
+    retries = sum(stats[_RING + _RETRY :: _FIELDS])
+    error_rate = failures / requests
+    retry_share = retries / requests
+    first_attempts = max(requests - retries, 1.0)
+    first_failure_rate = min(1.0, sum(stats[_RING + _FIRST_FAIL :: _FIELDS]) / first_attempts)
+    retried_rate = min(1.0, sum(stats[_RING + _RETRIED :: _FIELDS]) / first_attempts)
+    warm = stats[_BASE_N] >= params.warmup_buckets
+    factor = params.baseline_factor if warm else 0.0
+    error_limit = max(params.error_rate, factor * stats[_ERROR_BASE])
+    retry_limit = max(params.retry_share, factor * stats[_RETRY_BASE])
+    surprise = -math.log(params.significance)
+    # One customer's own retry loop is not a provider storm: most failures are theirs and
+    # everyone else's attempts fail at the normal rate. (Sums taken only when needed.)
+    concentrated = (
+        failures > 0
+        and (top_failures := sum(stats[_RING + _TOP :: _FIELDS])) / failures
+        > params.max_customer_share
+        and (failures - top_failures)
+        < error_limit * (requests - sum(stats[_RING + _TOP_REQ :: _FIELDS]))
+    )
+    # Rates are judged per attempt (what the bill sees); surprise per request (what is
+    # independent): the share of first attempts that failed, or that were retried.
+    floor = params.min_baseline_rate
+    error_surprise = first_attempts * kl_divergence(
+        first_failure_rate, max(stats[_ERROR_BASE], floor)
+    )
+    retry_surprise = first_attempts * kl_divergence(retried_rate, max(stats[_RETRY_BASE], floor))
+    breach = not concentrated and (
+        (error_rate >= error_limit and error_surprise >= surprise)
+        or (retry_share >= retry_limit and retry_surprise >= surprise)
+    )
+    # Hysteresis: an open storm stays open while rates stay above half the limits and are
+    # still far from chance (a lower bar than to fire).
+    elevated = (error_rate >= 0.5 * error_limit and error_surprise >= 0.25 * surprise) or (
+        retry_share >= 0.5 * retry_limit and retry_surprise >= 0.25 * surprise
+    )
+    if state.episode is None and not breach:
+        transitions = []  # what advance() returns for an idle key, without judging severity
+    else:
+        # Severity is judged on the newest buckets too (a storm fills the window only
+        # gradually) because an episode keeps the severity it fired with.
+        wasted_per_hour = _wasted_per_hour(stats, width)
+        recent_rate, recent_wasted = _recent(stats, t, width, params.consecutive)
+        critical = (
+            max(error_rate, recent_rate) >= params.critical_error_rate
+            or max(wasted_per_hour, recent_wasted) >= params.critical_wasted_usd_per_hour
+        )
+        state.episode, transitions = episodes.advance(
+            state.episode,
+            t,
+            width,
+            breach,
+            elevated,
+            CRITICAL if critical else WARNING,
+            consecutive=params.consecutive,
+            calm_needed=params.calm_buckets,
+            began_at=_began(stats, t, width, error_limit, retry_limit) if breach else None,
+        )
+    # Warm-up learns every window, clipped at the absolute limits while it breaches: a key
+    # that always fails 12 % learns it is no storm at 14 %, and a storm during warm-up does
+    # not become the normal. After warm-up, storms are kept out of the baseline.
+    if not warm:
+        stats[_BASE_N] += 1
+        weight = ew_weight(1.0 / params.baseline_buckets, int(stats[_BASE_N]))
+        ew_update(stats, _ERROR_BASE, min(error_rate, params.error_rate), weight)
+        ew_update(stats, _RETRY_BASE, min(retry_share, params.retry_share), weight)
+    elif not (breach or episodes.firing(state.episode)):
+        stats[_BASE_N] += 1
+        weight = ew_weight(1.0 / params.baseline_buckets, int(stats[_BASE_N]))
+        ew_update(stats, _ERROR_BASE, error_rate, weight)
+        ew_update(stats, _RETRY_BASE, retry_share, weight)
+    if not transitions:
+        return []
+    wasted_per_hour = _wasted_per_hour(stats, width)
+    rate_limited_share = sum(stats[_RING + _LIMITED :: _FIELDS]) / requests
+    values = {
+        "observed": error_rate,
+        "baseline": float(stats[_ERROR_BASE]),
+        "threshold": error_limit,
+        # The Chernoff bound as a normal deviate: exp(-n KL) ~ exp(-z^2 / 2).
+        "z": math.sqrt(2.0 * error_surprise),
+        "error_rate": error_rate,
+        "retry_share": retry_share,
+        "retry_share_baseline": float(stats[_RETRY_BASE]),
+        "rate_limited_share": rate_limited_share,
+        "requests": requests,
+        "wasted_usd_per_hour": wasted_per_hour,
+        "money_at_risk_usd_per_hour": wasted_per_hour,
+        "bucket_s": width,
+    }
+    return [Decision.of(NAME, tr, values) for tr in transitions]
+
+
+def kl_divergence(q: float, p: float) -> float:
+    """KL divergence of Bernoulli(q) from Bernoulli(p), in nats; 0 when q <= p.
+
+    By the Chernoff bound, ``n`` attempts at failure probability ``p`` show a failure
+    share of at least ``q`` with probability at most ``exp(-n * kl_divergence(q, p))``:
+    this is what makes "statistically unusual" exact for small counts, where a normal
+    approximation would call 3 failures in 30 attempts a storm.
+
+    >>> round(kl_divergence(0.1, 0.015), 4), kl_divergence(0.01, 0.015)
+    (0.1085, 0.0)
+    """
+    if q <= p:
+        return 0.0
+    if q >= 1.0:
+        return -math.log(p)
+    return q * math.log(q / p) + (1.0 - q) * math.log((1.0 - q) / (1.0 - p))
+
+
+def _wasted_per_hour(stats: array, width: float) -> float:
+    """USD per hour burnt on failed attempts over the window."""
+    window = (len(stats) - _RING) // _FIELDS
+    return sum(stats[_RING + _WASTED :: _FIELDS]) * 3600.0 / (width * window)
+
+
+def _began(stats: array, t: float, width: float, error_limit: float, retry_limit: float) -> float:
+    """Start of the run of newest buckets whose own rates are over a limit (window-bounded).
+
+    A window becomes significant only after a few bad buckets; the storm began with them.
+    """
+    window = (len(stats) - _RING) // _FIELDS
+    newest = int(t // width)
+    began = t
+    for b in range(newest, newest - window, -1):
+        slot = _RING + b % window * _FIELDS
+        requests = stats[slot + _REQ]
+        if not requests or (
+            stats[slot + _FAIL] < error_limit * requests
+            and stats[slot + _RETRY] < retry_limit * requests
+        ):
+            break
+        began = b * width
+    return began
+
+
+def _recent(stats: array, t: float, width: float, buckets: int) -> tuple[float, float]:
+    """(error rate, wasted USD/h) over the newest ``buckets`` buckets of the ring."""
+    window = (len(stats) - _RING) // _FIELDS
+    newest = int(t // width)
+    requests = failures = wasted = 0.0
+    for b in range(newest - min(buckets, window) + 1, newest + 1):
+        slot = _RING + b % window * _FIELDS
+        requests += stats[slot + _REQ]
+        failures += stats[slot + _FAIL]
+        wasted += stats[slot + _WASTED]
+    span = width * min(buckets, window)
+    return (failures / requests if requests else 0.0), wasted * 3600.0 / span

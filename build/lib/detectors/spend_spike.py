@@ -1,0 +1,450 @@
+"""spend_spike: spend in a bucket far above what this key usually spends at this hour.
+
+A bucket breaches when all of these hold (each guards against a different false alarm):
+the spend is above the seasonal baseline by ``relative_margin`` (the on-call rule of
+thumb, 20 %), it is statistically unusual (``min_z`` standard deviations), and the excess
+is worth money (``min_excess_usd_per_hour``). ``consecutive`` breaching buckets fire an
+alert; it resolves after ``calm_buckets`` buckets below ``resolve_margin`` or ``resolve_z``.
+Until the key has ``warmup_s`` of history only ``absolute_usd_per_hour`` can fire.
+Breaching buckets are learnt clipped, so a spike does not teach the baseline that spikes
+are normal.
+
+>>> p = SpendSpikeParams(warmup_s=3600, min_excess_usd_per_hour=1.0, seasonal=False)
+>>> state = SpendSpikeState.new(p)
+>>> out = []
+>>> for minute in range(120):
+...     spend = 0.10 + 0.01 * (minute % 3) if minute < 100 else 1.0   # $/min: 10x at 100
+...     out += update(state, minute * 60.0, 60.0, spend, p)
+>>> [(d.status, d.severity, d.starts_at) for d in out]
+[('firing', 'critical', 6000.0)]
+>>> round(out[0].values["ratio"], 1)
+9.1
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import ConfigDict, Field
+
+from detectors import episode as episodes
+from detectors.decision import Decision
+from detectors.episode import CRITICAL, WARNING, Episode, Transition
+from detectors.ewstats import (
+    _MEAN,
+    _N,
+    _SLOTS,
+    _VAR,
+    SECONDS_PER_SLOT,
+    SLOTS_PER_DAY,
+    SeasonalBaseline,
+)
+
+NAME = "spend_spike"
+STATE_VERSION = 4
+# The last buckets' spend kept in the state's array, for the alert's sparkline.
+RECENT = 12
+# How much of the gap since a key's last bucket is replayed as zero-spend buckets: older
+# zeros have decayed out of a baseline with a few days of memory anyway.
+MAX_GAP_BUCKETS = 1440
+# SeasonalBaseline.expected's default: an hour's own statistics once it has this many.
+_MIN_SLOT_COUNT = 10
+
+
+@dataclass(frozen=True, slots=True)
+class SpendSpikeParams:
+    """Thresholds of the spend_spike detector (config: detectors.spend_spike)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    enabled: Annotated[bool, Field(description="Run this detector.")] = True
+    relative_margin: Annotated[
+        float, Field(gt=0, description="Fire only above baseline x (1 + this); 0.2 = 20 %.")
+    ] = 0.2
+    min_z: Annotated[
+        float, Field(ge=0, description="Fire only this many standard deviations above baseline.")
+    ] = 5.0
+    min_excess_usd_per_hour: Annotated[
+        float, Field(ge=0, description="Fire only when spend above baseline is worth this, USD/h.")
+    ] = 3.0
+    consecutive: Annotated[
+        int, Field(ge=1, le=60, description="Breaching buckets in a row before firing.")
+    ] = 3
+    resolve_margin: Annotated[
+        float, Field(ge=0, description="Resolve below baseline x (1 + this) (hysteresis) ...")
+    ] = 0.1
+    resolve_z: Annotated[
+        float, Field(ge=0, description="... or below this many standard deviations above it.")
+    ] = 2.0
+    calm_buckets: Annotated[
+        int, Field(ge=1, le=240, description="Calm buckets in a row before resolving.")
+    ] = 5
+    critical_ratio: Annotated[
+        float, Field(gt=1, description="Critical when spend is at least this x baseline ...")
+    ] = 3.0
+    critical_usd_per_hour: Annotated[
+        float, Field(ge=0, description="... and the excess is at least this, USD/h.")
+    ] = 20.0
+    absolute_usd_per_hour: Annotated[
+        float | None,
+        Field(ge=0, description="Critical at this spend rate even during warm-up (null: off)."),
+    ] = 1000.0
+    warmup_s: Annotated[
+        float, Field(ge=0, description="History a key needs before relative alerts, seconds.")
+    ] = 86_400.0
+    baseline_days: Annotated[
+        float, Field(gt=0, description="Memory of the baseline, days (EW half-weight horizon).")
+    ] = 3.0
+    seasonal: Annotated[
+        bool, Field(description="Learn a profile per hour of the UTC day (daily seasonality).")
+    ] = True
+    clip_z: Annotated[
+        float,
+        Field(gt=0, description="Breaching buckets are learnt clipped at baseline + this sd."),
+    ] = 3.0
+
+
+def baseline_alpha(params: SpendSpikeParams, width: float) -> float:
+    """EW weight per learnt value, so a slot (or the series) remembers ``baseline_days``."""
+    per_day = 86_400.0 / width
+    if params.seasonal:
+        per_day /= 24.0
+    return min(1.0, 1.0 / max(1.0, per_day * params.baseline_days))
+
+
+@dataclass(slots=True)
+class SpendSpikeState:
+    """Per-key state: the seasonal baseline, the episode, and the last bucket judged."""
+
+    baseline: SeasonalBaseline
+    episode: Episode | None = None  # only while an alert is open or building
+    last_t: float | None = None
+
+    @classmethod
+    def new(cls, params: SpendSpikeParams) -> SpendSpikeState:
+        return cls(baseline=SeasonalBaseline(seasonal=params.seasonal, tail=RECENT))
+
+    def recent(self, width: float) -> list[float]:
+        """The spend of the last buckets judged (up to ``RECENT``), oldest first."""
+        if self.last_t is None:
+            return []
+        stats = self.baseline.stats
+        start = len(stats) - RECENT
+        last = int(self.last_t // width)
+        count = min(RECENT, self.baseline.n)
+        return [float(stats[start + i % RECENT]) for i in range(last - count + 1, last + 1)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": STATE_VERSION,
+            "baseline": self.baseline.to_dict(),
+            "episode": episodes.to_dict(self.episode),
+            "last_t": self.last_t,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpendSpikeState:
+        if data.get("v") != STATE_VERSION:
+            raise ValueError(f"spend_spike state version {data.get('v')!r} != {STATE_VERSION}")
+        return cls(
+            baseline=SeasonalBaseline.from_dict(data["baseline"]),
+            episode=episodes.from_dict(data["episode"]),
+            last_t=data["last_t"],
+        )
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """What every key judged for one bucket shares: its place in the day and in the
+    recent ring, the per-hour scale, and the parameters as plain numbers. Built once per
+    bucket (and gap bucket), not once per key; the same expressions give the same numbers.
+    """
+
+    t: float
+    width: float
+    params: SpendSpikeParams
+    alpha: float
+    per_hour: float
+    recent_at: int  # offset of this bucket in the recent ring (from the array's end)
+    slot_at: int  # this hour's (mean, var, count) in a seasonal baseline
+    warmup_s: float
+    fire_ratio: float
+    min_z: float
+    min_excess: float
+    absolute: float | None
+    clip_z: float
+
+    @classmethod
+    def of(cls, t: float, width: float, params: SpendSpikeParams) -> _Bucket:
+        return cls(
+            t,
+            width,
+            params,
+            baseline_alpha(params, width),
+            3600.0 / width,
+            RECENT - int(t // width) % RECENT,
+            _SLOTS + 3 * (int(t // SECONDS_PER_SLOT) % SLOTS_PER_DAY),
+            params.warmup_s,
+            1.0 + params.relative_margin,
+            params.min_z,
+            params.min_excess_usd_per_hour,
+            params.absolute_usd_per_hour,
+            params.clip_z,
+        )
+
+
+# Buckets of the last (params, width) seen, by start time: every key of a bucket, and
+# the gap buckets keys replay, share them. Bounded: cleared when full.
+_buckets: dict[float, _Bucket] = {}
+_buckets_of: tuple[SpendSpikeParams | None, float] = (None, 0.0)
+
+
+def _bucket(t: float, width: float, params: SpendSpikeParams) -> _Bucket:
+    global _buckets_of
+    if params is not _buckets_of[0] or width != _buckets_of[1] or len(_buckets) > 4096:
+        _buckets.clear()
+        _buckets_of = (params, width)
+    bucket = _buckets.get(t)
+    if bucket is None:
+        bucket = _buckets[t] = _Bucket.of(t, width, params)
+    return bucket
+
+
+def update(
+    state: SpendSpikeState, t: float, width: float, spend: float, params: SpendSpikeParams
+) -> list[Decision]:
+    """Judge and learn the spend (USD) of the bucket starting at ``t`` (epoch s).
+
+    Buckets skipped since the last call count as zero spend. Out-of-order calls for a
+    bucket at or before the last one are ignored (the caller closes buckets in order).
+    """
+    last_t = state.last_t
+    if last_t is not None:
+        if t <= last_t:
+            return []
+        gap = min(int(round((t - last_t) / width)) - 1, MAX_GAP_BUCKETS)
+        if gap > 0:
+            decisions: list[Decision] = []
+            for i in range(gap, 0, -1):
+                decisions += _judge_and_learn(state, 0.0, _bucket(t - i * width, width, params))
+            return decisions + _judge_and_learn(state, spend, _bucket(t, width, params))
+    return _judge_and_learn(state, spend, _bucket(t, width, params))
+
+
+def zero_is_quiet(params: SpendSpikeParams) -> bool:
+    """True when a bucket without spend can neither breach nor start an episode: then
+    judging a quiet key's empty bucket when it closes, or later as part of a gap, learns
+    the same and decides nothing either way."""
+    return params.absolute_usd_per_hour is None or params.absolute_usd_per_hour > 0
+
+
+def update_many(
+    states: Sequence[SpendSpikeState],
+    t: float,
+    width: float,
+    spends: Sequence[float],
+    params: SpendSpikeParams,
+) -> dict[int, list[Decision]]:
+    """:func:`update` for many keys and one bucket: ``states[i]`` learns ``spends[i]``.
+
+    Returns the decisions by index, only for keys that have some. Keys that learn an
+    ordinary bucket (no episode, no breach, no gap) are judged and learnt together with
+    numpy, by the same expressions in float64 as :func:`_judge_and_learn`, stored to the
+    same single-precision arrays, so the results are identical; every other key goes
+    through :func:`update` on its own.
+
+    >>> p = SpendSpikeParams(warmup_s=600, seasonal=False)
+    >>> batch = [SpendSpikeState.new(p) for _ in range(20)]
+    >>> alone = [SpendSpikeState.new(p) for _ in range(20)]
+    >>> for minute in range(30):
+    ...     spends = [0.01 * (k + 1) * (1 + minute % 3) for k in range(20)]
+    ...     _ = update_many(batch, minute * 60.0, 60.0, spends, p)
+    ...     for state, spend in zip(alone, spends):
+    ...         _ = update(state, minute * 60.0, 60.0, spend, p)
+    >>> [s.to_dict() for s in batch] == [s.to_dict() for s in alone]
+    True
+    """
+    out: dict[int, list[Decision]] = {}
+    seasonal = params.seasonal
+    size = _SLOTS + (3 * SLOTS_PER_DAY if seasonal else 0) + RECENT
+    batch: list[int] = []
+    previous = t - width
+    for i, state in enumerate(states):
+        last = state.last_t
+        if (
+            state.episode is None
+            and state.baseline.seasonal is seasonal
+            and len(state.baseline.stats) == size
+            and (
+                last is None
+                or last == previous
+                or (t > last and int(round((t - last) / width)) == 1)
+            )
+        ):
+            batch.append(i)
+        elif decisions := update(state, t, width, spends[i], params):
+            out[i] = decisions
+    if len(batch) < _MIN_BATCH:
+        for i in batch:
+            if decisions := update(states[i], t, width, spends[i], params):
+                out[i] = decisions
+        return dict(sorted(out.items()))
+    # The keys' arrays side by side in one buffer, learnt as rows of one matrix in place.
+    rows = bytearray(b"".join([states[i].baseline.stats for i in batch]))
+    stats = np.frombuffer(rows, dtype=np.float32).reshape(len(batch), size)
+    spend = np.array([spends[i] for i in batch], dtype=np.float64)
+    breaching = _learn_ordinary(stats, spend, _bucket(t, width, params), seasonal).tolist()
+    row_bytes, learnt = size * stats.itemsize, memoryview(rows)
+    for j, i in enumerate(batch):
+        state = states[i]
+        if breaching[j]:  # judged on its own, from its untouched state
+            if decisions := update(state, t, width, spends[i], params):
+                out[i] = decisions
+            continue
+        memoryview(state.baseline.stats).cast("B")[:] = learnt[j * row_bytes : (j + 1) * row_bytes]
+        state.last_t = t
+    return dict(sorted(out.items()))
+
+
+# Below this many ordinary keys in a bucket numpy's per-call cost outweighs its speed.
+_MIN_BATCH = 16
+
+
+def _learn_ordinary(
+    stats: np.ndarray, spend: np.ndarray, bucket: _Bucket, seasonal: bool
+) -> np.ndarray:
+    """_judge_and_learn of rows without an episode, in place (float64 maths, stored in
+    single precision as the arrays do). True where a row breaches: its learning here is
+    to be discarded, as it needs the episode logic."""
+    f64 = np.float64
+    at = bucket.slot_at if seasonal else 0
+    stats[:, stats.shape[1] - bucket.recent_at] = spend
+    if seasonal:
+        use_slot = stats[:, at + 2] >= _MIN_SLOT_COUNT
+        mean = np.where(use_slot, stats[:, at], stats[:, _MEAN]).astype(f64)
+        var = np.where(use_slot, stats[:, at + 1], stats[:, _VAR]).astype(f64)
+    else:
+        mean, var = stats[:, _MEAN].astype(f64), stats[:, _VAR].astype(f64)
+    sd = np.sqrt(np.maximum(0.0, var))
+    per_hour = bucket.per_hour
+    excess_per_hour = (spend - mean) * per_hour
+    z = (spend - mean) / np.maximum(np.maximum(sd, 0.05 * mean), 1e-9)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(mean > 0, spend / mean, np.where(spend > 0, np.inf, 1.0))
+    warm = stats[:, _N].astype(f64) * bucket.width >= bucket.warmup_s
+    breach: np.ndarray = (
+        warm
+        & (ratio >= bucket.fire_ratio)
+        & (z >= bucket.min_z)
+        & (excess_per_hour >= bucket.min_excess)
+    )
+    if bucket.absolute is not None:
+        breach |= spend * per_hour >= bucket.absolute
+    # No episode and no breach: the bucket is learnt as it is (not clipped).
+    alpha = bucket.alpha
+    stats[:, _N] = stats[:, _N].astype(f64) + 1
+    weight = np.maximum(alpha, 1.0 / stats[:, _N].astype(f64))
+    d = spend - stats[:, _MEAN].astype(f64)
+    stats[:, _MEAN] = stats[:, _MEAN].astype(f64) + weight * d
+    stats[:, _VAR] = (1.0 - weight) * (stats[:, _VAR].astype(f64) + weight * d * d)
+    if seasonal:
+        count = stats[:, at + 2].astype(f64) + 1
+        stats[:, at + 2] = np.minimum(count, 1 << 24)
+        weight = np.maximum(alpha, 1.0 / count)
+        d = spend - stats[:, at].astype(f64)
+        stats[:, at] = stats[:, at].astype(f64) + weight * d
+        stats[:, at + 1] = (1.0 - weight) * (stats[:, at + 1].astype(f64) + weight * d * d)
+    return breach
+
+
+def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> list[Decision]:
+    # SeasonalBaseline.expected and .update written out (this runs for every key in every
+    # bucket): the same expressions in the same order give the same numbers.
+    t = bucket.t
+    state.last_t = t
+    baseline = state.baseline
+    stats = baseline.stats
+    stats[len(stats) - bucket.recent_at] = spend
+    seasonal = baseline.seasonal
+    at = bucket.slot_at if seasonal else 0
+    if seasonal and stats[at + 2] >= _MIN_SLOT_COUNT:
+        mean, sd = float(stats[at]), math.sqrt(max(0.0, stats[at + 1]))
+    else:
+        mean, sd = float(stats[_MEAN]), math.sqrt(max(0.0, stats[_VAR]))
+    per_hour = bucket.per_hour
+    excess_per_hour = (spend - mean) * per_hour
+    # A perfectly flat history has sd 0; a floor keeps z finite and meaningful.
+    z = (spend - mean) / max(sd, 0.05 * mean, 1e-9)
+    ratio = spend / mean if mean > 0 else math.inf if spend > 0 else 1.0
+    # History is counted in learnt buckets (gaps count up to MAX_GAP_BUCKETS), so a
+    # sparse key warms up no sooner than a busy one.
+    width = bucket.width
+    warm = int(stats[_N]) * width >= bucket.warmup_s
+    relative = (
+        warm
+        and ratio >= bucket.fire_ratio
+        and z >= bucket.min_z
+        and excess_per_hour >= bucket.min_excess
+    )
+    absolute = bucket.absolute is not None and spend * per_hour >= bucket.absolute
+    breach = relative or absolute
+    params = bucket.params
+    if state.episode is None and not breach:
+        transitions: list[Transition] = []  # advance()'s answer for an idle key, no severity
+    else:
+        elevated = absolute or (
+            ratio >= 1.0 + params.resolve_margin
+            and z >= params.resolve_z
+            and excess_per_hour >= 0.5 * params.min_excess_usd_per_hour
+        )
+        critical = absolute or (
+            ratio >= params.critical_ratio and excess_per_hour >= params.critical_usd_per_hour
+        )
+        severity = CRITICAL if critical else WARNING
+        state.episode, transitions = episodes.advance(
+            state.episode,
+            t,
+            width,
+            breach,
+            elevated,
+            severity,
+            consecutive=params.consecutive,
+            calm_needed=params.calm_buckets,
+        )
+    # Learn the bucket, clipped while it looks anomalous so spikes stay anomalous.
+    episode = state.episode
+    learnt = (
+        min(spend, mean + bucket.clip_z * sd)
+        if (breach or (episode is not None and episode.firing)) and warm
+        else spend
+    )
+    alpha = bucket.alpha
+    stats[_N] += 1
+    weight = max(alpha, 1.0 / int(stats[_N]))
+    d = learnt - stats[_MEAN]
+    stats[_MEAN] += weight * d
+    stats[_VAR] = (1.0 - weight) * (stats[_VAR] + weight * d * d)
+    if seasonal:
+        count = int(stats[at + 2]) + 1
+        stats[at + 2] = min(count, 1 << 24)  # exact in single precision
+        weight = max(alpha, 1.0 / count)
+        d = learnt - stats[at]
+        stats[at] += weight * d
+        stats[at + 1] = (1.0 - weight) * (stats[at + 1] + weight * d * d)
+    if not transitions:
+        return []
+    values = {
+        "observed": spend,
+        "baseline": mean,
+        "baseline_sd": sd,
+        "ratio": ratio if math.isfinite(ratio) else 0.0,
+        "z": z,
+        "threshold": mean * (1.0 + params.relative_margin),
+        "money_at_risk_usd_per_hour": max(0.0, excess_per_hour),
+        "bucket_s": width,
+    }
+    return [Decision.of(NAME, tr, values) for tr in transitions]

@@ -1,0 +1,101 @@
+"""Event-time buckets: one row of counts per (customer, endpoint, provider, model).
+
+Events are summed into the open bucket of their key: one dict lookup per event. When the
+watermark (newest event time) passes a bucket's end plus the allowed lateness, the
+bucket can be closed and handed to detection (:mod:`stream.core.detect`). Later events for a
+closed bucket are counted and dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stream.core.events import EventRecord
+
+# Row of one (customer, endpoint, provider, model) in one bucket.
+COST, REQUESTS, FAILURES, RETRIES, RATE_LIMITED, WASTED, FIRST_FAILURES, RETRIED = range(8)
+TOP_CUSTOMER, TOP_REQUESTS = 8, 9  # in rollups: failures and attempts of the top customer
+RowKey = tuple[str, str, str, str]
+Rollup = dict[tuple[str, str], list[float]]  # (provider, model) -> counts row
+
+
+def merge_rollups(into: Rollup, part: Rollup) -> None:
+    """Add a partial rollup (one partition's) into ``into``: sums, and the top customer."""
+    for key, row in part.items():
+        total = into.get(key)
+        if total is None:
+            into[key] = row.copy()
+            continue
+        for i in range(TOP_CUSTOMER):
+            total[i] += row[i]
+        if row[TOP_CUSTOMER] > total[TOP_CUSTOMER]:
+            total[TOP_CUSTOMER], total[TOP_REQUESTS] = row[TOP_CUSTOMER], row[TOP_REQUESTS]
+
+
+def count_attempt(
+    row: list[float], cost: float, attempt: int, failed: bool, rate_limited: bool
+) -> None:
+    """Add one attempt costing ``cost`` USD to a bucket row (the one place that says what
+    counts as a failure, a retry and a retried request)."""
+    row[COST] += cost
+    row[REQUESTS] += 1
+    if failed:
+        row[FAILURES] += 1
+        row[WASTED] += cost
+        if attempt == 1:
+            row[FIRST_FAILURES] += 1
+    if attempt > 1:
+        row[RETRIES] += 1
+        if attempt == 2:
+            row[RETRIED] += 1
+    if rate_limited:
+        row[RATE_LIMITED] += 1
+
+
+@dataclass
+class DetectStats:
+    late_events: int = 0
+    buckets_closed: int = 0
+    unknown_customers: set[str] = field(default_factory=set)
+
+
+class Buckets:
+    """Open event-time buckets and the watermark that closes them (pure, no clock)."""
+
+    def __init__(self, width_s: float, lateness_s: float) -> None:
+        self.width = width_s
+        self.lateness = lateness_s
+        self.open: dict[int, dict[RowKey, list[float]]] = {}
+        self.closed_upto = -(2**62)  # index of the newest closed bucket
+        self.watermark = 0.0
+        self.stats = DetectStats()
+
+    def add(self, event: EventRecord, cost: float) -> None:
+        ts = event.ts
+        index = int(ts // self.width)
+        if index <= self.closed_upto:
+            self.stats.late_events += 1
+            return
+        rows = self.open.get(index)
+        if rows is None:
+            rows = self.open[index] = {}
+        key = (event.customer_id, event.endpoint, event.provider, event.model)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = [0.0] * TOP_CUSTOMER
+        count_attempt(row, cost, event.attempt, event.failed, event.rate_limited)
+        if ts > self.watermark:
+            self.watermark = ts
+
+    def closable(self, watermark: float | None = None) -> list[int]:
+        """Indexes of open buckets the watermark (default: newest event time) has passed."""
+        if not self.open:
+            return []
+        mark = self.watermark if watermark is None else watermark
+        limit = (mark - self.lateness) // self.width  # buckets ending before
+        return sorted(i for i in self.open if i < limit)
+
+    def pop(self, index: int) -> dict[RowKey, list[float]]:
+        self.closed_upto = max(self.closed_upto, index)
+        self.stats.buckets_closed += 1
+        return self.open.pop(index)

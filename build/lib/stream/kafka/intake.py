@@ -1,0 +1,173 @@
+"""The worker's intake: usage + errors topics -> bundles on the internal events topic.
+
+A plain aiokafka consumer (its own group, ``{app_id}-ingest``) instead of a faust agent:
+faust spends tens of microseconds of Python per message (fetcher, buffer, stream
+iterator, acking), which capped the worker at about 8,000 events/s while a plain
+consumer reads several hundred thousand; see docs/faust-streaming-notes.md, section 9.
+The bundles it sends go to the faust side (detect, tables) unchanged.
+
+Each batch from ``getmany`` is validated and priced by :class:`stream.kafka.stages.IngestStage`,
+sent as one bundle per detect partition (with each source's newest event time) and its
+refused messages as dead letters; only once every send is acknowledged are the batch's
+offsets committed (at-least-once: detect drops re-delivered events by source offset and
+duplicates by event id). A rebalance waits for the batch in flight to be committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError
+
+from stream.core.ingest import ERRORS, USAGE, DeadLetter
+from stream.kafka.connection import client_kwargs
+from stream.kafka.stages import IngestStage, Priced, encode_bundle
+from stream.kafka.state import partition_key, partition_of
+from stream.metrics import Metrics
+from stream.settings import Settings
+
+log = logging.getLogger("spendwatch.intake")
+
+
+@functools.lru_cache(maxsize=65_536)
+def detect_partition(customer_id: str, partitions: int) -> int:
+    """The detect partition of a customer (murmur2 is pure Python: worth caching)."""
+    return partition_of(customer_id.encode(), partitions)
+
+
+class Intake(ConsumerRebalanceListener):
+    """Consume the input topics in batches and hand them on as bundles."""
+
+    def __init__(
+        self, settings: Settings, stage: IngestStage, metrics: Metrics, events_topic: str
+    ) -> None:
+        self.settings = settings
+        self.stage = stage
+        self.metrics = metrics
+        self.events_topic = events_topic
+        self.lock = asyncio.Lock()  # held by a batch from processing to commit
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+
+    async def run(self) -> None:
+        """Consume until cancelled (the worker stopping), then leave the group cleanly."""
+        kafka, worker = self.settings.kafka, self.settings.worker
+        session_ms = int(worker.session_timeout_s * 1000)
+        self.consumer = consumer = AIOKafkaConsumer(
+            **client_kwargs(kafka),
+            group_id=f"{kafka.app_id}-ingest",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(1000, session_ms // 4),
+        )
+        self.producer = producer = AIOKafkaProducer(
+            **client_kwargs(kafka), acks="all", enable_idempotence=True, linger_ms=2
+        )
+        await producer.start()
+        try:
+            await consumer.start()
+            consumer.subscribe([kafka.topics.usage, kafka.topics.errors], listener=self)
+            within_ms = int(worker.batch_within_s * 1000)
+            while True:
+                batches = await consumer.getmany(
+                    timeout_ms=within_ms, max_records=worker.batch_size
+                )
+                if batches:
+                    async with self.lock:
+                        await self.process(batches)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        """Send one batch's bundles and dead letters, await their acks, commit its offsets."""
+        assert self.consumer is not None and self.producer is not None
+        owned = self.consumer.assignment()
+        # Revoked while this batch waited for the lock: the new owner reads it again.
+        batches = {tp: m for tp, m in batches.items() if m and tp in owned}
+        if not batches:
+            return
+        started = time.perf_counter()
+        count = self.settings.kafka.topics.partitions
+        out: dict[int, list[Priced]] = {p: [] for p in range(count)}
+        marks: dict[str, float] = {}
+        counts: Counter[str] = Counter()
+        sends: list[asyncio.Future[Any]] = []
+        usage, handle = self.settings.kafka.topics.usage, self.stage.handle
+        for tp, messages in batches.items():
+            kind = USAGE if tp.topic == usage else ERRORS
+            source = f"{tp.topic}:{tp.partition}"
+            newest = marks.get(source, 0.0)
+            for message in messages:
+                result = handle(kind, message.value or b"", source, message.offset)
+                if isinstance(result, DeadLetter):
+                    sends.append(await self.send_dead_letter(result, message))
+                else:
+                    out[detect_partition(result.customer_id, count)].append(result)
+                    if result.ts > newest:
+                        newest = result.ts
+            if newest:
+                marks[source] = newest
+            counts[kind] += len(messages)
+        # One message per detect partition, routed as the table routes its customers.
+        for partition, events in out.items():
+            if events or marks:
+                sends.append(
+                    await self.producer.send(
+                        self.events_topic,
+                        encode_bundle(events, marks),
+                        key=partition_key(partition, count),
+                        partition=partition,
+                    )
+                )
+        await asyncio.gather(*sends)
+        offsets = {tp: messages[-1].offset + 1 for tp, messages in batches.items()}
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError as exc:  # the group moved on; the new owner re-reads
+            log.warning("intake commit failed (rebalanced) error=%s", exc)
+        for kind, n in counts.items():
+            self.metrics.inc("spendwatch_events_in_total", n, topic=kind)
+        self.metrics.observe(
+            "spendwatch_batch_seconds", time.perf_counter() - started, stage="ingest"
+        )
+
+    async def send_dead_letter(self, letter: DeadLetter, message: Any) -> asyncio.Future[Any]:
+        """Send a refused message with its reason in headers; the future of its ack."""
+        assert self.producer is not None
+        rejection = letter.rejection
+        self.metrics.inc("spendwatch_dead_letters_total", reason=rejection.reason)
+        headers = [
+            ("x-spendwatch-reason", rejection.reason.encode()),
+            ("x-spendwatch-field", rejection.field.encode()),
+            ("x-spendwatch-detail", rejection.detail.encode()),
+            (
+                "x-spendwatch-source",
+                f"{message.topic}:{message.partition}:{message.offset}".encode(),
+            ),
+        ]
+        return await self.producer.send(
+            self.settings.kafka.topics.deadletter, letter.raw, key=message.key, headers=headers
+        )
+
+    # -- rebalance listener -------------------------------------------------------------
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        # The batch in flight finishes (sent, acked, committed) before the group moves on.
+        async with self.lock:
+            log.info("intake partitions revoked %s", _names(revoked))
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        log.info("intake partitions assigned %s", _names(assigned))
+
+
+def _names(partitions: Sequence[TopicPartition]) -> str:
+    return ",".join(f"{tp.topic}:{tp.partition}" for tp in sorted(partitions)) or "-"
