@@ -333,7 +333,9 @@ def _fast_record(raw: bytes | str, usage: bool) -> EventRecord | None:
     well-formed shape; None: ask the model."""
     try:
         wire: _UsageWire | _ErrorWire = (_USAGE_WIRE if usage else _ERROR_WIRE).decode(raw)
-    except (msgspec.DecodeError, ValueError):  # ValueError: not UTF-8
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        # ValueError: not UTF-8; RecursionError: nesting deeper than msgspec follows (the
+        # model's parser refuses it with its own reason, json_invalid)
         return None
     ts = wire.ts
     # The common RFC 3339 form read inline; every other form as the model reads it.

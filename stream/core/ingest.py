@@ -110,7 +110,16 @@ class Ingest:
             )
             self.stats.reject(kind, rejection)
             return DeadLetter(kind, rejection, raw)
-        event = read_usage(raw) if kind == USAGE else read_error(raw)
+        if not raw:
+            rejection = Rejection("null_value", "(root)", "the message has no value")
+            self.stats.reject(kind, rejection)
+            return DeadLetter(kind, rejection, raw)
+        try:
+            event = read_usage(raw) if kind == USAGE else read_error(raw)
+        except Exception as exc:  # noqa: BLE001 - no payload may stop the stream
+            # The readers refuse what they know with a reason; anything else they raise
+            # is still this message's fault: refused, named by the exception's type.
+            event = Rejection(type(exc).__name__, "(root)", str(exc)[:300])
         if isinstance(event, Rejection):
             self.stats.reject(kind, event)
             return DeadLetter(kind, event, raw)

@@ -26,6 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
 
+from stream.core.events import Rejection
 from stream.core.ingest import ERRORS, USAGE, DeadLetter
 from stream.kafka.connection import client_kwargs
 from stream.kafka.stages import IngestStage, Priced, encode_bundle
@@ -107,7 +108,10 @@ class Intake(ConsumerRebalanceListener):
             source = f"{tp.topic}:{tp.partition}"
             newest = marks.get(source, 0.0)
             for message in messages:
-                result = handle(kind, message.value or b"", source, message.offset)
+                try:
+                    result = handle(kind, message.value or b"", source, message.offset)
+                except Exception as exc:  # noqa: BLE001 - no payload may stop the stream
+                    result = refused(kind, message.value or b"", exc)
                 if isinstance(result, DeadLetter):
                     sends.append(await self.send_dead_letter(result, message))
                 else:
@@ -143,19 +147,13 @@ class Intake(ConsumerRebalanceListener):
     async def send_dead_letter(self, letter: DeadLetter, message: Any) -> asyncio.Future[Any]:
         """Send a refused message with its reason in headers; the future of its ack."""
         assert self.producer is not None
-        rejection = letter.rejection
-        self.metrics.inc("spendwatch_dead_letters_total", reason=rejection.reason)
-        headers = [
-            ("x-spendwatch-reason", rejection.reason.encode()),
-            ("x-spendwatch-field", rejection.field.encode()),
-            ("x-spendwatch-detail", rejection.detail.encode()),
-            (
-                "x-spendwatch-source",
-                f"{message.topic}:{message.partition}:{message.offset}".encode(),
-            ),
-        ]
+        self.metrics.inc("spendwatch_dead_letters_total", reason=letter.rejection.reason)
+        source = f"{message.topic}:{message.partition}:{message.offset}"
+        key, value, headers = dead_letter_record(
+            letter, message.key, source, self.settings.worker.dead_letter_max_bytes
+        )
         return await self.producer.send(
-            self.settings.kafka.topics.deadletter, letter.raw, key=message.key, headers=headers
+            self.settings.kafka.topics.deadletter, value, key=key, headers=headers
         )
 
     # -- rebalance listener -------------------------------------------------------------
@@ -167,6 +165,44 @@ class Intake(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("intake partitions assigned %s", _names(assigned))
+
+
+def refused(kind: str, raw: bytes, exc: BaseException) -> DeadLetter:
+    """The dead letter of a message whose handling raised: named by the exception's type."""
+    log.warning("message refused kind=%s error=%s: %.200s", kind, type(exc).__name__, exc)
+    return DeadLetter(kind, Rejection(type(exc).__name__, "(root)", str(exc)[:300]), raw)
+
+
+def dead_letter_record(
+    letter: DeadLetter, key: bytes | None, source: str, max_bytes: int
+) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """(key, value, headers) of a dead letter, its reason in the headers, at most about
+    ``max_bytes`` in all: a message the broker took can still be too large to send again
+    with headers, so the value is cut (and the key, if it alone is too large) and marked
+    ``x-spendwatch-truncated: <original value bytes>``. The reason is always kept.
+
+    >>> letter = DeadLetter("usage", Rejection("too_large", "(root)", "big"), b"x" * 5000)
+    >>> key, value, headers = dead_letter_record(letter, b"k", "usage:0:7", 2000)
+    >>> named = dict(headers)
+    >>> len(value) < 2000, named["x-spendwatch-truncated"], named["x-spendwatch-reason"]
+    (True, b'5000', b'too_large')
+    """
+    rejection = letter.rejection
+    headers = [
+        ("x-spendwatch-reason", rejection.reason.encode()),
+        ("x-spendwatch-field", rejection.field.encode()[:1024]),
+        ("x-spendwatch-detail", rejection.detail.encode()[:1024]),
+        ("x-spendwatch-source", source.encode()),
+    ]
+    value = letter.raw
+    overhead = sum(len(name) + len(data) for name, data in headers) + 256  # record framing
+    if key is not None and len(key) > max_bytes // 4:
+        key = key[: max_bytes // 4]
+    room = max_bytes - overhead - len(key or b"") - 64  # and the truncation header
+    if len(value) > room:
+        headers.append(("x-spendwatch-truncated", str(len(value)).encode()))
+        value = value[: max(room, 0)]
+    return key, value, headers
 
 
 def _names(partitions: Sequence[TopicPartition]) -> str:

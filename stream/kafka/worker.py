@@ -397,7 +397,10 @@ class Worker:
             if key:
                 self.customers.pop(key.decode(errors="replace"), None)
             return
-        record = parse_customer(value)
+        try:
+            record = parse_customer(value)
+        except Exception as exc:  # noqa: BLE001 - no record may stop the follower
+            record = Rejection(type(exc).__name__, "(root)", str(exc)[:300])
         if isinstance(record, Rejection):
             self.metrics.inc("spendwatch_dead_letters_total", reason=f"customer_{record.reason}")
             log.warning("customer record refused field=%s detail=%s", record.field, record.detail)
@@ -405,7 +408,14 @@ class Worker:
         self.customers[record.customer_id] = record
 
     def apply_silence(self, key: bytes | None, value: bytes | None) -> None:
-        if apply_record(self.silences, key, value):
+        try:
+            changed = apply_record(self.silences, key, value)
+        except Exception as exc:  # noqa: BLE001 - no record may stop the follower
+            reason = f"silence_{type(exc).__name__}"
+            self.metrics.inc("spendwatch_dead_letters_total", reason=reason)
+            log.warning("silence record refused error=%s: %.200s", type(exc).__name__, exc)
+            return
+        if changed:
             self.notify.wake.set()
 
     def owns_notify(self) -> bool:

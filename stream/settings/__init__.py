@@ -206,6 +206,16 @@ class WorkerSettings(Section):
             "hot-reload (SIGHUP reloads at once), seconds.",
         ),
     ] = 2.0
+    dead_letter_max_bytes: Annotated[
+        int,
+        Field(
+            ge=4096,
+            le=1_000_000,
+            description="A dead letter larger than this (value, key and reason headers) "
+            "is cut to fit and marked x-spendwatch-truncated; at most the producer's "
+            "1 MiB request limit less framing, bytes.",
+        ),
+    ] = 1_000_000
 
 
 class Settings(BaseSettings):

@@ -120,3 +120,98 @@ def test_a_batch_of_revoked_partitions_is_left_to_the_new_owner(intake: Intake) 
 
     assert producer.sent == []
     assert intake.consumer.commits == []  # type: ignore[union-attr]
+
+
+def run_batch(intake: Intake, values: list[bytes | None]) -> tuple[list[Any], list[Any]]:
+    """Process one batch of ``values`` on usage:0 (offsets 0..); (accepted, dead letters)."""
+    topics = intake.settings.kafka.topics
+    usage = TopicPartition(topics.usage, 0)
+    producer: Any = intake.producer
+    intake.consumer = FakeConsumer({usage}, producer)  # type: ignore[assignment]
+    batch = {usage: [message(usage, n, v) for n, v in enumerate(values)]}  # type: ignore[arg-type]
+    asyncio.run(intake.process(batch))  # type: ignore[arg-type]
+    assert intake.consumer.commits == [{usage: len(values)}]  # type: ignore[union-attr]
+    bundles = [v for topic, v, _ in producer.sent if topic == "app-events"]
+    accepted = [p for value in bundles for p in decode_bundle(value)[0]]
+    letters = [(v, kw) for topic, v, kw in producer.sent if topic == topics.deadletter]
+    return accepted, letters
+
+
+def nested(depth: int) -> bytes:
+    return event(2, deep=orjson.Fragment(b"[" * depth + b"]" * depth))
+
+
+@pytest.mark.parametrize("depth", [1_000, 20_000])
+def test_deep_nesting_is_a_dead_letter_and_the_batch_goes_on(intake: Intake, depth: int) -> None:
+    deep = nested(depth)
+    accepted, letters = run_batch(intake, [event(1), deep, event(3)])
+    assert [p.event_id for p in accepted] == ["e1", "e3"]
+    [(value, kwargs)] = letters
+    assert value == deep
+    assert dict(kwargs["headers"])["x-spendwatch-reason"] == b"json_invalid"
+
+
+def test_an_error_event_nested_deep_is_a_dead_letter(intake: Intake) -> None:
+    topics = intake.settings.kafka.topics
+    errors = TopicPartition(topics.errors, 0)
+    producer: Any = intake.producer
+    intake.consumer = FakeConsumer({errors}, producer)  # type: ignore[assignment]
+    bad = event(1, error_type="timeout", x=orjson.Fragment(b"[" * 5000 + b"]" * 5000))
+    asyncio.run(intake.process({errors: [message(errors, 0, bad)]}))  # type: ignore[dict-item]
+    [letter] = [kw for topic, _, kw in producer.sent if topic == topics.deadletter]
+    assert dict(letter["headers"])["x-spendwatch-reason"] == b"json_invalid"
+
+
+def test_any_exception_while_handling_a_message_dead_letters_it_by_type(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = intake.stage.handle
+
+    def fragile(kind: str, raw: bytes, source: str, offset: int) -> Any:
+        if b"boom" in raw:
+            raise ZeroDivisionError("a defect no test foresaw")
+        return handle(kind, raw, source, offset)
+
+    monkeypatch.setattr(intake.stage, "handle", fragile)
+    boom = event(2, endpoint="boom")
+    accepted, letters = run_batch(intake, [event(1), boom, event(3)])
+    assert [p.event_id for p in accepted] == ["e1", "e3"]
+    [(value, kwargs)] = letters
+    headers = dict(kwargs["headers"])
+    assert headers["x-spendwatch-reason"] == b"ZeroDivisionError"
+    assert b"a defect no test foresaw" in headers["x-spendwatch-detail"]
+    assert value == boom
+    assert intake.metrics.value("spendwatch_dead_letters_total", reason="ZeroDivisionError") == 1
+
+
+def test_a_null_value_is_a_dead_letter_with_its_reason(intake: Intake) -> None:
+    accepted, letters = run_batch(intake, [None, event(2)])
+    assert [p.event_id for p in accepted] == ["e2"]
+    [(value, kwargs)] = letters
+    assert value == b""
+    assert dict(kwargs["headers"])["x-spendwatch-reason"] == b"null_value"
+
+
+@pytest.mark.parametrize("size", [1_048_500, 2_000_000])
+def test_a_dead_letter_too_large_to_send_whole_is_cut_and_keeps_its_reason(
+    intake: Intake, size: int
+) -> None:
+    accepted, letters = run_batch(intake, [b"x" * size, event(2)])
+    assert [p.event_id for p in accepted] == ["e2"]
+    [(value, kwargs)] = letters
+    limit = intake.settings.worker.dead_letter_max_bytes
+    headers = dict(kwargs["headers"])
+    framed = len(value) + len(kwargs["key"] or b"")
+    framed += sum(len(k) + len(v) for k, v in headers.items())
+    assert framed <= limit
+    assert value == b"x" * len(value) and len(value) > limit - 4096
+    assert headers["x-spendwatch-truncated"] == str(size).encode()
+    assert headers["x-spendwatch-reason"] == b"too_large"
+
+
+def test_a_dead_letter_that_fits_is_sent_whole_and_unmarked(intake: Intake) -> None:
+    limit = intake.settings.worker.dead_letter_max_bytes
+    _, letters = run_batch(intake, [b"y" * (limit - 4096)])
+    [(value, kwargs)] = letters
+    assert len(value) == limit - 4096
+    assert "x-spendwatch-truncated" not in dict(kwargs["headers"])
