@@ -21,6 +21,7 @@ from stream.core.events import Customer, to_epoch_seconds
 from stream.core.pipeline import Pipeline
 from stream.core.pricing import PriceConfigError, PriceTable
 from stream.kafka.connection import topic_name
+from stream.kafka.produce import MAX_LINE_BYTES
 from stream.offline.replay import read_series, replay_files, replay_series
 from stream.settings import Settings, load_settings
 from stream.settings.yamlsource import ConfigFileError
@@ -200,13 +201,21 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     topic = topic_name(settings, args.topic)
-    report = asyncio.run(produce(settings.kafka, Path(args.file), topic, args.rate))
+    report = asyncio.run(
+        produce(settings.kafka, Path(args.file), topic, args.rate, args.max_bytes)
+    )
+    for number, size in report.too_large:
+        print(
+            f"{args.file}:{number}: {size:,} bytes > --max-bytes {args.max_bytes:,}: not sent",
+            file=sys.stderr,
+        )
     print(
         f"sent {report.sent:,} records to {topic} in {report.seconds:.1f} s"
-        f" ({report.unkeyed:,} without a customer_id key, {report.failed:,} refused by the broker)",
+        f" ({report.unkeyed:,} without a customer_id key, {report.failed:,} refused by the broker,"
+        f" {len(report.too_large):,} too large to send)",
         file=sys.stderr,
     )
-    return 1 if report.failed else 0
+    return 1 if report.failed or report.too_large else 0
 
 
 def _emit(alerts: Sequence[Alert], as_json: bool) -> None:
@@ -350,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     prod.add_argument("file", help="JSON lines, .jsonl or .jsonl.gz")
     prod.add_argument("--topic", required=True, help="usage, errors, customers or a topic name")
     prod.add_argument("--rate", type=float, help="at most this many records per second")
+    prod.add_argument(
+        "--max-bytes",
+        type=int,
+        default=MAX_LINE_BYTES,
+        help=f"lines longer than this are not sent (default {MAX_LINE_BYTES:,})",
+    )
     prod.add_argument("--config", help="config file (default config/spendwatch.yaml)")
     prod.set_defaults(func=cmd_produce)
 

@@ -2,19 +2,23 @@
 
 Each line is sent as it is (bad lines too: they are what the dead-letter path is tested
 with). The key is the line's ``customer_id`` when it has one, and the record timestamp is
-the event's ``ts``, so topic replay can select a range of event time.
+the event's ``ts``, so topic replay can select a range of event time. A line longer than
+``max_bytes`` (default: what a broker takes by default, less framing) is not sent: it is
+reported with its line number and the lines after it go on; so does a record the client
+refuses at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from stream.core.events import to_epoch_seconds
 from stream.kafka.connection import client_kwargs, ensure_topics
@@ -27,6 +31,7 @@ class ProduceReport:
     sent: int = 0
     unkeyed: int = 0  # lines without a readable customer_id (sent anyway, unkeyed)
     failed: int = 0  # records the broker did not accept
+    too_large: list[tuple[int, int]] = field(default_factory=list)  # (line number, bytes)
     seconds: float = 0.0
 
 
@@ -54,10 +59,18 @@ def key_and_time(raw: bytes) -> tuple[bytes | None, int | None]:
     return key, stamp
 
 
+MAX_LINE_BYTES = 1_000_000  # a broker's default message.max.bytes is 1,048,588 per batch
+
+
 async def produce(
-    kafka: KafkaSettings, path: Path, topic: str, rate: float | None = None
+    kafka: KafkaSettings,
+    path: Path,
+    topic: str,
+    rate: float | None = None,
+    max_bytes: int = MAX_LINE_BYTES,
 ) -> ProduceReport:
-    """Send every line of ``path`` to ``topic``; at most ``rate`` lines per second if given."""
+    """Send every line of ``path`` to ``topic``; at most ``rate`` lines per second if given.
+    Lines over ``max_bytes`` are skipped and listed in the report."""
     report = ProduceReport()
     pending: list[asyncio.Future[Any]] = []
     await ensure_topics(kafka, [topic])
@@ -66,16 +79,19 @@ async def produce(
         acks="all",
         enable_idempotence=True,
         linger_ms=20,
-        max_request_size=4 * 1024 * 1024,
+        max_request_size=max_bytes + 64 * 1024,
     )
     await producer.start()
     started = time.monotonic()
     try:
         lines, disk = open_lines(path)
         with lines, disk:
-            for raw in lines:
+            for number, raw in enumerate(lines, start=1):
                 raw = raw.rstrip(b"\r\n")
                 if not raw:
+                    continue
+                if len(raw) > max_bytes:
+                    report.too_large.append((number, len(raw)))
                     continue
                 key, stamp = key_and_time(raw)
                 report.unkeyed += key is None
@@ -83,7 +99,11 @@ async def produce(
                 # goes out (for the worker to refuse), stamped by the broker's clock.
                 if stamp is not None and stamp > time.time() * 1000:
                     stamp = None
-                pending.append(await producer.send(topic, raw, key=key, timestamp_ms=stamp))
+                try:
+                    pending.append(await producer.send(topic, raw, key=key, timestamp_ms=stamp))
+                except KafkaError:  # refused before sending (e.g. too large for the client)
+                    report.failed += 1
+                    continue
                 report.sent += 1
                 if len(pending) >= 10_000:
                     report.failed += await _settle(pending)
