@@ -13,7 +13,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "contracts"
 
 
 def test_the_package_ships_the_four_contracts() -> None:
-    assert contracts.NAMES == {"usage-event", "error-event", "customer", "alert-webhook"}
+    assert {"usage-event", "error-event", "customer", "alert-webhook"} == contracts.NAMES
     for name in contracts.NAMES:
         jsonschema.Draft202012Validator.check_schema(contracts.schema(name))
 

@@ -20,7 +20,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 # Events stamped outside this window are producer bugs (unset clocks, ms read as s), not
 # traffic; letting one through would drag the event-time watermark decades away.
@@ -31,7 +38,18 @@ EPOCH_MS_THRESHOLD = 1e11
 # Larger token counts in one attempt are corrupt counters, not calls: no model takes them.
 MAX_TOKENS_PER_EVENT = 100_000_000
 
-Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS_PER_EVENT)]
+
+
+def _json_int(value: Any) -> Any:
+    """A JSON integer as the contracts read it: an int, or a number with no fraction
+    (``12.0``); a string or a bool stays what it is, for the strict int to refuse."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_int)]
+Tokens = Annotated[JsonInt, Field(ge=0, le=MAX_TOKENS_PER_EVENT)]
 # Optional fields the contracts do not allow to be null are typed without None and default
 # to None: absent means None, an explicit null is refused (no Python validator per field,
 # which would cost a call per event on the hot path).
@@ -67,7 +85,9 @@ def to_epoch_seconds(value: Any) -> float:
 class _Event(BaseModel):
     """Fields shared by usage and error events."""
 
-    model_config = ConfigDict(extra="ignore", str_max_length=4096)
+    # strict: a JSON string is never read as a number or a bool ("12" is not 12), as the
+    # contracts say; ints still read as floats where a float is asked for.
+    model_config = ConfigDict(extra="ignore", str_max_length=4096, strict=True)
 
     event_id: Annotated[str, Field(min_length=1, max_length=128)]
     ts: float
@@ -79,7 +99,7 @@ class _Event(BaseModel):
     output_tokens: Tokens = 0
     cost_usd: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] | None = None
     request_id: Annotated[str, Field(max_length=128)] = None  # type: ignore[assignment]
-    attempt: Annotated[int, Field(ge=1, le=1000)] = 1
+    attempt: Annotated[JsonInt, Field(ge=1, le=1000)] = 1
     latency_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] = None  # type: ignore[assignment]
     tags: Tags = None  # type: ignore[assignment]
 
@@ -109,7 +129,7 @@ class ErrorEvent(_Event):
     """One LLM API call attempt that failed (contracts/error-event)."""
 
     error_type: ErrorType
-    http_status: Annotated[int, Field(ge=100, le=599)] = None  # type: ignore[assignment]
+    http_status: Annotated[JsonInt, Field(ge=100, le=599)] = None  # type: ignore[assignment]
     will_retry: bool = None  # type: ignore[assignment]
     retry_after_s: Annotated[float, Field(ge=0)] = None  # type: ignore[assignment]
     message: Annotated[str, Field(max_length=2000)] = None  # type: ignore[assignment]
@@ -126,12 +146,12 @@ class ErrorEvent(_Event):
 class Customer(BaseModel):
     """What a customer pays (contracts/customer); key = customer_id on the customers topic."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     customer_id: Annotated[str, Field(min_length=1, max_length=256)]
     plan: Annotated[str, Field(min_length=1, max_length=64)]
     monthly_price_usd: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    billing_day: Annotated[int, Field(ge=1, le=28)] = 1
+    billing_day: Annotated[JsonInt, Field(ge=1, le=28)] = 1
     margin_target: Annotated[float, Field(ge=-1, le=1)] = None  # type: ignore[assignment]
     budget_usd: Annotated[float, Field(ge=0)] = None  # type: ignore[assignment]
     deleted: bool = False

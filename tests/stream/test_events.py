@@ -79,7 +79,11 @@ def test_defaults_follow_the_contract():
         (b"[1, 2]", "not_an_object", "(root)"),
         (b"", "json_invalid", "(root)"),
         (usage(customer_id=...), "missing", "customer_id"),
-        (usage(input_tokens="many"), "int_parsing", "input_tokens"),
+        (usage(input_tokens="many"), "int_type", "input_tokens"),
+        (usage(input_tokens="12"), "int_type", "input_tokens"),  # the contract: an integer
+        (usage(input_tokens=True), "int_type", "input_tokens"),
+        (usage(attempt="2"), "int_type", "attempt"),
+        (usage(cost_usd="0.5"), "float_type", "cost_usd"),
         (usage(input_tokens=-5), "greater_than_equal", "input_tokens"),
         (usage(input_tokens=10**15), "less_than_equal", "input_tokens"),
         (usage(ts="yesterday"), "bad_timestamp", "ts"),
