@@ -7,6 +7,9 @@ control characters in every text object, so :func:`escape` turns them into entit
 ``mrkdwn`` text also parses ``*bold*``, ``_italic_``, ``~strike~`` and backticks;
 :func:`escape_mrkdwn` swaps those for look-alike characters Slack does not parse (no
 backslash escaping exists in mrkdwn). Prefer ``plain_text`` objects with :func:`escape`.
+Look-alikes would corrupt identifiers someone copies (``cus_acme_01`` into a query), so
+where mrkdwn cannot be avoided (a message's fallback ``text``) :func:`mrkdwn_with_code`
+puts identifiers in inline code spans, inside which mrkdwn applies no formatting.
 
 >>> escape("<!channel> & <@U123>")
 '&lt;!channel&gt; &amp; &lt;@U123&gt;'
@@ -19,12 +22,14 @@ backslash escaping exists in mrkdwn). Prefer ``plain_text`` objects with :func:`
 from __future__ import annotations
 
 import math
+import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 BARS = "▁▂▃▄▅▆▇█"
 # Look-alikes Slack's mrkdwn does not treat as markup.
 _MARKUP = str.maketrans({"*": "∗", "_": "ˍ", "~": "∼", "`": "ˋ"})
+_MARKUP_CHARS = frozenset("*_~`")
 # Labels that identify an alert, in the order a silence command lists them.
 SILENCE_LABELS = ("alertname", "customer_id", "endpoint", "provider", "model")
 
@@ -54,6 +59,34 @@ def escape_code(text: str) -> str:
     'aˋb&lt;c'
     """
     return escape(text).replace("`", "ˋ")
+
+
+def mrkdwn_with_code(text: str, identifiers: Iterable[str]) -> str:
+    """:func:`escape_mrkdwn` of ``text``, except that identifiers :func:`escape_mrkdwn` would
+    change (those with ``* _ ~ ```) are inline code spans, exact but for ``& < >`` as
+    entities and backticks as look-alikes (:func:`escape_code`).
+
+    Other identifiers need no span: escaping leaves them as they are. An identifier counts
+    where it is not part of a longer name (no letter, digit or ``_`` adjoins it, nor ``.``
+    or ``-`` joining it to one), so ``cus_a`` is not marked inside ``cus_a-2``, but is
+    before a full stop; longer identifiers win over shorter ones.
+
+    >>> ids = ["cus_acme_01", "chat_v2", "acme"]
+    >>> print(mrkdwn_with_code("Spike for cus_acme_01 on chat_v2 (acme): *5x*", ids))
+    Spike for `cus_acme_01` on `chat_v2` (acme): ∗5x∗
+    >>> print(mrkdwn_with_code("cus_a-2 and cus_a.", ["cus_a", "<!here>"]))
+    cusˍa-2 and `cus_a`.
+    """
+    words = sorted({w for w in identifiers if _MARKUP_CHARS & set(w)}, key=len, reverse=True)
+    if not words:
+        return escape_mrkdwn(text)
+    alternatives = "|".join(re.escape(w) for w in words)
+    pattern = re.compile(rf"(?<![\w.-])({alternatives})(?![\w]|[.-]\w)")
+    parts = pattern.split(text)
+    # split() with one group alternates: text, identifier, text, ..., text.
+    return "".join(
+        f"`{escape_code(part)}`" if i % 2 else escape_mrkdwn(part) for i, part in enumerate(parts)
+    )
 
 
 def truncate(text: str, limit: int) -> str:

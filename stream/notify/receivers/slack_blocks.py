@@ -2,8 +2,9 @@
 
 Untrusted text (labels, annotations) only ever appears escaped: in ``plain_text`` objects
 through :func:`~stream.notify.slack_text.escape`, in the mrkdwn fallback text through
-:func:`~stream.notify.slack_text.escape_mrkdwn`, in the silence code block through
-:func:`~stream.notify.slack_text.escape_code`. The runbook is a link button, whose URL is a
+:func:`~stream.notify.slack_text.mrkdwn_with_code` (identifiers mrkdwn would format as
+inline code, so they copy exactly; the rest without markup), in the silence code block
+through :func:`~stream.notify.slack_text.escape_code`. The runbook is a link button, whose URL is a
 field Slack does not parse, and only http(s) URLs are drawn.
 
 >>> from stream.notify.model import Notification
@@ -29,11 +30,14 @@ from stream.notify.model import Notification
 from stream.notify.slack_text import (
     escape,
     escape_code,
-    escape_mrkdwn,
+    mrkdwn_with_code,
     silence_command,
     sparkline,
     truncate,
 )
+
+# Labels whose values are identifiers someone copies: inline code in mrkdwn (if need be).
+IDENTIFIERS = ("alertname", "customer_id", "endpoint", "provider", "model")
 
 HEADER_LIMIT = 150
 TEXT_LIMIT = 2900
@@ -144,10 +148,17 @@ def blocks(n: Notification, max_alerts: int = 5, mention: str = "") -> list[dict
 
 
 def fallback_text(n: Notification) -> str:
-    """The notification line shown where blocks are not (mrkdwn: the summary is untrusted)."""
-    first = n.alerts[0]["annotations"].get("summary", "") if n.alerts else ""
+    """The notification line shown where blocks are not: title and first summary, in mrkdwn.
+
+    The summary is untrusted, so it is escaped; the first alert's identifying label values
+    in it that hold ``_`` (or ``* ~ ```) are inline code, where mrkdwn formats nothing, so
+    ``cus_acme_01`` stays exact instead of getting look-alike characters.
+    """
+    first = n.alerts[0] if n.alerts else {"annotations": {}, "labels": {}}
+    summary = first["annotations"].get("summary", "")
+    ids = [first["labels"][k] for k in IDENTIFIERS if k in first["labels"]]
     title = escape(_title(n, emoji=False))
-    return truncate(f"[{title}] {escape_mrkdwn(first)}", TEXT_LIMIT)
+    return truncate(f"[{title}] {mrkdwn_with_code(summary, ids)}", TEXT_LIMIT)
 
 
 def resolved_reply(n: Notification) -> list[dict[str, Any]]:
