@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from stream.core.events import Rejection
 from stream.core.ingest import ERRORS, USAGE, DeadLetter
@@ -56,6 +56,11 @@ class Intake(ConsumerRebalanceListener):
         self.lock = asyncio.Lock()  # held by a batch from processing to commit
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        # Wall time when the intake last had nothing left to read: how long it has been
+        # behind is what readiness judges (record timestamps are event times, which a
+        # replay of old traffic makes look days late).
+        self.caught_up_at = time.time()
+        self.broker_ok_at = 0.0  # wall time of the last answer from the cluster
 
     async def run(self) -> None:
         """Consume until cancelled (the worker stopping), then leave the group cleanly."""
@@ -84,6 +89,8 @@ class Intake(ConsumerRebalanceListener):
                 if batches:
                     async with self.lock:
                         await self.process(batches)
+                if not batches or self.caught_up(batches):
+                    self.caught_up_at = time.time()
         finally:
             await consumer.stop()
             await producer.stop()
@@ -143,6 +150,30 @@ class Intake(ConsumerRebalanceListener):
         self.metrics.observe(
             "spendwatch_batch_seconds", time.perf_counter() - started, stage="ingest"
         )
+
+    def caught_up(self, batches: dict[TopicPartition, list[Any]]) -> bool:
+        """Whether every partition of ``batches`` was read to its high watermark."""
+        assert self.consumer is not None
+        for tp, messages in batches.items():
+            high = self.consumer.highwater(tp)
+            if messages and high is not None and messages[-1].offset + 1 < high:
+                return False
+        return True
+
+    def lag_s(self, now: float) -> float:
+        """Seconds since the intake last had nothing left to read (0 while caught up)."""
+        return max(0.0, now - self.caught_up_at)
+
+    async def probe(self, timeout_s: float) -> bool:
+        """Ask the cluster for its metadata; remember when it last answered."""
+        if self.producer is None:
+            return False
+        try:
+            await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout_s)
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        self.broker_ok_at = time.time()
+        return True
 
     async def send_dead_letter(self, letter: DeadLetter, message: Any) -> asyncio.Future[Any]:
         """Send a refused message with its reason in headers; the future of its ack."""

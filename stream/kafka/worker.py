@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import time
 from typing import Any, cast
@@ -52,6 +53,7 @@ from stream.kafka.stages import (
     encode_rollups,
 )
 from stream.kafka.state import CustomerStates, partition_of
+from stream.kafka.web import application_options
 from stream.logs import logging_config
 from stream.metrics import Metrics
 from stream.settings import DEFAULT_CONFIG, Settings
@@ -94,7 +96,9 @@ class Worker:
             topic_replication_factor=topics.replication_factor,
             web_enabled=True,
             web_host=worker.web_host,
+            web_bind=worker.web_bind,
             web_port=worker.web_port,
+            web_application_options=application_options(worker.web_token_env, os.environ),
             key_serializer="raw",
             value_serializer="raw",
             consumer_auto_offset_reset="earliest",
@@ -163,6 +167,10 @@ class Worker:
         @app.timer(interval=worker.tick_s)
         async def tick() -> None:
             await self.tick()
+
+        @app.timer(interval=worker.broker_probe_s)
+        async def probe_broker() -> None:
+            await self.intake.probe(timeout_s=worker.broker_probe_s)
 
         @app.task
         async def follow_customers() -> None:
@@ -436,12 +444,31 @@ class Worker:
         return _tables_recovered(app) and not app.rebalancing and self.silences_ready.is_set()
 
     def health(self) -> dict[str, Any]:
-        app = self.app
+        """``/health``: ready when the tables are recovered, no rebalance runs, the
+        customers are loaded, the cluster answered within ``worker.ready_broker_s`` and
+        the intake has not been behind for more than ``worker.ready_max_lag_s``."""
+        app, worker, now = self.app, self.settings.worker, time.time()
         recovered = _tables_recovered(app)
-        ready = recovered and not app.rebalancing and self.customers_ready.is_set()
+        started = recovered and not app.rebalancing and self.customers_ready.is_set()
+        silent_s = now - self.intake.broker_ok_at
+        broker_ok = silent_s <= worker.ready_broker_s
+        lag_s = self.intake.lag_s(now)
+        ready = started and broker_ok and lag_s <= worker.ready_max_lag_s
+        status = (
+            "ok"
+            if ready
+            else "starting"
+            if not started
+            else "broker_unreachable"
+            if not broker_ok
+            else "lagging"
+        )
         return {
             "ready": ready,
-            "status": "ok" if ready else "starting",
+            "status": status,
+            "broker_reachable": broker_ok,
+            "broker_silent_s": round(silent_s, 1) if self.intake.broker_ok_at else None,
+            "lag_s": round(lag_s, 1),
             "tables_recovered": recovered,
             "rebalancing": bool(app.rebalancing),
             "customers": len(self.customers),

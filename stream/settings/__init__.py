@@ -167,9 +167,23 @@ class KafkaSettings(Section):
 
 
 class WorkerSettings(Section):
-    web_host: Annotated[str, Field(description="Address the worker's web port listens on.")] = (
-        "127.0.0.1"
-    )
+    web_host: Annotated[
+        str, Field(description="Host name the worker advertises for its web port.")
+    ] = "127.0.0.1"
+    web_bind: Annotated[
+        str,
+        Field(
+            description="Address the web port listens on (0.0.0.0: every interface; "
+            "then set a token, see web_token_env)."
+        ),
+    ] = "127.0.0.1"
+    web_token_env: Annotated[
+        str,
+        Field(
+            description="Environment variable holding a bearer token; when it is set, "
+            "every page but /health needs 'Authorization: Bearer <token>'."
+        ),
+    ] = "SPENDWATCH_WEB_TOKEN"
     web_port: Annotated[int, Field(ge=1, le=65535, description="/health and /metrics port.")] = 6066
     data_dir: Annotated[Path, Field(description="Worker scratch directory (faust datadir).")] = (
         Path("/tmp/spendwatch-worker")
@@ -206,6 +220,26 @@ class WorkerSettings(Section):
             "hot-reload (SIGHUP reloads at once), seconds.",
         ),
     ] = 2.0
+    broker_probe_s: Annotated[
+        float,
+        Field(gt=0, description="How often the worker asks the cluster for metadata, seconds."),
+    ] = 3.0
+    ready_broker_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="/health says not ready when the cluster has not answered for "
+            "this long, seconds.",
+        ),
+    ] = 15.0
+    ready_max_lag_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="/health says not ready when the intake has been behind (unread "
+            "records on its partitions) for longer than this, seconds.",
+        ),
+    ] = 300.0
     dead_letter_max_bytes: Annotated[
         int,
         Field(
