@@ -380,15 +380,18 @@ def default_alerts_url(settings: Settings) -> str:
     return f"http://{host}:{settings.worker.web_port}"
 
 
-def fetch_alerts(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
+def fetch_alerts(url: str, timeout_s: float = 10.0, token: str = "") -> dict[str, Any]:
     """The worker's ``GET /alerts`` document: ``{"owner": bool, "alerts": [...],
-    "groups": [...]}``."""
+    "groups": [...]}``; ``token``: the worker's bearer token, if it asks for one."""
     import urllib.error
     import urllib.request
 
     target = url.rstrip("/") + "/alerts"
+    request = urllib.request.Request(target)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(target, timeout=timeout_s) as resp:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310
             body = resp.read()
     except urllib.error.HTTPError as err:
         raise ConnectionError(f"{target} answered HTTP {err.code}") from None
@@ -425,9 +428,11 @@ def alert_rows(alerts: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
 
 
 def cmd_alert_list(args: argparse.Namespace) -> int:
-    url = args.url or default_alerts_url(load_settings(args.config))
+    settings = load_settings(args.config)
+    url = args.url or default_alerts_url(settings)
+    token = os.environ.get(settings.worker.web_token_env, "")
     try:
-        document = fetch_alerts(url)
+        document = fetch_alerts(url, token=token)
     except ConnectionError as err:
         print(f"spendwatch: {err}", file=sys.stderr)
         return 1
