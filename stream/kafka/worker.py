@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Mapping
 from typing import Any, cast
 
 import faust
@@ -56,6 +57,7 @@ from stream.kafka.state import CustomerStates, partition_of
 from stream.kafka.web import application_options
 from stream.logs import logging_config
 from stream.metrics import Metrics
+from stream.notify.receivers import build_receivers
 from stream.settings import DEFAULT_CONFIG, Settings
 
 log = logging.getLogger("spendwatch.worker")
@@ -491,8 +493,19 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def check_receivers(settings: Settings, environ: Mapping[str, str]) -> None:
+    """Refuse to start when a receiver's secret is missing from the environment: the
+    notifier builds its receivers only once it owns the notify partition, and would
+    crash seconds after start instead (ValueError naming every receiver and variable)."""
+    try:
+        build_receivers(settings.notify.receivers, environ)
+    except ValueError as exc:
+        raise ValueError(f"worker not started: {exc}") from None
+
+
 def run(settings: Settings, loglevel: str = "info") -> None:
     """Create the topics if needed and run the worker until SIGTERM / SIGINT."""
+    check_receivers(settings, os.environ)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # faust runs on this loop too
     created = loop.run_until_complete(ensure_topics(settings.kafka))
