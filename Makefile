@@ -23,7 +23,7 @@ demo: install
 		--customers $(DEMO_DIR)/customers.jsonl
 
 ## test: the whole suite (unit, doctests, end-to-end replay)
-test: install chromium
+test: install chromium promtool
 	$(PY) -m pytest -q
 
 ## dev: the local broker (make kafka-up) and a worker on it, in the foreground
@@ -51,3 +51,4 @@ clean:
 
 include mk/kafka.mk
 include mk/chromium.mk
+include mk/prometheus.mk
