@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.metrics import Metrics
+from stream.metrics import FAMILIES, Metrics
 from stream.notify.model import DeliveryResult, Notification
 from stream.notify.receivers import Receiver, build_receivers
 from stream.settings.receivers import ReceiverSettings
@@ -52,14 +52,18 @@ OnDropped = OnDelivered
 RefsFor = Callable[[Notification], Mapping[str, str] | None]
 
 
-# Exported by :meth:`Delivery.export`, all labelled by receiver (HELP text for /metrics).
+# Exported by :meth:`Delivery.export`, all labelled by receiver; declared, with their
+# HELP text, in stream.metrics.FAMILIES (a name missing there fails at import).
 METRIC_HELP = {
-    "spendwatch_notifications_sent_total": "Notifications delivered (2xx), by receiver.",
-    "spendwatch_notifications_failed_total": "Notifications refused (4xx) or given up.",
-    "spendwatch_notifications_dropped_total": "Notifications evicted from a full queue.",
-    "spendwatch_notification_retries_total": "Failed attempts that were retried.",
-    "spendwatch_notification_queue_depth": "Notifications pending or in flight.",
-    "spendwatch_receiver_circuit_open": "1 while the receiver's circuit breaker is open.",
+    name: FAMILIES[name].help
+    for name in (
+        "spendwatch_notifications_sent_total",
+        "spendwatch_notifications_failed_total",
+        "spendwatch_notifications_dropped_total",
+        "spendwatch_notification_retries_total",
+        "spendwatch_notification_queue_depth",
+        "spendwatch_receiver_circuit_open",
+    )
 }
 
 
