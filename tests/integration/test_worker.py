@@ -149,7 +149,7 @@ def test_bad_input_lands_in_the_dead_letter_topic_with_its_reason(kafka_settings
     bad = [
         (b"{not json", "json_invalid"),
         (b"\xff\xfe\xfd", "invalid_utf8"),
-        (orjson.dumps({**good, "event_id": "b1", "input_tokens": "ten"}), "int_parsing"),
+        (orjson.dumps({**good, "event_id": "b1", "input_tokens": "ten"}), "int_type"),
         (orjson.dumps({**good, "event_id": "b2", "input_tokens": -1}), "greater_than_equal"),
         (orjson.dumps({k: v for k, v in good.items() if k != "model"}), "missing"),
         (orjson.dumps({**good, "event_id": "b3", "input_tokens": 10**15}), "less_than_equal"),
