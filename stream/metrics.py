@@ -84,6 +84,16 @@ FAMILIES: dict[str, Family] = {
             "Events later than the allowed lateness, dropped.",
         ),
         Family(
+            "spendwatch_unknown_model_events_total",
+            "counter",
+            "Events priced by the price table's fallback: their model is not in it.",
+        ),
+        Family(
+            "spendwatch_unknown_models",
+            "gauge",
+            "Distinct (provider, model) pairs priced by the fallback (see /health).",
+        ),
+        Family(
             "spendwatch_event_time_lag_seconds",
             "gauge",
             "Wall clock minus the newest event time processed (seconds).",

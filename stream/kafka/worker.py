@@ -136,6 +136,7 @@ class Worker:
             self.metrics,
         )
         self.ingest_stage = IngestStage(settings, self.prices)
+        self.unknown_logged: set[tuple[str, str]] = set()
         events_topic = self.events.get_topic_name()
         self.intake = Intake(settings, self.ingest_stage, self.metrics, events_topic)
         self.states = CustomerStates(self.state_table)  # type: ignore[arg-type]
@@ -233,6 +234,7 @@ class Worker:
         @app.page("/metrics")
         async def metrics(web: Any, request: Any) -> Any:
             self.notify.export()
+            self.export_unknown_models()
             return web.text(self.metrics.render(), content_type="text/plain; version=0.0.4")
 
     async def detect_batch(self, batch: list[Any]) -> None:
@@ -264,8 +266,21 @@ class Worker:
             "spendwatch_batch_seconds", time.perf_counter() - started, stage="detect"
         )
 
+    def export_unknown_models(self) -> None:
+        """Events priced by the fallback, as replay reports them; a warning for each model
+        the first time it is seen (bounded by the price table's own cap)."""
+        unknown = self.prices.unknown_models
+        self.metrics.counters["spendwatch_unknown_model_events_total"][()] = float(
+            sum(unknown.values())
+        )
+        self.metrics.set("spendwatch_unknown_models", float(len(unknown)))
+        for provider, model in unknown.keys() - self.unknown_logged:
+            self.unknown_logged.add((provider, model))
+            log.warning("unknown model priced by fallback provider=%s model=%s", provider, model)
+
     async def tick(self) -> None:
         """Close buckets that became due without new events (a source went idle)."""
+        self.export_unknown_models()
         async with self.detect_lock:
             for detect in list(self.partitions.values()):
                 await self.close_partition(detect)
@@ -473,6 +488,10 @@ class Worker:
             "lag_s": round(lag_s, 1),
             "tables_recovered": recovered,
             "rebalancing": bool(app.rebalancing),
+            "unknown_models": [
+                {"provider": p, "model": m, "events": n}
+                for (p, m), n in self.prices.unknown_models.most_common(10)
+            ],
             "customers": len(self.customers),
             "detect_partitions": sorted(self.partitions),
             "notifier": self.notify.active,

@@ -109,7 +109,7 @@ def test_every_poison_pill_in_one_run_leaves_the_worker_running_with_exact_count
         (b"acme", b"\xff\xfe"),
         (b"acme", b'{"customer_id":"acme","plan":"pro","monthly_price_usd":"100"}'),
     ]
-    good = [usage_line(n) for n in range(10)]
+    good = [usage_line(n) for n in range(9)] + [usage_line(9, model="mystery-model-9")]
     good_errors = [usage_line(50, error_type="timeout")]
     records: list[tuple[str, bytes | None, bytes | None]] = []
     records += [(topics.usage, b"acme", raw) for raw in good[:5]]
@@ -159,8 +159,17 @@ def test_every_poison_pill_in_one_run_leaves_the_worker_running_with_exact_count
             if line.startswith('spendwatch_dead_letters_total{reason="customer_')
         )
         assert customer_refusals == len(bad_customers)
+        # A good event of a model the price table does not know is priced by the
+        # fallback and reported, as replay reports it.
+        assert "spendwatch_unknown_model_events_total 1" in metrics
+        assert "spendwatch_unknown_models 1" in metrics
         health = worker.wait_ready(30)
+        assert health["unknown_models"] == [
+            {"provider": "openai", "model": "mystery-model-9", "events": 1}
+        ]
         assert health["ready"] and worker.proc is not None and worker.proc.poll() is None
+        log = worker.log_path.read_text()
+        assert "unknown model priced by fallback provider=openai model=mystery-model-9" in log
     finally:
         worker.stop()
     assert worker.proc.returncode == 0, worker.log_path.read_text()[-3000:]
