@@ -9,6 +9,13 @@ Until the key has ``warmup_s`` of history only ``absolute_usd_per_hour`` can fir
 Breaching buckets are learnt clipped, so a spike does not teach the baseline that spikes
 are normal.
 
+A decision made during warm-up has no baseline to compare with, so its figures say so:
+no ``baseline``, ``baseline_sd``, ``ratio`` or ``z``; ``threshold`` is the absolute limit
+per bucket (USD), ``absolute_usd_per_hour`` the limit itself, ``warmup_s`` and
+``history_s`` how far the key is from a baseline, and ``money_at_risk_usd_per_hour`` the
+whole observed spend per hour: with nothing known to be normal yet, none of it is
+explained (at or above the limit when the alert fires, so never $0 then).
+
 >>> p = SpendSpikeParams(warmup_s=3600, min_excess_usd_per_hour=1.0, seasonal=False)
 >>> state = SpendSpikeState.new(p)
 >>> out = []
@@ -437,6 +444,9 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
         stats[at + 1] = (1.0 - weight) * (stats[at + 1] + weight * d * d)
     if not transitions:
         return []
+    if not warm:
+        values = _warmup_values(spend, bucket, int(stats[_N]) * width)
+        return [Decision.of(NAME, tr, values) for tr in transitions]
     values = {
         "observed": spend,
         "baseline": mean,
@@ -448,3 +458,24 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
         "bucket_s": width,
     }
     return [Decision.of(NAME, tr, values) for tr in transitions]
+
+
+def _warmup_values(spend: float, bucket: _Bucket, history_s: float) -> dict[str, float]:
+    """The figures of a decision made before the key has a baseline (only the absolute
+    limit can have fired): what was spent (USD per bucket), against that limit; all of it
+    at risk. ``history_s``: the key's history, seconds, this bucket included.
+
+    >>> p = SpendSpikeParams(absolute_usd_per_hour=50.0, consecutive=1)
+    >>> [d] = update(SpendSpikeState.new(p), 0.0, 60.0, 1.0, p)    # $1/min = $60/h
+    >>> "ratio" in d.values, d.values["money_at_risk_usd_per_hour"], d.values["threshold"]
+    (False, 60.0, 0.8333333333333334)
+    """
+    values = {"observed": spend}
+    if bucket.absolute is not None:
+        values["threshold"] = bucket.absolute / bucket.per_hour
+        values["absolute_usd_per_hour"] = bucket.absolute
+    values["money_at_risk_usd_per_hour"] = spend * bucket.per_hour
+    values["history_s"] = history_s
+    values["warmup_s"] = bucket.warmup_s
+    values["bucket_s"] = bucket.width
+    return values

@@ -86,6 +86,15 @@ def _summary(labels: dict[str, str], v: dict[str, float]) -> str:
     who = labels.get("customer_id") or f"{labels.get('provider')}/{labels.get('model')}"
     where = f" on {labels['endpoint']}" if "endpoint" in labels else ""
     name = labels["alertname"]
+    if name == "spend_spike" and "baseline" not in v:
+        # Warm-up: only the absolute limit can fire, and there is no baseline for a ratio.
+        observed, bucket_s = v.get("observed", 0), v.get("bucket_s") or 60
+        limit = v.get("absolute_usd_per_hour")
+        against = f" against the ${_money(limit)}/h limit" if limit is not None else ""
+        return (
+            f"Spend spike for {who}{where}: ${_money(observed)} per {bucket_s:.0f}s bucket "
+            f"= ${_money(observed * 3600 / bucket_s)}/h{against}; no baseline yet (warm-up)"
+        )
     if name == "spend_spike":
         return (
             f"Spend spike for {who}{where}: ${_money(v.get('observed', 0))} per "

@@ -91,6 +91,8 @@ def _fields(alert: dict[str, Any]) -> list[dict[str, Any]]:
         line = f"Observed: {_amount(name, observed)} vs baseline {_amount(name, baseline)}"
         ratio = _float(notes.get("ratio"))
         lines.append(line + (f" ({ratio:.1f}×)" if ratio is not None else ""))
+    elif observed is not None:  # e.g. a spend_spike in warm-up: nothing to compare with
+        lines.append(f"Observed: {_amount(name, observed)} (no baseline yet)")
     money = _float(notes.get("money_at_risk_usd_per_hour"))
     if money is not None:
         lines.append(f"Money at risk: ${money:,.2f}/h")
