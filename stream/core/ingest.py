@@ -8,6 +8,7 @@ contract: ``cost_usd`` on the event wins; otherwise the price table prices the t
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,6 +100,10 @@ class Ingest:
         self.dedup = DedupWindow(settings.dedup_horizon_s) if dedup else None
         self.stats = IngestStats()
         self.stream_time = 0.0  # newest accepted event time, epoch s
+        # Event times up to here pass without asking future_rejection: its limit when last
+        # asked, which lags stream time, so it asks too often, never too rarely (about once
+        # per max_future_skew_s of event time). With a clock every advance asks.
+        self._unchecked_until = -math.inf
 
     def parse(self, kind: str, raw: bytes) -> EventRecord | DeadLetter:
         """Parse one message of ``kind`` ("usage" or "errors")."""
@@ -125,21 +130,55 @@ class Ingest:
             return DeadLetter(kind, event, raw)
         return event
 
+    def future_limit(self, reference: float) -> float:
+        """The latest event time (epoch s) not refused as ``ts_in_future`` against
+        ``reference``: ``reference + ingest.max_future_skew_s``; none (inf) while the
+        reference is 0, which means there is none yet (the first event of a stream, or of
+        a file in replay)."""
+        return reference + self.settings.max_future_skew_s if reference else math.inf
+
+    def future_rejection(
+        self, ts: float, reference: float, what: str = "stream time"
+    ) -> Rejection | None:
+        """A ``ts_in_future`` rejection if ``ts`` is past :meth:`future_limit` of
+        ``reference`` (both epoch s; ``what`` names the reference in the detail).
+
+        File replay asks this against the newest event time of the same file, so a file's
+        first line is not refused there (no reference yet); it is judged only when
+        :meth:`admit` takes it, against the stream time of the merged files.
+
+        >>> from stream.core.pricing import ModelPrice, PriceTable, PriceTableConfig
+        >>> free = PriceTable.from_config(PriceTableConfig(fallback=ModelPrice(input=0, output=0)))
+        >>> ingest = Ingest(IngestSettings(max_future_skew_s=60), free)
+        >>> ingest.future_rejection(1_000.0, 0.0), ingest.future_rejection(1_060.0, 1_000.0)
+        (None, None)
+        >>> ingest.future_rejection(1_061.0, 1_000.0).detail
+        '61 s ahead of stream time (ingest.max_future_skew_s 60)'
+        """
+        if ts <= self.future_limit(reference):
+            return None
+        return Rejection(
+            "ts_in_future",
+            "ts",
+            f"{ts - reference:.0f} s ahead of {what} "
+            f"(ingest.max_future_skew_s {self.settings.max_future_skew_s:.0f})",
+        )
+
     def admit(self, kind: str, event: EventRecord, raw: bytes = b"") -> float | DeadLetter | None:
         """The event's cost in USD if it is new; None for a duplicate; a dead letter if refused."""
         ts = event.ts
         if ts > self.stream_time:
-            reference = self.clock() if self.clock is not None else self.stream_time
-            if reference and ts - reference > self.settings.max_future_skew_s:
-                what = "the clock" if self.clock is not None else "stream time"
-                rejection = Rejection(
-                    "ts_in_future",
-                    "ts",
-                    f"{ts - reference:.0f} s ahead of {what} "
-                    f"(ingest.max_future_skew_s {self.settings.max_future_skew_s:.0f})",
+            if ts > self._unchecked_until:
+                rejection = (
+                    self.future_rejection(ts, self.clock(), "the clock")
+                    if self.clock is not None
+                    else self.future_rejection(ts, self.stream_time)
                 )
-                self.stats.reject(kind, rejection)
-                return DeadLetter(kind, rejection, raw.rstrip(b"\r\n"))
+                if rejection is not None:
+                    self.stats.reject(kind, rejection)
+                    return DeadLetter(kind, rejection, raw.rstrip(b"\r\n"))
+                if self.clock is None:
+                    self._unchecked_until = self.future_limit(ts)
             self.stream_time = ts
         if self.dedup is not None and self.dedup.seen(event.event_id, ts):
             self.stats.duplicates += 1

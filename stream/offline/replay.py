@@ -11,6 +11,7 @@ import csv
 import gzip
 import heapq
 import io
+import math
 import os
 import statistics
 import sys
@@ -36,7 +37,7 @@ class ReplayReport:
 
     alerts: list[Alert] = field(default_factory=list)
     lines: int = 0
-    dead_letters: int = 0
+    dead_letters: int = 0  # lines refused, on reading or by the pipeline's ingest
     positions: dict[Path, int] = field(default_factory=dict)  # on-disk bytes read per file
 
 
@@ -73,8 +74,21 @@ class Progress:
 
 
 def _read(pipeline: Pipeline, kind: str, path: Path, report: ReplayReport) -> Iterator[Item]:
-    """Parsed events of one file in file order; bad lines go to the pipeline as dead letters."""
-    parse = pipeline.ingest.parse
+    """Parsed events of one file in file order; bad lines go to the pipeline as dead letters.
+
+    Bad lines include those stamped more than ``ingest.max_future_skew_s`` ahead of the
+    newest event time read from this file so far (``Ingest.future_rejection``): waiting in
+    the merge, such a line would let the other file drain first and make this file's later
+    events late. The file's first line has nothing to be judged against here; it is judged
+    against the merged stream time when the pipeline admits it.
+    """
+    ingest = pipeline.ingest
+    parse, future, limit = ingest.parse, ingest.future_rejection, ingest.future_limit
+    what = f"the stream time of {path.name}"
+    newest = 0.0  # newest event time read from this file, epoch s; 0: none yet
+    # Lines up to here pass without asking the rule: its limit when last asked, which lags
+    # ``newest``, so it asks too often, never too rarely (-inf: the first line asks).
+    unchecked_until = -math.inf
     seq = 0
     lines, disk = open_lines(path)
     with lines, disk:
@@ -89,12 +103,22 @@ def _read(pipeline: Pipeline, kind: str, path: Path, report: ReplayReport) -> It
             event = parse(kind, raw)
             if isinstance(event, DeadLetter):
                 event.raw = raw.rstrip(b"\r\n")
-                report.dead_letters += 1
                 if pipeline.on_dead_letter:
                     pipeline.on_dead_letter(event)
                 continue
+            ts = event.ts
+            if ts > unchecked_until:
+                rejection = future(ts, newest, what)
+                if rejection is not None:
+                    ingest.stats.reject(kind, rejection)
+                    if pipeline.on_dead_letter:
+                        pipeline.on_dead_letter(DeadLetter(kind, rejection, raw.rstrip(b"\r\n")))
+                    continue
+                unchecked_until = limit(ts)  # ts is the newest now
+            if ts > newest:
+                newest = ts
             seq += 1
-            yield event.ts, seq, kind, event, raw
+            yield ts, seq, kind, event, raw
 
 
 def _merge2(first: Iterator[Item], second: Iterator[Item]) -> Iterator[Item]:
@@ -128,6 +152,8 @@ def replay_files(
 ) -> ReplayReport:
     """Merge the files in event time and run them through ``pipeline``; flush at the end."""
     report = ReplayReport()
+    rejected = pipeline.ingest.stats.rejected
+    refused_before = rejected.total()
     sources = [(USAGE, Path(p)) for p in usage] + [(ERRORS, Path(p)) for p in errors]
     bar = Progress(sum(os.path.getsize(p) for _, p in sources)) if progress else None
     streams = [_read(pipeline, kind, path, report) for kind, path in sources]
@@ -147,6 +173,7 @@ def replay_files(
         if bar is not None and n % 50_000 == 0:
             bar.show(sum(report.positions.values()), n)
     alerts += pipeline.flush()
+    report.dead_letters = rejected.total() - refused_before
     if bar is not None:
         bar.done()
     return report
