@@ -27,4 +27,6 @@ class Decision:
 
     @classmethod
     def of(cls, alertname: str, tr: Transition, values: dict[str, float]) -> Decision:
+        if tr.flaps:  # breaches that flap damping held in this episode
+            values = {**values, "flaps": float(tr.flaps)}
         return cls(alertname, tr.status, tr.severity, tr.starts_at, tr.ends_at, values)

@@ -14,10 +14,26 @@ severity is a label, so they are two alerts, as in Alertmanager), and resolves o
 ...         print(tr.status, tr.severity, tr.starts_at, tr.ends_at)
 firing warning 0.0 None
 resolved warning 0.0 180.0
+
+Flap damping (``rearm_buckets``): once calm enough to resolve, the episode is held open for
+that many buckets counted from the start of the calm; a new breach that would start an
+episode in that time continues this one instead (one alert, its flaps counted), and the
+resolve, when it comes, ends the episode where its last calm began.
+
+>>> ep = Episode()
+>>> verdicts = [True, True, False, False, True, True, False, False, False, False, False]
+>>> for i, breach in enumerate(verdicts):
+...     out = ep.step(i * 60.0, 60.0, breach, breach, "warning", consecutive=2, calm_needed=2,
+...                   rearm_buckets=4)
+...     for tr in out:
+...         print(tr.status, tr.starts_at, tr.ends_at, tr.flaps)
+firing 0.0 None 0
+resolved 0.0 360.0 1
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +49,7 @@ class Transition:
     severity: str
     starts_at: float
     ends_at: float | None = None
+    flaps: int = 0  # breaches held into this episode by flap damping
 
 
 @dataclass(slots=True)
@@ -44,6 +61,7 @@ class Episode:
     started_at: float = 0.0
     streak: int = 0
     calm: int = 0
+    flaps: int = 0
 
     @property
     def active(self) -> bool:
@@ -61,31 +79,40 @@ class Episode:
         consecutive: int,
         calm_needed: int,
         began_at: float | None = None,
+        rearm_buckets: int = 0,
     ) -> list[Transition]:
         """Advance by the bucket starting at ``t`` (seconds) of ``width`` seconds.
 
         An episode starts at its first breaching bucket, or at ``began_at`` when the
         detector knows the condition began earlier than it could be sure of it (a window
-        that needed a few bad buckets to become significant).
+        that needed a few bad buckets to become significant). It resolves after
+        ``calm_needed`` calm buckets, held for ``rearm_buckets`` from the start of the
+        calm: a new episode's worth of breaches in that time is a flap of this one.
         """
         self.streak = self.streak + 1 if breach else 0
         if not self.firing:
             if self.streak >= consecutive:
-                self.firing, self.severity, self.calm = True, severity, 0
+                self.firing, self.severity, self.calm, self.flaps = True, severity, 0, 0
                 self.started_at = t - (self.streak - 1) * width
                 if began_at is not None:
                     self.started_at = min(self.started_at, began_at)
                 return [Transition("firing", severity, self.started_at)]
             return []
-        if elevated:
+        if self.calm >= calm_needed:  # held: what would start an episode continues this one
+            if self.streak >= consecutive:
+                self.flaps += 1
+                self.calm = 0
+                return []
+            self.calm += 1
+        elif elevated:
             self.calm = 0
         else:
             self.calm += 1
-            if self.calm >= calm_needed:
-                self.firing = False
-                ended = t - (self.calm - 1) * width
-                self.calm = 0
-                return [Transition("resolved", self.severity, self.started_at, ended)]
+        if self.calm >= calm_needed and self.calm >= rearm_buckets:
+            self.firing = False
+            ended = t - (self.calm - 1) * width
+            self.calm = 0
+            return [Transition("resolved", self.severity, self.started_at, ended, self.flaps)]
         return []
 
     def close(self, t: float) -> list[Transition]:
@@ -94,7 +121,7 @@ class Episode:
         if not self.firing:
             return []
         self.firing = False
-        return [Transition("resolved", self.severity, self.started_at, t)]
+        return [Transition("resolved", self.severity, self.started_at, t, self.flaps)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +130,7 @@ class Episode:
             "started_at": self.started_at,
             "streak": self.streak,
             "calm": self.calm,
+            "flaps": self.flaps,
         }
 
     @classmethod
@@ -121,6 +149,7 @@ def advance(
     consecutive: int,
     calm_needed: int,
     began_at: float | None = None,
+    rearm_buckets: int = 0,
 ) -> tuple[Episode | None, list[Transition]]:
     """Step an episode that exists only while it is active: idle keys (most of them, most
     of the time) store ``None`` instead of an object, which keeps 100k keys small.
@@ -141,8 +170,18 @@ def advance(
         consecutive=consecutive,
         calm_needed=calm_needed,
         began_at=began_at,
+        rearm_buckets=rearm_buckets,
     )
     return (current if current.active else None), transitions
+
+
+def rearm_buckets(rearm_s: float, width: float) -> int:
+    """Buckets of ``width`` seconds that cover a re-arm time of ``rearm_s`` seconds.
+
+    >>> rearm_buckets(1800.0, 60.0), rearm_buckets(90.0, 60.0), rearm_buckets(0.0, 60.0)
+    (30, 2, 0)
+    """
+    return math.ceil(rearm_s / width - 1e-9) if rearm_s > 0 else 0
 
 
 def firing(episode: Episode | None) -> bool:

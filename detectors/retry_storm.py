@@ -113,6 +113,15 @@ class RetryStormParams:
     calm_buckets: Annotated[
         int, Field(ge=1, le=240, description="Calm buckets in a row before resolving.")
     ] = 5
+    rearm_s: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=86_400,
+            description="Flap damping: a new breach within this long of the calm that "
+            "would resolve an alert continues it (one alert, flaps counted); 0: off. Seconds.",
+        ),
+    ] = 900.0
     critical_error_rate: Annotated[
         float, Field(gt=0, le=1, description="Critical at this error rate ...")
     ] = 0.4
@@ -211,7 +220,8 @@ def update(
         skipped = int(round((t - state.last_t) / width)) - 1
         decisions: list[Decision] = []
         # Only the skipped buckets still inside the window (or an open episode) matter.
-        for i in range(min(skipped, window + params.calm_buckets), 0, -1):
+        rearm = episodes.rearm_buckets(params.rearm_s, width)
+        for i in range(min(skipped, window + max(params.calm_buckets, rearm)), 0, -1):
             decisions += _push_empty(state, t - i * width, width, params)
         return decisions + _push_and_judge(state, t, width, counts, params)
     return _push_and_judge(state, t, width, counts, params)
@@ -270,6 +280,7 @@ def _push_and_judge(
             WARNING,
             consecutive=params.consecutive,
             calm_needed=params.calm_buckets,
+            rearm_buckets=episodes.rearm_buckets(params.rearm_s, width),
         )
         return [Decision.of(NAME, tr, {"requests": requests}) for tr in transitions]
     failures = sum(stats[_RING + _FAIL :: _FIELDS])
@@ -329,6 +340,7 @@ def _push_and_judge(
             CRITICAL if critical else WARNING,
             consecutive=params.consecutive,
             calm_needed=params.calm_buckets,
+            rearm_buckets=episodes.rearm_buckets(params.rearm_s, width),
             began_at=_began(stats, t, width, error_limit, retry_limit) if breach else None,
         )
     # Warm-up learns every window, clipped at the absolute limits while it breaches: a key

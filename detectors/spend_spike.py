@@ -90,6 +90,15 @@ class SpendSpikeParams:
     calm_buckets: Annotated[
         int, Field(ge=1, le=240, description="Calm buckets in a row before resolving.")
     ] = 5
+    rearm_s: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=86_400,
+            description="Flap damping: a new breach within this long of the calm that "
+            "would resolve an alert continues it (one alert, flaps counted); 0: off. Seconds.",
+        ),
+    ] = 900.0
     critical_ratio: Annotated[
         float, Field(gt=1, description="Critical when spend is at least this x baseline ...")
     ] = 3.0
@@ -184,6 +193,7 @@ class _Bucket:
     min_excess: float
     absolute: float | None
     clip_z: float
+    rearm: int  # flap damping, in buckets
 
     @classmethod
     def of(cls, t: float, width: float, params: SpendSpikeParams) -> _Bucket:
@@ -201,6 +211,7 @@ class _Bucket:
             params.min_excess_usd_per_hour,
             params.absolute_usd_per_hour,
             params.clip_z,
+            episodes.rearm_buckets(params.rearm_s, width),
         )
 
 
@@ -421,6 +432,7 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
             severity,
             consecutive=params.consecutive,
             calm_needed=params.calm_buckets,
+            rearm_buckets=bucket.rearm,
         )
     # Learn the bucket, clipped while it looks anomalous so spikes stay anomalous.
     episode = state.episode

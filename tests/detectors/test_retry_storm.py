@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors import retry_storm
+from detectors.episode import rearm_buckets
 from detectors.retry_storm import BucketCounts, RetryStormParams, RetryStormState
 
 MINUTE = 60.0
@@ -184,7 +185,8 @@ def test_skipped_buckets_are_judged_as_empty_buckets_would_be(steps):
     for skipped, n, share in steps:
         if slow.last_t is not None:
             window = params.window_buckets
-            for i in range(min(skipped, window + params.calm_buckets), 0, -1):
+            held = max(params.calm_buckets, rearm_buckets(params.rearm_s, MINUTE))
+            for i in range(min(skipped, window + held), 0, -1):
                 want += retry_storm._push_and_judge(
                     slow, (minute + skipped - i) * MINUTE, MINUTE, BucketCounts(), params
                 )
