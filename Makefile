@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_DIR ?= out/demo
 
-.PHONY: install demo test dev lint bench bench-kafka bench-notify clean
+.PHONY: install demo test dev lint bench bench-kafka bench-notify clean fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,3 +52,4 @@ clean:
 include mk/kafka.mk
 include mk/chromium.mk
 include mk/prometheus.mk
+include mk/fuzz.mk

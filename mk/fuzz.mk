@@ -1,0 +1,8 @@
+# The fuzz suite (tests/fuzz/) with its long budget: 50 times the examples of the default
+# run in `make test`, random instead of derandomized (a few minutes; failures are kept
+# in .hypothesis/ and replayed first next time).
+.PHONY: fuzz
+
+## fuzz: property-based fuzzing of ingest, the worker's stages and replay (SPENDWATCH_FUZZ=long)
+fuzz: install
+	SPENDWATCH_FUZZ=long $(PY) -m pytest -q tests/fuzz
