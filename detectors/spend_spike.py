@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import ConfigDict, Field
@@ -118,10 +118,65 @@ class SpendSpikeParams:
     seasonal: Annotated[
         bool, Field(description="Learn a profile per hour of the UTC day (daily seasonality).")
     ] = True
+    confirm_s: Annotated[
+        float | None,
+        Field(
+            ge=0,
+            description="Breaching time before firing, seconds (buckets: this over the "
+            "bucket width, at least 1); null: consecutive buckets.",
+        ),
+    ] = None
+    calm_s: Annotated[
+        float | None,
+        Field(
+            ge=0,
+            description="Calm time before resolving, seconds (at least 1 bucket); "
+            "null: calm_buckets.",
+        ),
+    ] = None
+    direction: Annotated[
+        Literal["up", "down", "both"],
+        Field(
+            description="Which way a bucket may breach: up (above baseline; USD spend, "
+            "where a night-time drop must not page), down, or both."
+        ),
+    ] = "up"
+    skip_gaps: Annotated[
+        bool,
+        Field(
+            description="Buckets without data are skipped (neither judged nor learnt) "
+            "instead of judged as zero; for series whose gaps are missing data."
+        ),
+    ] = False
     clip_z: Annotated[
         float,
         Field(gt=0, description="Breaching buckets are learnt clipped at baseline + this sd."),
     ] = 3.0
+
+
+# The unit-free series mode (``spendwatch replay --series``, or per key in config): time,
+# not buckets, for confirmation and calm; no USD rule or floor; gaps skipped; both ways.
+SERIES_MODE: dict[str, Any] = {
+    "confirm_s": 0.0,
+    "calm_s": 600.0,
+    "rearm_s": 3600.0,
+    "absolute_usd_per_hour": None,
+    "min_excess_usd_per_hour": 0.0,
+    "critical_usd_per_hour": 0.0,
+    "skip_gaps": True,
+    "direction": "both",
+}
+
+
+def in_buckets(seconds: float | None, buckets: int, width: float) -> int:
+    """A period given in time as whole buckets (at least 1), or ``buckets`` without one.
+
+    >>> in_buckets(None, 3, 60.0), in_buckets(600.0, 3, 60.0), in_buckets(0.0, 3, 3600.0)
+    (3, 10, 1)
+    """
+    if seconds is None:
+        return buckets
+    return max(1, math.ceil(seconds / width - 1e-9))
 
 
 def baseline_alpha(params: SpendSpikeParams, width: float) -> float:
@@ -194,6 +249,10 @@ class _Bucket:
     absolute: float | None
     clip_z: float
     rearm: int  # flap damping, in buckets
+    consecutive: int
+    calm: int
+    up: bool  # which ways a bucket may breach
+    down: bool
 
     @classmethod
     def of(cls, t: float, width: float, params: SpendSpikeParams) -> _Bucket:
@@ -212,6 +271,10 @@ class _Bucket:
             params.absolute_usd_per_hour,
             params.clip_z,
             episodes.rearm_buckets(params.rearm_s, width),
+            in_buckets(params.confirm_s, params.consecutive, width),
+            in_buckets(params.calm_s, params.calm_buckets, width),
+            params.direction != "down",
+            params.direction != "up",
         )
 
 
@@ -244,6 +307,8 @@ def update(
     if last_t is not None:
         if t <= last_t:
             return []
+        if params.skip_gaps:
+            return _judge_and_learn(state, spend, _bucket(t, width, params))
         gap = min(int(round((t - last_t) / width)) - 1, MAX_GAP_BUCKETS)
         if gap > 0:
             decisions: list[Decision] = []
@@ -257,7 +322,9 @@ def zero_is_quiet(params: SpendSpikeParams) -> bool:
     """True when a bucket without spend can neither breach nor start an episode: then
     judging a quiet key's empty bucket when it closes, or later as part of a gap, learns
     the same and decides nothing either way."""
-    return params.absolute_usd_per_hour is None or params.absolute_usd_per_hour > 0
+    return (
+        params.absolute_usd_per_hour is None or params.absolute_usd_per_hour > 0
+    ) and params.direction == "up"
 
 
 def update_many(
@@ -287,6 +354,11 @@ def update_many(
     True
     """
     out: dict[int, list[Decision]] = {}
+    if params.direction != "up" or params.skip_gaps:  # the batch judges up-only, with zeros
+        for i, state in enumerate(states):
+            if decisions := update(state, t, width, spends[i], params):
+                out[i] = decisions
+        return out
     seasonal = params.seasonal
     size = _SLOTS + (3 * SLOTS_PER_DAY if seasonal else 0) + RECENT
     batch: list[int] = []
@@ -409,19 +481,42 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
         and excess_per_hour >= bucket.min_excess
     )
     absolute = bucket.absolute is not None and spend * per_hour >= bucket.absolute
-    breach = relative or absolute
+    if not bucket.up:
+        relative = False
+    lower = (
+        bucket.down
+        and warm
+        and spend <= mean * (2.0 - bucket.fire_ratio)
+        and -z >= bucket.min_z
+        and -excess_per_hour >= bucket.min_excess
+    )
+    breach = relative or absolute or lower
     params = bucket.params
     if state.episode is None and not breach:
         transitions: list[Transition] = []  # advance()'s answer for an idle key, no severity
     else:
         elevated = absolute or (
-            ratio >= 1.0 + params.resolve_margin
+            bucket.up
+            and ratio >= 1.0 + params.resolve_margin
             and z >= params.resolve_z
             and excess_per_hour >= 0.5 * params.min_excess_usd_per_hour
         )
         critical = absolute or (
-            ratio >= params.critical_ratio and excess_per_hour >= params.critical_usd_per_hour
+            bucket.up
+            and ratio >= params.critical_ratio
+            and excess_per_hour >= params.critical_usd_per_hour
         )
+        if bucket.down:
+            elevated = elevated or (
+                spend <= mean * (1.0 - params.resolve_margin)
+                and -z >= params.resolve_z
+                and -excess_per_hour >= 0.5 * params.min_excess_usd_per_hour
+            )
+            critical = critical or (
+                lower
+                and spend * params.critical_ratio <= mean
+                and -excess_per_hour >= params.critical_usd_per_hour
+            )
         severity = CRITICAL if critical else WARNING
         state.episode, transitions = episodes.advance(
             state.episode,
@@ -430,8 +525,8 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
             breach,
             elevated,
             severity,
-            consecutive=params.consecutive,
-            calm_needed=params.calm_buckets,
+            consecutive=bucket.consecutive,
+            calm_needed=bucket.calm,
             rearm_buckets=bucket.rearm,
         )
     # Learn the bucket, clipped while it looks anomalous so spikes stay anomalous.
@@ -441,6 +536,8 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
         if (breach or (episode is not None and episode.firing)) and warm
         else spend
     )
+    if bucket.down and learnt < mean and warm and (breach or episode is not None):
+        learnt = max(learnt, mean - bucket.clip_z * sd)  # a drop is learnt clipped too
     alpha = bucket.alpha
     stats[_N] += 1
     weight = max(alpha, 1.0 / int(stats[_N]))
@@ -469,6 +566,8 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
         "money_at_risk_usd_per_hour": max(0.0, excess_per_hour),
         "bucket_s": width,
     }
+    if bucket.down:  # two-sided: which way this bucket went
+        values["direction"] = 1.0 if spend >= mean else -1.0
     return [Decision.of(NAME, tr, values) for tr in transitions]
 
 

@@ -110,7 +110,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print("spendwatch replay --topic needs --from and --to", file=sys.stderr)
         return 2
     if args.series and not args.topic:
-        alerts = replay_series(read_series(Path(args.series)), settings, args.key)
+        alerts = replay_series(
+            read_series(Path(args.series)), settings, args.key, args.direction, args.usd
+        )
         _emit(alerts, args.json)
         print(f"replayed series {args.series}: {len(alerts)} alert transitions", file=sys.stderr)
         return _deliver(args, settings, alerts)
@@ -332,6 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="one alert JSON object per line")
     replay.add_argument("--series", help="a timestamp,value CSV to run the spend detector on")
     replay.add_argument("--key", default="series", help="the key (customer_id) for --series")
+    replay.add_argument(
+        "--direction",
+        choices=("up", "down", "both"),
+        help="--series: which way a value may breach (default both; USD spend is up-only)",
+    )
+    replay.add_argument(
+        "--usd",
+        action="store_true",
+        help="--series: the values are USD per interval; keep the config's USD rules",
+    )
     replay.add_argument("--topic", help="replay a Kafka topic (usage, errors or a name) ...")
     replay.add_argument("--errors-topic", help="... merged with this error topic")
     replay.add_argument("--from", dest="start", help="start of the range (RFC 3339 or epoch s)")

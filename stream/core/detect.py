@@ -180,8 +180,10 @@ class CustomerDetection:
                 if not params.enabled:
                     active.discard(key)
                     continue
-                state = table.get(key) or new(params)
                 row = spend.get(key)
+                if row is None and params.skip_gaps:
+                    continue  # no data is a gap, not zero spend
+                state = table.get(key) or new(params)
                 was_firing = state.episode is not None and state.episode.firing
                 decisions = update(state, t, width, row[COST] if row else 0.0, params)
                 if eff.muted_by:
@@ -213,8 +215,8 @@ class CustomerDetection:
         """
         params = eff.params
         active = self.active[name]
-        keys = self._keys(name, spend)
-        if spend_spike.zero_is_quiet(params):
+        keys = list(spend) if params.skip_gaps else self._keys(name, spend)
+        if spend_spike.zero_is_quiet(params) and not params.skip_gaps:
             recent = self.recent[name]
             for key in spend:
                 recent[key] = index

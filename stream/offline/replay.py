@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from detectors import spend_spike
 from detectors.spend_spike import SpendSpikeState
@@ -234,14 +234,28 @@ def _has_offset(stamp: str) -> bool:
     return stamp.endswith(("Z", "z")) or "+" in tail or tail.count("-") > 0
 
 
-def replay_series(series: Series, settings: Settings, key: str) -> list[Alert]:
-    """Run spend_spike over the series as the spend (USD per interval) of one key.
+def replay_series(
+    series: Series,
+    settings: Settings,
+    key: str,
+    direction: Literal["up", "down", "both"] | None = None,
+    usd: bool = False,
+) -> list[Alert]:
+    """Run spend_spike over the series as the value per interval of one key.
 
-    Daily seasonality is learnt only when the interval is 15 minutes or less (coarser
-    series have too few points per hour of day); warm-up is at least 20 intervals.
+    A metric series has no unit: by default the series mode applies
+    (:data:`detectors.spend_spike.SERIES_MODE`: confirmation and calm in time, no USD
+    rule or floor, gaps skipped, both directions); ``usd`` keeps the config's USD rules
+    instead. ``direction`` (up, down, both) overrides either. Daily seasonality is learnt
+    only when the interval is 15 minutes or less (coarser series have too few points per
+    hour of day); warm-up is at least 20 intervals.
     """
     params = settings.detectors.spend_spike
     width = series.interval_s
+    if not usd:
+        params = replace(params, **spend_spike.SERIES_MODE)
+    if direction is not None:
+        params = replace(params, direction=direction)
     params = replace(
         params,
         seasonal=params.seasonal and width <= 900,
