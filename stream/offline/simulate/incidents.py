@@ -27,6 +27,7 @@ RETRY_LOOP_MODEL_SHARE = 0.1  # at most this share of its model's requests, pref
 # Spend incidents preferably add at least this much, USD/h: a spike worth waking someone.
 MATERIAL_USD_PER_HOUR = 5.0
 MIN_GAP_MS = 5 * MINUTE_MS
+HOURS_PER_MONTH = 730  # 365 * 24 / 12: excess USD/h as USD/month
 SWITCH_TARGETS = {"gpt-4o-mini": "gpt-4o", "claude-haiku-4-5": "claude-opus-4-1"}
 
 
@@ -55,6 +56,36 @@ BACKGROUND = FailureMode(
 
 
 @dataclass(frozen=True)
+class Effect:
+    """How a catalog incident (:mod:`stream.offline.simulate.catalog`) changes the traffic
+    of its ``endpoints`` (indexes into World.endpoints) while it runs.
+
+    Multipliers act on the request rate and on the input and output tokens per request;
+    ``cache_lost`` is the share of cache reads that become plain input; ``model`` switches
+    the endpoints to another model; ``failure`` fails their attempts (with ``failing_model``:
+    every endpoint calling that model, whoever's). The rate and token multipliers reach
+    their size over ``ramp_ms`` (0: at once).
+
+    >>> Effect(rate=5.0, ramp_ms=1000).level(500, 0), Effect(rate=5.0).level(0, 0)
+    (0.5, 1.0)
+    """
+
+    endpoints: tuple[int, ...] = ()
+    rate: float = 1.0
+    input: float = 1.0
+    output: float = 1.0
+    cache_lost: float = 0.0
+    model: int | None = None
+    failure: FailureMode | None = None
+    failing_model: int | None = None
+    ramp_ms: int = 0
+
+    def level(self, t_ms: int, start_ms: int) -> float:
+        """How much of its size the effect has reached at ``t_ms``: 0 to 1."""
+        return 1.0 if self.ramp_ms <= 0 else min(1.0, max(0.0, (t_ms - start_ms) / self.ramp_ms))
+
+
+@dataclass(frozen=True)
 class Incident:
     id: str
     kind: str
@@ -69,8 +100,30 @@ class Incident:
     # Alerts this incident may rightly raise as well (not required): an endpoint's spike
     # is also its customer's; an outage storms every endpoint calling the model.
     secondary: list[dict[str, Any]] = field(default_factory=list)
+    # Catalog incidents only (the detection benchmark's): what they do, how big they are.
+    effect: Effect | None = None
+    group: str = ""  # spike | storm | cost_shift | margin
+    size: float | None = None
+    size_unit: str = ""
+    excess_usd_per_hour: float | None = None  # expected, at the key's mean weekday rate
 
     def truth(self) -> dict[str, Any]:
+        if self.effect is not None:
+            hourly = float(self.excess_usd_per_hour or 0.0)
+            return {
+                "id": self.id,
+                "kind": self.kind,
+                "group": self.group,
+                "size": self.size,
+                "size_unit": self.size_unit,
+                "labels": self.labels,
+                "start": rfc3339(self.start_ms),
+                "end": rfc3339(self.end_ms),
+                "excess_usd_per_hour": round(hourly, 4),
+                "excess_usd_per_month": round(hourly * HOURS_PER_MONTH, 2),
+                "secondary": self.secondary,
+                "detail": self.detail,
+            }
         return {
             "id": self.id,
             "kind": self.kind,

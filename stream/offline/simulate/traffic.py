@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from stream.core.pricing import PriceTable
+from stream.offline.simulate.catalog import Burst, plan_bursts, plan_catalog
 from stream.offline.simulate.incidents import (
     BACKGROUND,
     OUTAGE,
@@ -69,6 +70,13 @@ class Call(NamedTuple):
     latency_ms: float  # of a successful attempt
 
 
+class Shape(NamedTuple):
+    """What catalog incidents change per endpoint besides rate, model and failures."""
+
+    log_tokens: Any  # (2, endpoints): log of the input and output token multipliers
+    cache_lost: Any  # (endpoints,): share of cache reads that become plain input
+
+
 class Traffic:
     """Draws events minute by minute and keeps the books (spend per customer, duplicates).
 
@@ -85,10 +93,23 @@ class Traffic:
         self.start_ms = round(cfg.start.timestamp() * 1000)
         self.minutes = max(1, round(cfg.days * 1440))
         self.end_ms = self.start_ms + self.minutes * MINUTE_MS
-        self.incidents = (
-            plan_incidents(world, self.start_ms, self.end_ms, cfg.seed) if cfg.incidents else []
+        if cfg.incident_kinds:
+            self.incidents = plan_catalog(world, self.start_ms, self.end_ms, cfg)
+        else:
+            self.incidents = (
+                plan_incidents(world, self.start_ms, self.end_ms, cfg.seed) if cfg.incidents else []
+            )
+        self.bursts: list[Burst] = (
+            plan_bursts(world, self.start_ms, self.end_ms, cfg, self.incidents)
+            if cfg.bursts > 0
+            else []
         )
+        # Catalog incidents and bursts take the general path; the plain one stays as it was.
+        self._shaped = bool(self.bursts) or any(inc.effect is not None for inc in self.incidents)
         self.spend_usd = np.zeros(len(world.customers))  # as ingest prices it, duplicates once
+        # The same per simulated day (catalog runs price customers from the first day).
+        self.spend_day_usd = np.zeros((len(world.customers), math.ceil(self.minutes / 1440)))
+        self._day = 0
         self.duplicates = 0
         eps = world.endpoints
         self._customer = np.array([ep.customer for ep in eps])
@@ -161,11 +182,50 @@ class Traffic:
                     modes[failing] = replace(OUTAGE, until_ms=inc.end_ms)
         return mult, model, modes
 
+    def _shaped_effects(self, t_ms: int) -> tuple[Any, Any, list[FailureMode], Shape | None]:
+        """:meth:`_effects` for catalog incidents and bursts, and their :class:`Shape`
+        (None when no token or cache change is active at ``t_ms``)."""
+        n = len(self._model)
+        mult, model, modes = np.ones(n), self._model.copy(), list(self._background)
+        log_tokens, lost = np.zeros((2, n)), np.zeros(n)
+        active = [inc for inc in self.incidents if inc.start_ms <= t_ms < inc.end_ms]
+        # Switches go first: an outage fails whatever model an endpoint now calls.
+        for inc in sorted(active, key=lambda inc: inc.effect is None or inc.effect.model is None):
+            effect = inc.effect
+            if effect is None:
+                continue
+            mine = list(effect.endpoints)
+            reached = effect.level(t_ms, inc.start_ms)
+            if effect.model is not None:
+                model[mine] = effect.model
+            mult[mine] *= 1 + (effect.rate - 1) * reached
+            log_tokens[0, mine] += math.log(effect.input)
+            log_tokens[1, mine] += math.log(effect.output)
+            lost[mine] = np.maximum(lost[mine], effect.cache_lost)
+            if effect.failure is not None:
+                failing = (
+                    mine
+                    if effect.failing_model is None
+                    else np.flatnonzero(model == effect.failing_model).tolist()
+                )
+                for e in failing:
+                    modes[e] = replace(effect.failure, until_ms=inc.end_ms)
+        for burst in self.bursts:
+            if burst.start_ms <= t_ms < burst.end_ms:
+                mult[burst.endpoint] *= burst.multiplier
+        changed = log_tokens.any() or lost.any()
+        return mult, model, modes, Shape(log_tokens, lost) if changed else None
+
     def _minute(self, m: int) -> list[Timed]:
         """The first attempts of minute ``m`` in time order, with failed ones' retries queued."""
         rng = np.random.default_rng([self.cfg.seed, 1, m])
         t = self.start_ms + m * MINUTE_MS
-        mult, model_now, modes = self._effects(t)
+        self._day = (t - self.start_ms) // DAY_MS
+        shape: Shape | None = None
+        if self._shaped:
+            mult, model_now, modes, shape = self._shaped_effects(t)
+        else:
+            mult, model_now, modes = self._effects(t)
         hour = ((t + MINUTE_MS / 2) / 3_600_000) % 24
         level = self.world.day_level[self._customer, (t - self.start_ms) // DAY_MS]
         lam = self._rate * diurnal(hour - self._shift) * weekly(t / 1000) * level * mult
@@ -178,8 +238,9 @@ class Traffic:
         e = np.repeat(np.arange(len(lam)), counts)[order]
         z = rng.standard_normal((3, n))
         u = rng.random((5, n))
+        mu = self._mu[:, e] if shape is None else self._mu[:, e] + shape.log_tokens[:, e]
         tokens = np.clip(
-            np.rint(np.exp(self._mu[:, e] + self._sigma[:, e] * z[:2])),
+            np.rint(np.exp(mu + self._sigma[:, e] * z[:2])),
             1,
             [[MAX_INPUT_TOKENS], [MAX_OUTPUT_TOKENS]],
         ).astype(np.int64)
@@ -188,6 +249,10 @@ class Traffic:
         written = np.where(
             (u[0] >= CACHE_READ_SHARE) & (u[0] < CACHE_READ_SHARE + CACHE_WRITE_SHARE), prefix, 0
         )
+        if shape is not None:  # lost cache reads: the prefix is sent as plain input
+            lost = (cached > 0) & (u[0] >= CACHE_READ_SHARE * (1 - shape.cache_lost[e]))
+            tokens[0] += np.where(lost, prefix, 0)
+            cached = np.where(lost, 0, cached)
         model = model_now[e]
         latency = np.round(
             np.exp(self._first_token[model] + 0.35 * z[2]) + tokens[1] * self._ms_per_token[model],
@@ -253,7 +318,9 @@ class Traffic:
             + cached * unit[:, 2]
             + written * unit[:, 3]
         )
-        self.spend_usd += np.bincount(self._customer[e], cost, minlength=len(self.spend_usd))
+        booked = np.bincount(self._customer[e], cost, minlength=len(self.spend_usd))
+        self.spend_usd += booked
+        self.spend_day_usd[:, self._day] += booked
 
     def _attempt(
         self, event_id: str, ms: int, fmt: int, call: Call, attempt: int
@@ -402,7 +469,9 @@ class Traffic:
                 event.get("cached_input_tokens", 0),
                 event.get("cache_write_tokens", 0),
             )
-        self.spend_usd[self.world.endpoints[call.endpoint].customer] += cost
+        customer = self.world.endpoints[call.endpoint].customer
+        self.spend_usd[customer] += cost
+        self.spend_day_usd[customer, self._day] += cost
 
     def _ts(self, ms: int, fmt: int) -> str | int | float:
         """Event time in one of the contract's forms: RFC 3339 ('Z' or '+00:00', ms), epoch s

@@ -4,6 +4,7 @@ diurnal and weekly cycles of their traffic, all drawn from :class:`SimConfig`'s 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ WEEKEND_FACTOR = 0.7
 WEEKEND_RAMP_H = 4.0  # the weekly step is smoothed over this many hours around midnight
 
 MIN_CUSTOMER_RATE = 1.0  # first attempts per minute, per customer on average
+SPARSE_RATE = (0.1, 0.5)  # first attempts per minute of a sparse customer, all endpoints
 FREE_SHARE = 0.3  # of customers, the smallest, on the free plan with cheap traffic
 CACHE_READ_SHARE, CACHE_WRITE_SHARE = 0.85, 0.12  # of calls on Anthropic endpoints
 
@@ -194,6 +196,12 @@ class SimConfig:
     start: datetime = START
     rate_per_min: float = 120.0
     prices_path: Path | None = None
+    # The detection benchmark's traffic (bench/detection). Off by default: a config that
+    # leaves them alone writes the same bytes as before they existed.
+    incident_kinds: tuple[str, ...] = ()  # catalog kinds, each at every size (not with incidents)
+    incident_sizes: Mapping[str, tuple[float, ...]] | None = None  # per kind; None: catalog's
+    bursts: float = 0.0  # labelled benign bursts (a batch job, a launch) per simulated day
+    sparse_share: float = 0.0  # of paying customers, made sparse: a request every 2-10 min
 
 
 @dataclass(frozen=True)
@@ -275,8 +283,15 @@ def build_world(cfg: SimConfig, prices: PriceTable) -> World:
     """Customers, their endpoints and day-to-day levels, drawn from ``cfg.seed``."""
     if cfg.customers < 1 or cfg.rate_per_min <= 0 or cfg.days <= 0:
         raise ValueError(f"SimConfig needs customers >= 1, rate_per_min > 0 and days > 0: {cfg}")
+    if not 0 <= cfg.sparse_share <= 1 or cfg.bursts < 0:
+        raise ValueError(
+            f"SimConfig needs 0 <= sparse_share <= 1 and bursts >= 0, got sparse_share="
+            f"{cfg.sparse_share} and bursts={cfg.bursts}"
+        )
     rng = np.random.default_rng(cfg.seed)
     rates, free = _customer_rates(rng, cfg.customers, cfg.rate_per_min)
+    if cfg.sparse_share > 0:
+        rates = _sparse(cfg, rates, free)
     names = _names(rng, cfg.customers)
     customers: list[SimCustomer] = []
     endpoints: list[Endpoint] = []
@@ -305,6 +320,17 @@ def _customer_rates(rng: np.random.Generator, n: int, total: float) -> tuple[Any
     weights = rng.lognormal(0.0, 1.3, n) * ~free
     rest = max(total - rates.sum(), 0.0)
     return rates + rest * weights / max(weights.sum(), 1e-12), free
+
+
+def _sparse(cfg: SimConfig, rates: Any, free: Any) -> Any:
+    """``rates`` with ``cfg.sparse_share`` of the paying customers slowed to a request every
+    2-10 minutes; drawn from their own generator, so the rest of the world is unchanged."""
+    rng = np.random.default_rng([cfg.seed, 5])
+    paying = np.flatnonzero(~free)
+    chosen = rng.permutation(paying)[: round(cfg.sparse_share * len(paying))]
+    out = rates.copy()
+    out[chosen] = rng.uniform(*SPARSE_RATE, len(chosen))
+    return out
 
 
 def _names(rng: np.random.Generator, n: int) -> list[str]:

@@ -58,14 +58,20 @@ def price_customers(traffic: Traffic) -> list[dict[str, Any]]:
     Projected monthly API cost = spend per simulated day x 30 (USD); cost-to-serve adds
     the 0.65 overhead. Paying customers get the smallest list price of at least 4-6x
     their cost-to-serve; free-tier customers stay free under 10 USD of API cost a month;
-    the plan_overgrowth customer pays half its cost-to-serve.
+    the plan_overgrowth customer pays half its cost-to-serve. With catalog incidents
+    (``incident_kinds``) the projection is from the first day, before any of them, so a
+    customer's price does not already pay for its incident.
     """
     rng = np.random.default_rng([traffic.cfg.seed, 3])
     days = traffic.minutes / 1440
     overgrowth = next((inc for inc in traffic.incidents if inc.kind == "plan_overgrowth"), None)
+    spend = traffic.spend_usd
+    if traffic.cfg.incident_kinds:
+        days = min(days, 1.0)
+        spend = traffic.spend_day_usd[:, 0]
     records = []
     for c, customer in enumerate(traffic.world.customers):
-        api_usd = float(traffic.spend_usd[c]) / days * 30
+        api_usd = float(spend[c]) / days * 30
         serve_usd = api_usd * (1 + OVERHEAD_RATIO)
         plan, price = _list_price(rng.uniform(*PRICE_MULTIPLE) * serve_usd)
         billing_day, margin_target = customer.billing_day, customer.margin_target
@@ -90,6 +96,10 @@ def price_customers(traffic: Traffic) -> list[dict[str, Any]]:
         if margin_target is not None:
             record["margin_target"] = margin_target
         records.append(record)
+    for inc in traffic.incidents:
+        if inc.group == "margin" and inc.customer is not None:
+            inc.detail["plan"] = records[inc.customer]["plan"]
+            inc.detail["monthly_price_usd"] = records[inc.customer]["monthly_price_usd"]
     return records
 
 
@@ -153,15 +163,17 @@ def simulate(outdir: Path, cfg: SimConfig) -> SimSummary:
     files["customers"].write_bytes(
         b"".join(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in customers)
     )
-    if cfg.incidents:
+    if cfg.incidents or cfg.incident_kinds or cfg.bursts > 0:
         files["truth"] = outdir / "truth.json"
-        truth = {
+        truth: dict[str, Any] = {
             "seed": cfg.seed,
             "start": rfc3339(traffic.start_ms),
             "end": rfc3339(traffic.end_ms),
             "bucket_s": 60,
             "incidents": [inc.truth() for inc in traffic.incidents],
         }
+        if cfg.bursts > 0:
+            truth["bursts"] = [burst.truth() for burst in traffic.bursts]
         files["truth"].write_bytes(
             orjson.dumps(truth, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         )
