@@ -79,9 +79,34 @@ def _read(pipeline: Pipeline, kind: str, path: Path, report: ReplayReport) -> It
     Bad lines include those stamped more than ``ingest.max_future_skew_s`` ahead of the
     newest event time read from this file so far (``Ingest.future_rejection``): waiting in
     the merge, such a line would let the other file drain first and make this file's later
-    events late. The file's first line has nothing to be judged against here; it is judged
-    against the merged stream time when the pipeline admits it.
+    events late. The file's first event has nothing before it: it waits for the second,
+    and is refused when it is that far ahead of it (a file of one event is judged against
+    the merged stream time when the pipeline admits it).
     """
+    items = _read_checked(pipeline, kind, path, report)
+    first = next(items, None)
+    if first is None:
+        return
+    second = next(items, None)
+    if second is not None:
+        what = f"{path.name}'s next event"
+        rejection = pipeline.ingest.future_rejection(first[0], second[0], what)
+        if rejection is None:
+            yield first
+        else:
+            pipeline.ingest.stats.reject(kind, rejection)
+            if pipeline.on_dead_letter:
+                pipeline.on_dead_letter(DeadLetter(kind, rejection, first[4].rstrip(b"\r\n")))
+        yield second
+        yield from items
+    else:
+        yield first
+
+
+def _read_checked(
+    pipeline: Pipeline, kind: str, path: Path, report: ReplayReport
+) -> Iterator[Item]:
+    """_read without its look at the first event."""
     ingest = pipeline.ingest
     parse, future, limit = ingest.parse, ingest.future_rejection, ingest.future_limit
     what = f"the stream time of {path.name}"

@@ -21,7 +21,7 @@ from stream.core.pipeline import Pipeline
 from stream.core.pricing import PriceTable
 from stream.offline.replay import ReplayReport, replay_files
 from stream.offline.simulate import SimConfig, simulate
-from stream.settings import CONFIG_DIR, load_settings
+from stream.settings import CONFIG_DIR, Settings, load_settings
 
 FUTURE_TS = "2099-01-01T00:00:00Z"
 
@@ -121,3 +121,31 @@ def test_the_replay_summary_counts_the_line_from_2099_as_bad(folder):
     assert result.returncode == 0, result.stderr
     assert ", 1 bad, " in result.stderr, result.stderr
     assert "bad lines by reason: ts_in_future: 1\n" in result.stderr
+
+
+def test_a_far_future_first_line_is_refused_against_the_next_one(tmp_path):
+    """The first event of a file has nothing before it: it is judged against the second."""
+    good = {
+        "ts": "2026-11-02T10:00:00Z",
+        "customer_id": "acme",
+        "endpoint": "chat",
+        "provider": "openai",
+        "model": "gpt-4o",
+        "input_tokens": 10,
+    }
+    lines = [{**good, "event_id": "bad", "ts": "2099-01-01T00:00:00Z"}]
+    lines += [{**good, "event_id": f"e{i}", "ts": 1793613600 + i} for i in range(5)]
+    path = tmp_path / "usage.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    settings = Settings()
+    dead = []
+    pipeline = Pipeline(
+        settings,
+        PriceTable.load(settings.resolve(settings.prices_file)),
+        on_dead_letter=dead.append,
+    )
+    report = replay_files(pipeline, [path], progress=False)
+    assert report.dead_letters == 1 and dead[0].rejection.reason == "ts_in_future"
+    assert b'"bad"' in dead[0].raw
+    assert pipeline.ingest.stats.accepted["usage"] == 5
+    assert pipeline.buckets.stats.late_events == 0
