@@ -1,4 +1,5 @@
 import json
+from dataclasses import astuple, fields
 
 import numpy as np
 import pytest
@@ -117,6 +118,18 @@ def test_a_retry_loop_without_errors_is_a_storm():
     assert decisions[0].values["retry_share"] > 0.15
 
 
+def test_a_key_learns_its_warm_up_error_rate_clipped_at_the_floor():
+    # 12 % errors all through the warm-up is learnt as 10 % (the floor), so that a storm
+    # during warm-up does not become the normal: just after it 3 x 10 % = 30 % is the limit
+    # and 34 % fires (3 x 12 % would be 36 %).
+    calm = [(m * MINUTE, counts(100, 12, 5, 0, 0)) for m in range(PARAMS.warmup_buckets)]
+    decisions, state = run(calm)
+    assert decisions == []
+    assert state.error_baseline == pytest.approx(PARAMS.error_rate, rel=1e-6)
+    storm = [((PARAMS.warmup_buckets + m) * MINUTE, counts(100, 34, 5, 0, 0)) for m in range(10)]
+    assert [d.status for d in run(storm, state=state)[0]] == ["firing"]
+
+
 def test_the_threshold_rises_for_a_key_that_always_fails_more():
     # A key whose normal error rate is 12 % learns in warm-up that this is its normal
     # (clipped at the absolute 10 %): 12 % and 14 % are no storm, 45 % is.
@@ -141,11 +154,22 @@ def test_state_round_trip_mid_stream_gives_the_same_decisions(cut):
     assert first + run(series[cut:], state=restored)[0] == whole
 
 
+def window(state):
+    """The ring's buckets, each as the 9 numbers of a BucketCounts, in storage order."""
+    per_bucket = len(fields(BucketCounts))
+    ring = state.ring.tolist()
+    assert len(ring) == PARAMS.window_buckets * per_bucket
+    return [ring[i : i + per_bucket] for i in range(0, len(ring), per_bucket)]
+
+
 def test_gaps_empty_the_window():
     state = RetryStormState.new(PARAMS)
     run([(m * MINUTE, counts(100, 60, 50, 0, 0)) for m in range(3)], state=state)
-    run([(500 * MINUTE, counts(10, 0, 0, 0, 0))], state=state)
-    assert sum(state.ring[0::6]) == 10
+    assert sum(bucket[0] for bucket in window(state)) == 300  # requests of the 3 buckets
+    latest = counts(10, 1, 2, 1, 0.5)
+    run([(500 * MINUTE, latest)], state=state)
+    # the new bucket's numbers in its slot, every other slot (the storm's 3) empty
+    assert sorted(window(state)) == [[0.0] * 9] * 4 + [list(astuple(latest))]
 
 
 def test_a_storm_on_a_quiet_key_resolves_when_its_few_attempts_succeed_again():
