@@ -85,7 +85,14 @@ def test_each_incident_episode_fires_once_and_short_ones_resolve(incidents_run):
         start, end = epoch(incident["start"]) - 2 * BUCKET, epoch(incident["end"])
         # (A key may alert again in another incident, e.g. its model's provider outage.)
         mine = [a for a in alerts if matches(a, incident) and start <= a.starts_at <= end]
-        assert [a.status for a in mine].count("firing") == 1, incident["id"]
+        firing = [a.labels["severity"] for a in mine if a.status == "firing"]
+        if incident["kind"] == "plan_overgrowth":
+            # margin_breach's band narrows with history: it is sure the margin target is
+            # missed (warning) hours before it is sure the price is (critical), and a
+            # warning escalates once. One episode, at most one alert per severity.
+            assert firing in (["warning"], ["critical"], ["warning", "critical"]), incident["id"]
+        else:
+            assert len(firing) == 1, incident["id"]
         if incident["kind"] != "plan_overgrowth":
             resolved = [a for a in mine if a.status == "resolved"]
             assert resolved, incident["id"]
