@@ -1,0 +1,614 @@
+"""cost_shift: what a successful request costs moved up and stayed there, at any spend rate.
+
+spend_spike judges spend; a model switch at the same volume (gpt-4o-mini to gpt-4o: 15x
+per request) that adds $0.70/h stays under its $3/h floor while costing ~$500 a month.
+cost_shift judges **unit cost**, USD per successful request, per key, so a change of
+volume alone never fires it, and it asks for money over a month rather than per hour.
+
+Per key it keeps exponentially weighted *sums* (a ratio of sums is a robust estimate for
+sparse keys) of cost, successful requests, attempts, input, cached input and output tokens:
+
+- a long baseline (``baseline_days``), with per hour of the UTC day sums of cost and
+  requests (the unit cost expected at this hour, shrunk towards all hours' while an hour
+  has few requests; a customer whose night traffic is batch work has a dearer night);
+- a short window (``window_s``): the recent unit cost, against the unit cost the
+  baseline expects for the same hours and volumes;
+- a recent window (``calm_s``): judges the calm after firing, so a long window's memory
+  of the dear hour does not hold the alert for hours after the cost is back.
+
+A step breaches when, with the baseline warm (``warmup_s`` of history and
+``min_baseline_requests``) and ``min_requests`` in the short window: unit cost is
+``min_ratio`` above baseline, ``min_z`` standard errors above it (the per-request noise
+is learnt too), the excess projected over a month (730 h) at the key's volume (the larger
+of the window's rate and the long-run average rate, so a night-time shift is not judged
+at night volume) is worth ``warning_usd_per_month``, and spend is above what this hour
+usually costs (a cheap endpoint's traffic stopping raises a customer's unit cost but
+costs nothing). It fires once the breach has lasted ``min_duration_s``; critical from
+``critical_usd_per_month`` (a warning escalates once). While an alert is open or building
+the baseline does not learn. It resolves when the recent unit cost is below baseline x
+(1 + ``min_ratio`` / 2) for ``calm_s`` (flap damping: ``rearm_s``), or when the new level
+is accepted: ``accept_from`` (an event time, per key through overrides) restarts the
+key's baseline from the current level at that time and closes its alert;
+``accept_after_s`` does so by itself after an alert has been open that long.
+
+The detector takes usage in steps (the stream layer feeds it every few buckets): each
+call is one step of ``dt`` seconds; time only comes in with the calls.
+
+>>> p = CostShiftParams()
+>>> def traffic(switch_at_h, volume_from_h=None, hours=40):
+...     s, out = CostShiftState.new(p), []
+...     for step in range(hours * 12):        # 5-minute steps, 165 requests an hour
+...         t = step * 300.0
+...         n = 165 / 12 * (2 if volume_from_h is not None and t >= volume_from_h * 3600 else 1)
+...         unit = 0.0045 if t >= switch_at_h * 3600 else 0.00027    # gpt-4o vs -mini
+...         usage = Usage(n * unit, n, n, n * 1000, 0, n * 200)
+...         out += update(s, t, 300.0, usage, p)
+...     return out
+>>> [(d.status, d.severity, round(d.starts_at / 3600, 2)) for d in traffic(switch_at_h=30)]
+[('firing', 'warning', 30.17)]
+>>> traffic(switch_at_h=99, volume_from_h=30)     # twice the requests, same unit cost
+[]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from detectors import attribution
+from detectors import episode as episodes
+from detectors.attribution import Usage
+from detectors.decision import Decision
+from detectors.episode import CRITICAL, WARNING, Episode, Transition
+
+NAME = "cost_shift"
+STATE_VERSION = 1
+HOURS_PER_MONTH = 730.0
+# The stream layer hands usage over in steps of about this long (whole buckets): a
+# detector of hour-long windows needs no per-minute judging, and it costs per key.
+STEP_S = 300.0
+HOURS = 24
+# An hour's unit cost is shrunk towards all hours' as if all hours' had this many
+# requests in that hour: an hour with few requests follows the overall unit cost.
+PRIOR_REQUESTS = 100.0
+# Sums of the usage (the first six) and what each window adds to them.
+COST, OK, ATTEMPTS, INPUT, CACHED, OUTPUT = range(6)
+SQ = 6  # long: squared deviation of each step's cost from its expected cost
+EXPECTED = 6  # short: cost the baseline expects at the window's hours and volumes
+USUAL = 7  # short: cost the baseline expects at the window's hours at usual volume
+
+
+def _epoch(value: Any) -> Any:
+    """An event time as epoch seconds: RFC 3339 text (with an offset) or a number."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an RFC 3339 time or epoch seconds") from None
+        if moment.tzinfo is None:
+            raise ValueError(f"{value!r} has no UTC offset (write e.g. 2026-11-02T10:00:00Z)")
+        return moment.timestamp()
+    return value
+
+
+EventTime = Annotated[
+    float,
+    BeforeValidator(_epoch),
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CostShiftParams:
+    """Thresholds of the cost_shift detector (config: detectors.cost_shift)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    enabled: Annotated[bool, Field(description="Run this detector.")] = True
+    min_ratio: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="Fire when unit cost (USD per successful request) is this "
+            "far above baseline; 0.25 = 25 %.",
+        ),
+    ] = 0.25
+    min_z: Annotated[
+        float,
+        Field(
+            ge=0,
+            description="... and this many standard errors above it (per-request "
+            "cost noise, learnt).",
+        ),
+    ] = 3.0
+    warning_usd_per_month: Annotated[
+        float,
+        Field(
+            ge=0,
+            description="... and the excess, projected over a month (730 h) at the "
+            "key's volume, is worth this, USD. No USD/h floor.",
+        ),
+    ] = 100.0
+    critical_usd_per_month: Annotated[
+        float, Field(ge=0, description="Critical when the projected excess is this, USD/month.")
+    ] = 1000.0
+    min_duration_s: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=7 * 86_400,
+            description="Fire once a breach has lasted this long (event time), seconds.",
+        ),
+    ] = 3600.0
+    min_requests: Annotated[
+        float,
+        Field(gt=0, description="Successful requests the short window needs (EW count)."),
+    ] = 30.0
+    window_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=86_400,
+            description="Short window: the recent unit cost, EW time constant, seconds.",
+        ),
+    ] = 3600.0
+    baseline_days: Annotated[
+        float, Field(gt=0, le=90, description="Memory of the baseline, days (EW time constant).")
+    ] = 7.0
+    warmup_s: Annotated[
+        float, Field(ge=0, description="History a key needs before it is judged, seconds.")
+    ] = 86_400.0
+    min_baseline_requests: Annotated[
+        float,
+        Field(ge=0, description="... and successful requests in its baseline (EW count)."),
+    ] = 200.0
+    calm_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=86_400,
+            description="Resolve after the recent unit cost (EW over this "
+            "long) is below baseline x (1 + min_ratio / 2) for this long, seconds.",
+        ),
+    ] = 900.0
+    rearm_s: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=86_400,
+            description="Flap damping: a breach within this long of the "
+            "calm that would resolve an alert continues it; 0: off. Seconds.",
+        ),
+    ] = 3600.0
+    clip_z: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="Once warm, a step dearer than this many standard "
+            "deviations above baseline is learnt clipped there.",
+        ),
+    ] = 3.0
+    accept_from: Annotated[
+        EventTime | None,
+        Field(
+            description="Accept the new level: from this event time (RFC 3339 or epoch "
+            "s) the key's baseline restarts from its current unit cost and its alert "
+            "resolves; once per key and value. Set it per key in overrides."
+        ),
+    ] = None
+    accept_after_s: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            description="Accept the new level by itself once an alert has been "
+            "open this long, seconds (null: never).",
+        ),
+    ] = None
+
+
+@dataclass(slots=True)
+class CostShiftState:
+    """Per-key state: EW sums (long, per hour, short, recent), the breach, the episode."""
+
+    long: list[float]  # cost, ok, attempts, input, cached, output, squared deviation
+    hours: list[float]  # per hour of the UTC day: cost, ok (2 x 24)
+    short: list[float]  # the six usage sums, expected cost, usual cost
+    recent: list[float]  # cost, ok
+    t: float | None = None  # start of the last step
+    since: float | None = None  # start of the learnt history (moves on while not learning)
+    breach_since: float | None = None
+    accepted: float | None = None  # the accept_from already applied
+    episode: Episode | None = None
+
+    @classmethod
+    def new(cls, params: CostShiftParams) -> CostShiftState:
+        # A key first seen after accept_from has nothing to accept.
+        return cls(
+            [0.0] * 7, [0.0] * (2 * HOURS), [0.0] * 8, [0.0] * 2, accepted=params.accept_from
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": STATE_VERSION,
+            "long": list(self.long),
+            "hours": list(self.hours),
+            "short": list(self.short),
+            "recent": list(self.recent),
+            "t": self.t,
+            "since": self.since,
+            "breach_since": self.breach_since,
+            "accepted": self.accepted,
+            "episode": episodes.to_dict(self.episode),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CostShiftState:
+        if data.get("v") != STATE_VERSION:
+            raise ValueError(f"cost_shift state version {data.get('v')!r} != {STATE_VERSION}")
+        return cls(
+            [float(x) for x in data["long"]],
+            [float(x) for x in data["hours"]],
+            [float(x) for x in data["short"]],
+            [float(x) for x in data["recent"]],
+            data["t"],
+            data["since"],
+            data["breach_since"],
+            data["accepted"],
+            episodes.from_dict(data["episode"]),
+        )
+
+    def unit_cost_at(self, t: float) -> float:
+        """The unit cost (USD per successful request) the baseline expects at ``t``'s hour."""
+        long, at = self.long, 2 * _hour(t)
+        overall = long[COST] / long[OK] if long[OK] > 0 else 0.0
+        hours = self.hours
+        return (hours[at] + PRIOR_REQUESTS * overall) / (hours[at + 1] + PRIOR_REQUESTS)
+
+    def usual_requests_per_s(self, t: float, params: CostShiftParams) -> float:
+        """Successful requests per second the baseline expects at ``t``'s hour."""
+        average = self.average_requests_per_s(t, params)
+        total = sum(self.hours[1::2])
+        if total <= 0:
+            return average
+        return average * HOURS * self.hours[2 * _hour(t) + 1] / total
+
+    def average_requests_per_s(self, t: float, params: CostShiftParams) -> float:
+        """The long-run rate of successful requests, per second (all hours)."""
+        if self.since is None or t <= self.since:
+            return 0.0
+        tau = params.baseline_days * 86_400.0
+        return self.long[OK] / (tau * -math.expm1(-(t - self.since) / tau))
+
+    def baseline_usage(self, t: float, params: CostShiftParams) -> Usage | None:
+        """The usage per hour the baseline expects at ``t``'s hour: usual volume, unit
+        cost and per-request tokens (for attributing a spend alert). None: no baseline."""
+        long = self.long
+        ok = long[OK]
+        if ok <= 0:
+            return None
+        volume = self.usual_requests_per_s(t, params) * 3600.0
+        per_request = volume / ok
+        return Usage(
+            volume * self.unit_cost_at(t),
+            volume,
+            long[ATTEMPTS] * per_request,
+            long[INPUT] * per_request,
+            long[CACHED] * per_request,
+            long[OUTPUT] * per_request,
+        )
+
+
+def _hour(t: float) -> int:
+    return int(t // 3600) % HOURS
+
+
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    """What a step's figures are, before deciding."""
+
+    unit: float  # USD per successful request, short window
+    base: float  # expected, same hours and volumes
+    ratio: float  # unit / base - 1
+    z: float
+    volume_per_hour: float  # successful requests/h the excess is projected at
+    rate_per_hour: float  # successful requests/h in the short window
+    excess_per_hour: float  # (unit - base) x volume, USD/h
+    spend_above_usual: bool
+    warm: bool
+    evidence: bool  # enough requests in the short window
+
+
+def update(
+    state: CostShiftState, t: float, dt: float, usage: Usage, params: CostShiftParams
+) -> list[Decision]:
+    """Learn and judge the usage of the step ``[t, t + dt)`` (epoch s; USD, counts).
+
+    Steps at or before the last one are ignored; a gap between steps is time without
+    usage (the sums decay over it).
+    """
+    last = state.t
+    if last is not None and t <= last:
+        return []
+    decisions: list[Decision] = []
+    accept = params.accept_from
+    if accept is not None and accept != state.accepted and t + dt > accept:
+        decisions += _accept(state, max(t, accept), accept_from=accept)
+    gap = dt if last is None else t - last
+    if state.since is None:
+        state.since = t
+    learning = state.episode is None and state.breach_since is None
+    if learning:
+        _decay_long(state, t, gap, params)
+    else:
+        state.since += gap  # time not learnt is not history
+    state.t = t
+    expected_unit = state.unit_cost_at(t)
+    usual_cost = state.usual_requests_per_s(t, params) * dt * expected_unit
+    fs = math.exp(-gap / params.window_s)
+    short = state.short
+    for i in range(6):
+        short[i] = short[i] * fs + usage[i]
+    short[EXPECTED] = short[EXPECTED] * fs + usage[OK] * expected_unit
+    short[USUAL] = short[USUAL] * fs + usual_cost
+    fr = math.exp(-gap / params.calm_s)
+    recent = state.recent
+    recent[0] = recent[0] * fr + usage[COST]
+    recent[1] = recent[1] * fr + usage[OK]
+    judged = _judge(state, t, dt, params)
+    decisions += _decide(state, t, dt, judged, params)
+    if state.episode is None and state.breach_since is None:
+        _learn(state, t, usage, expected_unit, params)
+    return decisions
+
+
+def _decay_long(state: CostShiftState, t: float, gap: float, params: CostShiftParams) -> None:
+    tau = params.baseline_days * 86_400.0
+    f = math.exp(-gap / tau)
+    long = state.long
+    for i in range(7):
+        long[i] *= f
+    last = state.t
+    if last is not None and int(t // 3600) != int(last // 3600):
+        # Hours decay when the hour changes: each is learnt only in its own hour.
+        f = math.exp(-(int(t // 3600) - int(last // 3600)) * 3600.0 / tau)
+        state.hours = [x * f for x in state.hours]
+
+
+def _learn(
+    state: CostShiftState, t: float, usage: Usage, expected_unit: float, params: CostShiftParams
+) -> None:
+    """Add the step to the baseline; once warm, a dear step is learnt clipped (at
+    ``clip_z`` standard deviations, and at least half of ``min_ratio``, above what the
+    baseline expects), so a shift not yet alerted on does not teach the baseline that it
+    is normal, while a slow drift below the alerting ratio is still followed."""
+    long = state.long
+    cost, ok = usage[COST], usage[OK]
+    if long[OK] > 0:  # the noise around a baseline, once there is one to compare with
+        expected = expected_unit * ok
+        if _warm(state, t, params):
+            sd = math.sqrt(long[SQ] / long[OK] * ok)
+            cap = max(expected * (1.0 + params.min_ratio / 2), expected + params.clip_z * sd)
+            cost = min(cost, cap)
+        d = cost - expected
+        long[SQ] += d * d
+    long[COST] += cost
+    for i in range(1, 6):
+        long[i] += usage[i]
+    at = 2 * _hour(t)
+    state.hours[at] += cost
+    state.hours[at + 1] += ok
+
+
+def _warm(state: CostShiftState, t: float, params: CostShiftParams) -> bool:
+    history = t - (state.since if state.since is not None else t)
+    return history >= params.warmup_s and state.long[OK] >= params.min_baseline_requests
+
+
+def _judge(state: CostShiftState, t: float, dt: float, params: CostShiftParams) -> _Judged:
+    short, long = state.short, state.long
+    ok = short[OK]
+    unit = short[COST] / ok if ok > 0 else 0.0
+    base = short[EXPECTED] / ok if ok > 0 else 0.0
+    ratio = unit / base - 1.0 if base > 0 else 0.0
+    # Steady traffic of r per second keeps an EW sum at r x dt / (1 - e^(-dt / window)).
+    per_s = -math.expm1(-dt / params.window_s) / dt
+    rate = ok * per_s * 3600.0
+    volume = max(rate, state.average_requests_per_s(t, params) * 3600.0)
+    variance = long[SQ] / long[OK] if long[OK] > 0 else 0.0
+    se = math.sqrt(variance / ok) if ok > 0 else 0.0
+    z = (unit - base) / se if se > 0 else (math.inf if unit > base else 0.0)
+    return _Judged(
+        unit,
+        base,
+        ratio,
+        z,
+        volume,
+        rate,
+        (unit - base) * volume,
+        short[COST] > short[USUAL],
+        _warm(state, t + dt, params),
+        ok >= params.min_requests,
+    )
+
+
+def _decide(
+    state: CostShiftState, t: float, dt: float, j: _Judged, params: CostShiftParams
+) -> list[Decision]:
+    month = j.excess_per_hour * HOURS_PER_MONTH
+    breach = (
+        j.warm
+        and j.evidence
+        and j.ratio >= params.min_ratio
+        and j.z >= params.min_z
+        and month >= params.warning_usd_per_month
+        and j.spend_above_usual
+    )
+    calm_n = episodes.rearm_buckets(params.calm_s, dt) or 1
+    rearm_n = episodes.rearm_buckets(params.rearm_s, dt)
+    episode = state.episode
+    transitions: list[Transition] = []
+    if episode is not None and episode.firing:
+        critical = month >= params.critical_usd_per_month
+        if episode.severity == WARNING and breach and critical and episode.calm == 0:
+            # Escalation: the warning resolves and a critical alert fires (two alerts).
+            transitions = episode.close(t)
+            state.episode = Episode(True, CRITICAL, t)
+            transitions.append(Transition("firing", CRITICAL, t))
+        else:
+            recent_breach, recent_elevated = _recent(state, j, params)
+            state.episode, transitions = episodes.advance(
+                episode,
+                t,
+                dt,
+                recent_breach,
+                recent_elevated,
+                episode.severity,
+                consecutive=1,
+                calm_needed=calm_n,
+                rearm_buckets=rearm_n,
+            )
+        accept_after = params.accept_after_s
+        opened = state.episode
+        if (
+            accept_after is not None
+            and opened is not None
+            and opened.firing
+            and t + dt - opened.started_at >= accept_after
+        ):
+            end = max(t, opened.started_at + accept_after)
+            return _decisions(transitions, j, params) + _accept(state, end, by="accept_after_s")
+    else:
+        elevated = (
+            j.warm
+            and j.evidence
+            and j.ratio >= params.min_ratio / 2
+            and month >= params.warning_usd_per_month / 2
+        )
+        if breach:
+            if state.breach_since is None:
+                state.breach_since = t
+        elif not elevated:
+            state.breach_since = None
+        since = state.breach_since
+        lasted = breach and since is not None and t + dt - since >= params.min_duration_s
+        severity = CRITICAL if month >= params.critical_usd_per_month else WARNING
+        state.episode, transitions = episodes.advance(
+            episode,
+            t,
+            dt,
+            lasted,
+            lasted,
+            severity,
+            consecutive=1,
+            calm_needed=calm_n,
+            began_at=since,
+            rearm_buckets=rearm_n,
+        )
+    if any(tr.status == "resolved" for tr in transitions):
+        state.breach_since = None
+    return _decisions(transitions, j, params, state)
+
+
+def _recent(state: CostShiftState, j: _Judged, params: CostShiftParams) -> tuple[bool, bool]:
+    """(breach, elevated) of the recent window, which judges an open alert."""
+    cost, ok = state.recent
+    if ok <= 0 or j.base <= 0 or not j.evidence:
+        return False, False
+    unit = cost / ok
+    ratio = unit / j.base - 1.0
+    month = (unit - j.base) * j.volume_per_hour * HOURS_PER_MONTH
+    breach = ratio >= params.min_ratio and month >= params.warning_usd_per_month
+    elevated = ratio >= params.min_ratio / 2 and month >= params.warning_usd_per_month / 2
+    return breach, elevated
+
+
+def _decisions(
+    transitions: list[Transition],
+    j: _Judged,
+    params: CostShiftParams,
+    state: CostShiftState | None = None,
+) -> list[Decision]:
+    if not transitions:
+        return []
+    values = {
+        "observed": j.unit,
+        "baseline": j.base,
+        "ratio": j.unit / j.base if j.base > 0 else 0.0,
+        "z": j.z if math.isfinite(j.z) else 0.0,
+        "threshold": j.base * (1.0 + params.min_ratio),
+        "money_at_risk_usd_per_hour": max(0.0, j.excess_per_hour),
+        "excess_usd_per_month": max(0.0, j.excess_per_hour * HOURS_PER_MONTH),
+        "requests_per_hour": j.rate_per_hour,
+    }
+    out = []
+    for tr in transitions:
+        mine = values
+        notes: dict[str, str] = {}
+        if tr.status == "firing" and state is not None:
+            split = shift_attribution(state, j)
+            if split is not None:
+                mine = {**values, **split.values()}
+                notes["attribution"] = split.text()
+        decision = Decision.of(NAME, tr, mine)
+        out.append(replace(decision, notes=notes) if notes else decision)
+    return out
+
+
+def shift_attribution(state: CostShiftState, j: _Judged) -> attribution.Attribution | None:
+    """The unit-cost excess split into drivers: both ends at the same volume (the one it
+    is projected at), so volume carries none of it; per-request tokens, failures and
+    cache share from the long sums and the short window; price closes each end."""
+    long, short = state.long, state.short
+    if long[OK] <= 0 or short[OK] <= 0:
+        return None
+    volume = j.volume_per_hour
+
+    def at(sums: list[float], unit: float) -> Usage:
+        per = volume / sums[OK]
+        return Usage(
+            unit * volume,
+            volume,
+            sums[ATTEMPTS] * per,
+            sums[INPUT] * per,
+            sums[CACHED] * per,
+            sums[OUTPUT] * per,
+        )
+
+    return attribution.split(at(long, j.base), at(short, j.unit), j.excess_per_hour)
+
+
+def _accept(
+    state: CostShiftState, t: float, *, accept_from: float | None = None, by: str = "accept_from"
+) -> list[Decision]:
+    """Take the current level as the baseline from ``t``: per-request levels from the
+    short window, the unit-cost profile scaled by the shift; close any alert at ``t``."""
+    if accept_from is not None:
+        state.accepted = accept_from
+    long, short = state.long, state.short
+    ok = short[OK]
+    if ok > 0 and long[OK] > 0 and short[EXPECTED] > 0:
+        ratio = short[COST] / short[EXPECTED]
+        long[COST] *= ratio
+        long[SQ] *= ratio * ratio
+        for i in (ATTEMPTS, INPUT, CACHED, OUTPUT):
+            long[i] = long[OK] * short[i] / ok
+        state.hours[0::2] = [x * ratio for x in state.hours[0::2]]
+        short[EXPECTED] = short[COST]
+        short[USUAL] *= ratio
+    state.breach_since = None
+    episode, state.episode = state.episode, None
+    if episode is None:
+        return []
+    values = {"accepted_at": t}
+    return [
+        replace(Decision.of(NAME, tr, values), notes={"resolved_by": by}) for tr in episode.close(t)
+    ]

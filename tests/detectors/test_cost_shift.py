@@ -1,0 +1,358 @@
+"""cost_shift: unit-cost shifts fire at any $/h once they last, volume alone never does."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors import cost_shift
+from detectors.attribution import Usage
+from detectors.cost_shift import CostShiftParams, CostShiftState
+from detectors.decision import Decision
+
+STEP = 300.0
+HOUR = 3600.0
+DAY = 86_400.0
+START = 1_793_577_600.0  # 2026-11-02T00:00:00Z
+PARAMS = CostShiftParams()
+# USD per million tokens: input, cached input, output.
+PRICES = {"gpt-4o-mini": (0.15, 0.075, 0.60), "gpt-4o": (2.50, 1.25, 10.0)}
+
+
+@dataclass(frozen=True)
+class Mix:
+    """What a request looks like: model, mean tokens, cache-hit share, failures."""
+
+    model: str = "gpt-4o-mini"
+    input_tokens: float = 1000.0
+    output_tokens: float = 200.0
+    cache_share: float = 0.0  # share of input tokens read from the cache
+    failed_share: float = 0.0  # failed attempts per successful request (retried)
+    volume: float = 1.0  # x the base request rate
+
+
+def diurnal(t: float, peak_to_trough: float) -> float:
+    phase = 2 * math.pi * ((t % DAY) / DAY - 15 / 24)
+    amplitude = (peak_to_trough - 1) / (peak_to_trough + 1)
+    return 1 + amplitude * math.cos(phase)
+
+
+def unit_cost(mix: Mix) -> float:
+    """USD per successful request of a mix without noise (failed attempts cost input)."""
+    p_in, p_cached, p_out = PRICES[mix.model]
+    cached = mix.input_tokens * mix.cache_share
+    request = ((mix.input_tokens - cached) * p_in + cached * p_cached) / 1e6
+    request += mix.output_tokens * p_out / 1e6
+    failed = mix.input_tokens * p_in / 1e6
+    return request + mix.failed_share * failed
+
+
+def traffic(
+    days: float,
+    mix: Callable[[float], Mix],
+    *,
+    per_hour: float = 165.0,
+    seed: int | None = 1,
+    peak_to_trough: float = 2.5,
+    sigma: float = 0.6,
+) -> list[tuple[float, Usage]]:
+    """(step start, usage) per 5-minute step. ``seed=None``: no noise (exact rates, exact
+    tokens, no diurnal cycle); else Poisson requests, lognormal tokens, a daily cycle."""
+    rng = np.random.default_rng(seed) if seed is not None else None
+    out = []
+    for step in range(int(days * DAY / STEP)):
+        t = START + step * STEP
+        m = mix(t)
+        p_in, p_cached, p_out = PRICES[m.model]
+        if rng is None:
+            n = per_hour * m.volume * STEP / HOUR
+            inp, outp = n * m.input_tokens, n * m.output_tokens
+            failed = n * m.failed_share
+        else:
+            lam = per_hour * m.volume * STEP / HOUR * diurnal(t, peak_to_trough)
+            n = float(rng.poisson(lam))
+            k = int(n)
+            # Lognormal tokens whose mean is the mix's (so unit_cost is the expected cost).
+            shift = sigma * sigma / 2
+            inp = float(rng.lognormal(math.log(m.input_tokens) - shift, sigma, k).sum())
+            outp = float(rng.lognormal(math.log(m.output_tokens) - shift, sigma, k).sum())
+            failed = float(rng.binomial(k, min(1.0, m.failed_share))) if k else 0.0
+        cached = inp * m.cache_share
+        cost = ((inp - cached) * p_in + cached * p_cached + outp * p_out) / 1e6
+        failed_input = failed * m.input_tokens
+        cost += failed_input * p_in / 1e6
+        # Input tokens are counted apart from cache reads, as events count them.
+        out.append((t, Usage(cost, n, n + failed, inp - cached + failed_input, cached, outp)))
+    return out
+
+
+def run(
+    series: list[tuple[float, Usage]],
+    params: CostShiftParams = PARAMS,
+    state: CostShiftState | None = None,
+    params_at: Callable[[float], CostShiftParams] | None = None,
+) -> tuple[list[tuple[float, Decision]], CostShiftState]:
+    """Decisions with the end of the step that made them, and the state."""
+    state = state or CostShiftState.new(params)
+    out = []
+    for t, usage in series:
+        p = params_at(t) if params_at else params
+        out += [(t + STEP, d) for d in cost_shift.update(state, t, STEP, usage, p)]
+    return out, state
+
+
+def at(day: float, hour: float = 0.0) -> float:
+    return START + day * DAY + hour * HOUR
+
+
+def switch(when: float, before: Mix, after: Mix, until: float = math.inf):
+    return lambda t: after if when <= t < until else before
+
+
+MINI, FOUR_O = Mix(), Mix(model="gpt-4o")
+
+
+def test_a_model_switch_at_the_same_volume_worth_70_cents_an_hour_fires_in_the_second_hour():
+    onset = at(3, 10)
+    excess = (unit_cost(FOUR_O) - unit_cost(MINI)) * 165
+    assert excess == pytest.approx(0.70, abs=0.01)  # $/h: far under spend_spike's $3/h
+    decisions, _ = run(traffic(4, switch(onset, MINI, FOUR_O)))
+    assert [(d.status, d.severity) for _, d in decisions] == [("firing", "warning")]
+    fired_at, firing = decisions[0]
+    assert onset + HOUR <= fired_at <= onset + 1.5 * HOUR
+    assert onset <= firing.starts_at <= onset + 0.5 * HOUR
+    assert firing.values["ratio"] > 5
+    assert 100 <= firing.values["excess_usd_per_month"] <= 600
+    shares = {k: v for k, v in firing.values.items() if k.endswith("_pct")}
+    assert shares["excess_model_mix_pct"] > 90
+    assert abs(shares["excess_volume_pct"]) < 1
+    assert firing.notes["attribution"].split(": ")[1].startswith("model mix +")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_twice_the_requests_at_the_same_unit_cost_never_fires(seed):
+    doubled = Mix(volume=2.0)
+    decisions, _ = run(
+        traffic(6, switch(at(3, 10), FOUR_O, replace(doubled, model="gpt-4o")), seed=seed)
+    )
+    assert decisions == []
+
+
+@pytest.mark.parametrize(
+    ("name", "after", "driver"),
+    [
+        ("prompt doubles", replace(FOUR_O, input_tokens=2000.0), "input_tokens"),
+        ("output grows", replace(FOUR_O, output_tokens=500.0), "output_tokens"),
+        (
+            "cache stops hitting",
+            replace(FOUR_O, input_tokens=4000.0, output_tokens=100.0, cache_share=0.05),
+            "cache",
+        ),
+        ("retries", replace(FOUR_O, failed_share=1.0), "retries"),
+    ],
+)
+def test_each_driver_of_unit_cost_fires_and_is_named(name, after, driver):
+    before = (
+        replace(FOUR_O, input_tokens=4000.0, output_tokens=100.0, cache_share=0.6)
+        if driver == "cache"
+        else FOUR_O
+    )
+    assert unit_cost(after) / unit_cost(before) > 1.3, name
+    onset = at(3, 10)
+    decisions, _ = run(traffic(4, switch(onset, before, after)))
+    firing = [(t, d) for t, d in decisions if d.status == "firing"]
+    assert firing, name
+    fired_at, d = firing[0]
+    # A 25-35 % shift needs most of the window at its new level: it fires later.
+    assert onset + HOUR <= fired_at <= onset + 4 * HOUR, name
+    pct = {k[len("excess_") : -len("_pct")]: v for k, v in d.values.items() if k.endswith("_pct")}
+    assert max(pct, key=pct.__getitem__) == driver, (name, pct)
+    if driver == "cache":
+        # (The baseline learnt the first minutes of the change, before it breached.)
+        assert re.search(r"cache hits 5\d % -> [4-7] %", d.notes["attribution"])
+
+
+def exact_switch(factor_per_request: float, per_hour: float, params=PARAMS, days=3.0):
+    """A noise-free mini -> 'factor x mini' unit-cost switch on day 2 at 10:00."""
+    before = Mix()
+    after = replace(
+        Mix(), input_tokens=1000.0 * factor_per_request, output_tokens=200.0 * factor_per_request
+    )
+    series = traffic(days, switch(at(2, 10), before, after), per_hour=per_hour, seed=None)
+    monthly = (unit_cost(after) - unit_cost(before)) * per_hour * 730
+    return run(series, params)[0], monthly
+
+
+@pytest.mark.parametrize(("per_hour", "fires"), [(480.0, False), (560.0, True)])
+def test_the_100_usd_a_month_floor_is_judged_on_the_projected_excess(per_hour, fires):
+    decisions, monthly = exact_switch(2.0, per_hour)
+    assert (monthly > PARAMS.warning_usd_per_month) is fires
+    assert abs(monthly - 100) < 15  # just either side
+    assert bool(decisions) is fires
+    if fires:
+        assert decisions[0][1].severity == "warning"
+
+
+@pytest.mark.parametrize(("per_hour", "severity"), [(4300.0, "warning"), (5600.0, "critical")])
+def test_critical_from_1000_usd_a_month(per_hour, severity):
+    decisions, monthly = exact_switch(2.0, per_hour)
+    assert abs(monthly - 1000) < 200
+    assert (monthly >= 1000) is (severity == "critical")
+    firing = [d for _, d in decisions if d.status == "firing"]
+    assert firing[-1].severity == severity
+
+
+def test_a_warning_escalates_to_critical_once_as_two_alerts():
+    # Worth ~$1,200/month once the window has the new level, ~$760 when it first fires.
+    decisions, monthly = exact_switch(2.0, 6700.0 / 1.0, CostShiftParams(), days=3)
+    statuses = [(d.status, d.severity) for _, d in decisions]
+    assert monthly > 1000
+    assert statuses in (
+        [("firing", "critical")],
+        [("firing", "warning"), ("resolved", "warning"), ("firing", "critical")],
+    )
+
+
+@pytest.mark.parametrize("min_duration_s", [1800.0, 3600.0, 7200.0])
+def test_it_fires_at_the_end_of_the_step_where_the_breach_has_lasted_min_duration(min_duration_s):
+    params = CostShiftParams(min_duration_s=min_duration_s)
+    decisions, _ = exact_switch(15.0, 165.0, params)
+    ((fired_at, firing),) = decisions
+    assert fired_at - firing.starts_at == min_duration_s  # not one step before
+
+
+@pytest.mark.parametrize(("minutes", "fires"), [(30, False), (150, True)])
+def test_a_shift_shorter_than_min_duration_never_fires(minutes, fires):
+    onset = at(3, 10)
+    series = traffic(4, switch(onset, MINI, FOUR_O, until=onset + minutes * 60))
+    decisions, _ = run(series, CostShiftParams(min_duration_s=2 * HOUR))
+    assert any(d.status == "firing" for _, d in decisions) is fires
+
+
+def test_it_resolves_soon_after_unit_cost_returns():
+    onset, back = at(3, 10), at(3, 16)
+    decisions, state = run(traffic(5, switch(onset, MINI, FOUR_O, until=back)))
+    assert [d.status for _, d in decisions] == ["firing", "resolved"]
+    (_, firing), (resolved_at, resolved) = decisions
+    assert resolved.starts_at == firing.starts_at
+    assert back <= resolved.ends_at <= back + HOUR  # when the calm began
+    assert resolved_at <= back + 2.5 * HOUR  # held rearm_s for flaps
+    assert state.episode is None and state.breach_since is None
+
+
+def test_accept_from_resolves_the_alert_and_the_new_level_stays_quiet():
+    onset, accepted = at(3, 10), at(3, 14)
+    series = traffic(8, switch(onset, MINI, FOUR_O))
+    accepting = CostShiftParams(accept_from=accepted)
+    decisions, state = run(series, params_at=lambda t: accepting if t >= at(3, 13) else PARAMS)
+    assert [(d.status, d.ends_at) for _, d in decisions] == [
+        ("firing", None),
+        ("resolved", accepted),
+    ]
+    assert decisions[1][1].notes == {"resolved_by": "accept_from"}
+    assert state.accepted == accepted
+    # The baseline restarted at the gpt-4o level: it stays quiet there for days.
+    assert state.unit_cost_at(at(7, 10)) == pytest.approx(unit_cost(FOUR_O), rel=0.15)
+
+
+def test_accept_from_is_read_from_rfc3339_and_a_key_first_seen_after_it_has_nothing_to_accept():
+    from pydantic import TypeAdapter
+
+    params = TypeAdapter(CostShiftParams).validate_python({"accept_from": "2026-11-05T14:00:00Z"})
+    assert params.accept_from == at(3, 14)
+    assert CostShiftState.new(params).accepted == at(3, 14)
+    with pytest.raises(ValueError, match="RFC 3339"):
+        TypeAdapter(CostShiftParams).validate_python({"accept_from": "next tuesday"})
+
+
+def test_accept_after_s_accepts_an_alert_open_that_long_by_itself():
+    params = CostShiftParams(accept_after_s=6 * HOUR)
+    decisions, _ = run(traffic(6, switch(at(3, 10), MINI, FOUR_O)), params)
+    assert [d.status for _, d in decisions] == ["firing", "resolved"]
+    firing, resolved = decisions[0][1], decisions[1][1]
+    assert resolved.ends_at == firing.starts_at + 6 * HOUR
+    assert resolved.notes == {"resolved_by": "accept_after_s"}
+
+
+def test_a_customer_whose_cheap_traffic_stops_costs_more_per_request_but_does_not_fire():
+    """Per customer, unit cost is a mix: the cheap endpoint going quiet raises it, while
+    spend falls. Not a shift that costs money."""
+    cheap = traffic(5, lambda t: Mix(volume=0.0 if t >= at(3, 10) else 1.0), per_hour=3000.0)
+    dear = traffic(5, lambda t: FOUR_O, per_hour=165.0, seed=2)
+    merged = [
+        (t, Usage(*(a + b for a, b in zip(u, v, strict=True))))
+        for (t, u), (_, v) in zip(cheap, dear, strict=True)
+    ]
+    decisions, _ = run(merged)
+    assert decisions == []
+
+
+@pytest.mark.parametrize(
+    ("seed", "mix", "per_hour"),
+    [
+        (11, MINI, 165.0),
+        (12, FOUR_O, 40.0),  # sparse and dear: $0.18/h, noisy unit cost
+        (13, replace(FOUR_O, input_tokens=8000.0, output_tokens=800.0), 60.0),  # ~$1.7/h
+        (14, replace(FOUR_O, cache_share=0.5, failed_share=0.03), 2000.0),
+        (15, MINI, 20_000.0),
+    ],
+)
+def test_fourteen_clean_days_with_poisson_noise_and_a_daily_cycle_never_fire(seed, mix, per_hour):
+    decisions, state = run(traffic(14, lambda t: mix, per_hour=per_hour, seed=seed, sigma=0.8))
+    assert decisions == []
+    assert state.breach_since is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 50),
+            st.floats(0, 1000),
+            st.floats(0, 1),
+            st.floats(0, 2e6),
+            st.floats(0, 1),
+            st.floats(0, 1e5),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(1, 40),
+)
+def test_state_round_trips_through_json_and_continues_identically(steps, gap):
+    params = CostShiftParams(warmup_s=0, min_baseline_requests=0, min_requests=1)
+    state = CostShiftState.new(params)
+    for i, (cost, ok, failed, inp, cached, out) in enumerate(steps):
+        usage = Usage(cost, ok, ok * (1 + failed), inp, inp * cached, out)
+        cost_shift.update(state, START + i * gap * STEP, STEP, usage, params)
+    raw = json.dumps(state.to_dict())
+    restored = CostShiftState.from_dict(json.loads(raw))
+    assert restored.to_dict() == state.to_dict()
+    t = START + len(steps) * gap * STEP
+    usage = Usage(5.0, 100.0, 100.0, 1e5, 0.0, 1e4)
+    assert cost_shift.update(restored, t, STEP, usage, params) == cost_shift.update(
+        state, t, STEP, usage, params
+    )
+    assert restored.to_dict() == state.to_dict()
+
+
+def test_a_keys_state_stays_under_2_kb_as_json_even_with_an_alert_open():
+    decisions, state = run(traffic(14, switch(at(13, 10), MINI, FOUR_O), per_hour=5000.0))
+    assert state.episode is not None and state.episode.firing
+    size = len(orjson.dumps(state.to_dict()))
+    assert size < 2048, size
+
+
+def test_an_old_state_version_is_refused():
+    data = CostShiftState.new(PARAMS).to_dict()
+    with pytest.raises(ValueError, match="version"):
+        CostShiftState.from_dict({**data, "v": 0})
