@@ -59,6 +59,10 @@ ERROR_MODEL_ONLY = ("failed", "cached_input_tokens", "cache_write_tokens")
 # invalid UTF-8 in an unknown field's name or value. Until fixed, such bytes make an event
 # "either" instead of "refuse" (strategies.py marks them with this reason).
 UNKNOWN_FIELD_UTF8 = "invalid UTF-8 in an unknown field (known defect)"
+# And: the models' JSON reader takes NaN, Infinity and -Infinity, which JSON does not
+# have; only fields that ask for finite numbers refuse them. Until fixed, a message with
+# one is "either" where it would otherwise be accepted.
+NAN_LITERAL = "NaN or Infinity, not JSON (known defect)"
 
 
 def judge_body(kind: str, body: Any) -> tuple[str, str]:
@@ -122,10 +126,6 @@ def judge_ts(ts: Any) -> tuple[str, str]:
     return ACCEPT, "valid"
 
 
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")
-
-
 def judge_bytes(kind: str, raw: bytes) -> tuple[str, str]:
     """The verdict on arbitrary bytes (parsed here with Python's strict JSON reader)."""
     if not raw:
@@ -138,11 +138,12 @@ def judge_bytes(kind: str, raw: bytes) -> tuple[str, str]:
         return REFUSE, "not UTF-8"
     if not text.lstrip(" \t\r\n").startswith("{"):
         return REFUSE, "not an object"
+    constants: list[str] = []  # NaN, Infinity, -Infinity: not JSON
     try:
-        body = json.loads(text, parse_constant=_refuse_constant)
+        body = json.loads(text, parse_constant=lambda name: constants.append(name) or float(name))
     except RecursionError:
         return EITHER, "nested deeper than Python's reader follows"
-    except ValueError as exc:  # JSONDecodeError, NaN, more than 4,300 digits
+    except ValueError as exc:  # JSONDecodeError, more than 4,300 digits
         return (
             (EITHER, "an integer too long to read")
             if "digits" in str(exc)
@@ -153,10 +154,12 @@ def judge_bytes(kind: str, raw: bytes) -> tuple[str, str]:
         )
     if _has_lone_surrogate(body):
         return REFUSE, "a lone surrogate"
-    if _has_infinity(body):
-        verdict, why = judge_body(kind, body)
-        return (REFUSE, why) if verdict == REFUSE else (EITHER, "a number beyond float range")
-    return judge_body(kind, body)
+    verdict, why = judge_body(kind, body)
+    if verdict == ACCEPT and constants:
+        return EITHER, NAN_LITERAL
+    if verdict == ACCEPT and _has_infinity(body):
+        return EITHER, "a number beyond float range"
+    return verdict, why
 
 
 def _walk(body: Any) -> Iterator[Any]:

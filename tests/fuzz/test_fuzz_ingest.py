@@ -102,6 +102,25 @@ def test_invalid_utf8_in_an_unknown_field_is_refused(extra):
 
 @pytest.mark.xfail(
     strict=True,
+    reason="issue 11: the models' JSON reader takes NaN and Infinity, which JSON does not have, "
+    "where no field asks for a finite number; when fixed, drop NAN_LITERAL from tests/fuzz/",
+)
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [
+        ("usage", b'"x":NaN'),
+        ("usage", b'"x":[Infinity]'),
+        ("errors", b'"x":-Infinity'),
+        ("errors", b'"retry_after_s":Infinity'),
+    ],
+)
+def test_nan_and_infinity_are_refused_wherever_they_stand(kind, extra):
+    assert isinstance(handle(encode(GOOD[kind], Frame()), kind), Priced)
+    assert isinstance(handle(with_field(GOOD[kind], extra), kind), DeadLetter)
+
+
+@pytest.mark.xfail(
+    strict=True,
     reason="issue 11: ErrorEvent reads failed, cached_input_tokens and cache_write_tokens, "
     "which the error contract does not have (unknown fields are ignored); when fixed, drop "
     "ERROR_MODEL_ONLY from tests/fuzz/contract.py",

@@ -108,8 +108,11 @@ def _bad_lines(kind: str, count: int) -> st.SearchStrategy[list[tuple[int, bytes
     positions favour the start and the end of the file."""
     position = st.one_of(st.just(0), st.just(count), st.integers(0, count))
     line = bad_messages(kind).filter(lambda m: b"\n" not in m.raw)
-    pairs = st.tuples(position, line).filter(lambda p: not (p[0] == 0 and p[1].why == FUTURE))
-    return st.lists(pairs.map(lambda p: (p[0], p[1].raw)), max_size=6)
+    # Until the defect pinned below is fixed: not two lines from the future before the first.
+    bad = st.lists(st.tuples(position, line), max_size=6).filter(
+        lambda bad: sum(p == 0 and m.why == FUTURE for p, m in bad) < 2
+    )
+    return bad.map(lambda bad: [(p, m.raw) for p, m in bad])
 
 
 def among(good: list[bytes], bad: list[tuple[int, bytes]]) -> list[bytes]:
@@ -119,27 +122,32 @@ def among(good: list[bytes], bad: list[tuple[int, bytes]]) -> list[bytes]:
     return lines
 
 
-@pytest.mark.xfail(
+_TWO = pytest.mark.xfail(
     strict=True,
-    reason="issue 11: a file's first line is not judged for skew on reading; it waits in the "
-    "merge until the other file has gone by. When fixed, drop the position-0 FUTURE filter "
-    "in _bad_lines.",
+    reason="issue 11: a file's first event is judged against its second, which may be as far "
+    "ahead; then it waits in the merge until the other file has gone by. When fixed, drop "
+    "the FUTURE filter in _bad_lines.",
 )
+
+
 @pytest.mark.parametrize("kind", [USAGE, ERRORS])
-def test_a_line_from_2099_before_the_first_good_one_changes_no_alert(folder, clean, kind):
+@pytest.mark.parametrize("count", [1, pytest.param(2, marks=_TWO)])
+def test_lines_from_2099_before_the_first_good_one_change_no_alert(folder, clean, kind, count):
     good = {USAGE: USAGE_LINES, ERRORS: ERROR_LINES}
-    future = encode(
-        [*GOOD[kind][2:], ("event_id", "ev-2099"), ("ts", "2099-01-01T00:00:00Z")], Frame()
-    )
+    future = [
+        encode(
+            [*GOOD[kind][2:], ("event_id", f"ev-2099-{n}"), ("ts", "2099-01-01T00:00:00Z")], Frame()
+        )
+        for n in range(count)
+    ]
     files = {k: folder / f"first-{k}.jsonl" for k in good}
     for k, path in files.items():
-        write_lines(path, [future, *good[k]] if k == kind else good[k])
+        write_lines(path, [*future, *good[k]] if k == kind else good[k])
     replayed = replay(files[USAGE], files[ERRORS])
-    assert dict(replayed.stats.rejected) == {"ts_in_future": 1}
+    assert dict(replayed.stats.rejected) == {"ts_in_future": count}
     assert replayed.alerts == clean.alerts
 
 
-# Until the defect above is fixed, a line too far ahead is not put before the first good one.
 @HEAVY
 @given(_bad_lines(USAGE, len(USAGE_LINES)), _bad_lines(ERRORS, len(ERROR_LINES)))
 def test_bad_lines_among_good_traffic_change_no_alert_of_a_replay(folder, clean, usage, errors):
