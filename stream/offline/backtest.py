@@ -71,8 +71,12 @@ class Episode:
     def overlaps(self, other: Episode) -> bool:
         end = math.inf if self.end is None else self.end
         other_end = math.inf if other.end is None else other.end
-        # An episode shorter than a bucket still overlaps an episode it starts inside.
-        return self.start <= other_end and other.start <= end
+        # Half-open: an episode ending where another starts (a warning escalated to
+        # critical) does not overlap it; one shorter than a bucket still overlaps an
+        # episode it starts inside, or at the start of.
+        if self.start == other.start:
+            return True
+        return self.start < other_end and other.start < end
 
     def to_json(self) -> dict[str, Any]:
         return {

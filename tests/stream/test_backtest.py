@@ -216,3 +216,16 @@ def test_backtest_against_retry_storm_off_for_one_customer_removes_exactly_its_s
         (d["day"], d["alertname"]): d["alerts"] for d in result["runs"][0]["alerts_per_day"]
     }
     assert sum(per_day_first.values()) == len(first)
+
+
+def test_an_escalation_is_not_one_episode_overlapping_the_next():
+    """A warning that ends where its critical successor starts does not overlap it; a
+    zero-length episode at another's start, or inside it, does."""
+    from stream.offline.backtest import Episode
+
+    key = (("customer_id", "acme"),)
+    warning = Episode("margin_breach", key, "warning", 0.0, 3600.0)
+    critical = Episode("margin_breach", key, "critical", 3600.0, None)
+    assert not warning.overlaps(critical) and not critical.overlaps(warning)
+    assert Episode("x", key, "warning", 3600.0, 3600.0).overlaps(critical)
+    assert Episode("x", key, "warning", 60.0, 60.0).overlaps(warning)
