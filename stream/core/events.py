@@ -351,6 +351,13 @@ _UNSET = msgspec.UNSET
 def _fast_record(raw: bytes | str, usage: bool) -> EventRecord | None:
     """The record if ``raw`` (a usage event if ``usage``, else an error event) has the plain
     well-formed shape; None: ask the model."""
+    # msgspec skips an unknown field without checking its UTF-8; the model refuses such
+    # a message (invalid_utf8). Only non-ASCII input needs the check, and is rare.
+    if type(raw) is bytes and not raw.isascii():
+        try:
+            raw.decode()
+        except UnicodeDecodeError:
+            return None
     try:
         wire: _UsageWire | _ErrorWire = (_USAGE_WIRE if usage else _ERROR_WIRE).decode(raw)
     except (msgspec.DecodeError, ValueError, RecursionError):
