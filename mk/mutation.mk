@@ -1,0 +1,27 @@
+# Mutation testing of detectors/ with mutmut 3 (configured in pyproject.toml, [tool.mutmut]).
+# mutmut mutates a copy, never the files it is given: the copy lives in out/mutation/, so
+# nothing in the working tree changes while others work in it. Each mutant runs only the
+# fast detector tests that reach the mutated function (tests/detectors and the doctests of
+# detectors/), two at a time. Not part of `make test`: a full run takes 15-30 minutes.
+# mutmut 3 mutates code inside functions only: the detectors' parameter defaults (the
+# README's numbers) are pinned by tests/detectors/test_readme_numbers.py instead.
+MUTATION_DIR ?= out/mutation
+MUTATION_JOBS ?= 2
+MUTMUT = $(abspath $(VENV))/bin/mutmut
+
+.PHONY: mutation
+
+## mutation: mutation score of detectors/ against its fast tests (out/mutation/; 15-30 min)
+mutation: install
+	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)
+	tar -c --exclude=__pycache__ --exclude=.hypothesis pyproject.toml detectors tests \
+		| tar -x -C $(MUTATION_DIR)
+	cd $(MUTATION_DIR) && PYTHONPATH=$(CURDIR)/mk $(MUTMUT) run --max-children $(MUTATION_JOBS)
+	cd $(MUTATION_DIR) && PYTHONPATH=$(CURDIR)/mk $(MUTMUT) export-cicd-stats >/dev/null
+	cd $(MUTATION_DIR) && PYTHONPATH=$(CURDIR)/mk $(MUTMUT) results > survivors.txt || true
+	$(PY) -c 'import json, sys; s = json.load(open(sys.argv[1])); \
+		print(f"mutation score: {s[\"killed\"]} killed / {s[\"total\"]} mutants; " \
+		f"{s[\"survived\"]} survived, {s[\"timeout\"]} timed out, {s[\"no_tests\"]} untested, " \
+		f"{s[\"suspicious\"]} suspicious (list: $(MUTATION_DIR)/survivors.txt, " \
+		"diff: cd $(MUTATION_DIR) && mutmut show NAME)")' \
+		$(MUTATION_DIR)/mutants/mutmut-cicd-stats.json
