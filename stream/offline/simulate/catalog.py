@@ -241,10 +241,6 @@ class _Planner:
         self.outage = outage
         self.used: set[int] = set()  # customers with an incident
         self.draw = "uniform"  # how the incident being planned draws its key
-        rate: dict[int, float] = {}
-        for ep in world.endpoints:
-            rate[ep.model] = rate.get(ep.model, 0.0) + ep.rate_per_min
-        self.model_rate = rate
 
     def plan(self, id_: str, kind: str, size: float, draw: str, span: tuple[int, int]) -> Incident:
         spec = KINDS[kind]
@@ -320,16 +316,6 @@ class _Planner:
             and ep.model != self.outage
             and self._fits(kind, size, e)
         ]
-        if kind == "retry_loop":
-            # One client's loop on an endpoint carrying most of its model's traffic would
-            # look like a provider outage: prefer endpoints that are a small part of it.
-            small = [
-                e
-                for e in pool
-                if world.endpoints[e].rate_per_min
-                <= 0.1 * self.model_rate[world.endpoints[e].model]
-            ]
-            pool = small or pool
         e = self._pick(pool, [self._hourly(e) for e in pool], kind)
         ep = world.endpoints[e]
         self.used.add(ep.customer)
