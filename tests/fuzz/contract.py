@@ -55,13 +55,10 @@ _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:
 # the contract, unknown fields to ignore). Pinned as a known defect in
 # test_fuzz_ingest.py; until it is fixed an error event with one of them is "either".
 ERROR_MODEL_ONLY = ("failed", "cached_input_tokens", "cache_write_tokens")
-# Another known defect, pinned in test_fuzz_ingest.py: the fast reading path accepts
-# invalid UTF-8 in an unknown field's name or value. Until fixed, such bytes make an event
-# "either" instead of "refuse" (strategies.py marks them with this reason).
-UNKNOWN_FIELD_UTF8 = "invalid UTF-8 in an unknown field (known defect)"
-# And: the models' JSON reader takes NaN, Infinity and -Infinity, which JSON does not
-# have; only fields that ask for finite numbers refuse them. Until fixed, a message with
-# one is "either" where it would otherwise be accepted.
+# Another known defect, pinned in test_fuzz_ingest.py: the models' JSON reader takes NaN,
+# Infinity and -Infinity, which JSON does not have; only fields that ask for finite
+# numbers refuse them. Until fixed, a message with one is "either" where it would
+# otherwise be accepted.
 NAN_LITERAL = "NaN or Infinity, not JSON (known defect)"
 
 

@@ -34,7 +34,6 @@ from tests.fuzz.contract import (
     REQUIRED,
     SKEW_S,
     T0,
-    UNKNOWN_FIELD_UTF8,
     judge_body,
     judge_bytes,
 )
@@ -220,13 +219,6 @@ _PREFIXES = [b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00"]
 _SUFFIXES = [b"\x00", b"x", b"}", b",", b"{}"]
 
 
-def _bad_utf8(text: bytes, known: bool) -> Raw:
-    """A string with invalid UTF-8: not JSON; in an unknown field, a known defect."""
-    if known:
-        return Raw(text, "x", broken="invalid UTF-8")
-    return Raw(text, "x", unsure=UNKNOWN_FIELD_UTF8)
-
-
 def put(pairs: Pairs, name: str | Raw, value: Any) -> Pairs:
     """``pairs`` with ``name`` set to ``value`` (once, at the end)."""
     return [(k, v) for k, v in pairs if k != name] + [(name, value)]
@@ -278,7 +270,7 @@ def mutated_pairs(draw: st.DrawFn, kind: str, frame: Frame, count: int) -> Pairs
             pairs = put(pairs, name, _limit_value(draw, kind, name))
         elif what == "utf8":
             bad = b'"ok' + draw(st.sampled_from(_BAD_UTF8)) + b'"'
-            pairs = put(pairs, name, _bad_utf8(bad, known=name in FIELDS[kind]))
+            pairs = put(pairs, name, Raw(bad, "x", broken="invalid UTF-8"))
         elif what == "escape":
             pairs = put(pairs, name, draw(st.sampled_from(_ESCAPES)))
         elif what == "control":
@@ -290,7 +282,9 @@ def mutated_pairs(draw: st.DrawFn, kind: str, frame: Frame, count: int) -> Pairs
         elif what == "null":
             pairs = put(pairs, name, None)
         elif what == "key":  # a key that is not text
-            key = draw(st.sampled_from([*_ESCAPES[:2], _bad_utf8(b'"k\xff"', known=False)]))
+            key = draw(
+                st.sampled_from([*_ESCAPES[:2], Raw(b'"k\xff"', "k", broken="invalid UTF-8")])
+            )
             pairs = put(pairs, key, 1)
         elif what == "prefix":
             frame.prefix = draw(st.sampled_from(_PREFIXES))

@@ -87,11 +87,6 @@ def test_nesting_in_an_unknown_field_is_judged_alike_whatever_the_other_fields_h
     assert type(plain) is type(odd), (plain, odd)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: the msgspec fast path skips unknown fields without checking their UTF-8; "
-    "when fixed, drop UNKNOWN_FIELD_UTF8 from tests/fuzz/",
-)
 @pytest.mark.parametrize(
     "extra", [b'"x":"\xff"', b'"k\xff":1', b'"x":["\xc3\x28"]', b'"\xed\xa0\x80":1']
 )
