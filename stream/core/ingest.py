@@ -107,7 +107,9 @@ class Ingest:
 
     def parse(self, kind: str, raw: bytes) -> EventRecord | DeadLetter:
         """Parse one message of ``kind`` ("usage" or "errors")."""
-        if len(raw) > self.settings.max_event_bytes:
+        limit = self.settings.max_event_bytes
+        # A file's line ends with its newline, which is not part of the message.
+        if len(raw) > limit and len(raw.rstrip(b"\r\n")) > limit:
             rejection = Rejection(
                 "too_large",
                 "(root)",

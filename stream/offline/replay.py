@@ -23,7 +23,7 @@ from typing import IO, Literal
 from detectors import spend_spike
 from detectors.spend_spike import SpendSpikeState
 from stream.core.alerts import Alert, build_alert
-from stream.core.events import EventRecord, to_epoch_seconds
+from stream.core.events import EventRecord, Rejection, to_epoch_seconds
 from stream.core.ingest import ERRORS, USAGE, DeadLetter
 from stream.core.pipeline import Pipeline
 from stream.settings import Settings
@@ -73,48 +73,53 @@ class Progress:
             sys.stderr.write("\n")
 
 
+# How many of a file's first events are read before any is let into the merge: those
+# stamped far ahead of the earliest of them are refused (a file's head has no history).
+HEAD_EVENTS = 16
+
+
 def _read(pipeline: Pipeline, kind: str, path: Path, report: ReplayReport) -> Iterator[Item]:
     """Parsed events of one file in file order; bad lines go to the pipeline as dead letters.
 
     Bad lines include those stamped more than ``ingest.max_future_skew_s`` ahead of the
     newest event time read from this file so far (``Ingest.future_rejection``): waiting in
     the merge, such a line would let the other file drain first and make this file's later
-    events late. The file's first event has nothing before it: it waits for the second,
-    and is refused when it is that far ahead of it (a file of one event is judged against
-    the merged stream time when the pipeline admits it).
+    events late. The file's first events have no history: the first ``HEAD_EVENTS`` are
+    read before any goes on, and one that far ahead of every event after it is refused
+    (a file of one event is judged against the merged stream time when it is admitted).
     """
-    items = _read_checked(pipeline, kind, path, report)
-    first = next(items, None)
-    if first is None:
-        return
-    second = next(items, None)
-    if second is not None:
-        what = f"{path.name}'s next event"
-        rejection = pipeline.ingest.future_rejection(first[0], second[0], what)
-        if rejection is None:
-            yield first
-        else:
-            pipeline.ingest.stats.reject(kind, rejection)
-            if pipeline.on_dead_letter:
-                pipeline.on_dead_letter(DeadLetter(kind, rejection, first[4].rstrip(b"\r\n")))
-        yield second
-        yield from items
-    else:
-        yield first
-
-
-def _read_checked(
-    pipeline: Pipeline, kind: str, path: Path, report: ReplayReport
-) -> Iterator[Item]:
-    """_read without its look at the first event."""
     ingest = pipeline.ingest
     parse, future, limit = ingest.parse, ingest.future_rejection, ingest.future_limit
     what = f"the stream time of {path.name}"
-    newest = 0.0  # newest event time read from this file, epoch s; 0: none yet
+    head: list[Item] | None = []  # the first events, until they are judged
+    newest = 0.0  # newest event time let through from this file, epoch s; 0: none yet
     # Lines up to here pass without asking the rule: its limit when last asked, which lags
-    # ``newest``, so it asks too often, never too rarely (-inf: the first line asks).
+    # ``newest``, so it asks too often, never too rarely (-inf: the next line asks).
     unchecked_until = -math.inf
     seq = 0
+
+    def refuse(rejection: Rejection, raw: bytes) -> None:
+        ingest.stats.reject(kind, rejection)
+        if pipeline.on_dead_letter:
+            pipeline.on_dead_letter(DeadLetter(kind, rejection, raw.rstrip(b"\r\n")))
+
+    def judged_head(items: list[Item]) -> Iterator[Item]:
+        """The head's events, less those far ahead of every event after them (the last
+        one: of the newest let through before it)."""
+        nonlocal newest, unchecked_until
+        after = [0.0] * len(items)  # the earliest event time after each; 0: none
+        for i in range(len(items) - 2, -1, -1):
+            later = items[i + 1][0]
+            after[i] = later if not after[i + 1] else min(later, after[i + 1])
+        for item, reference in zip(items, after, strict=True):
+            rejection = future(item[0], reference or newest, f"the first events of {path.name}")
+            if rejection is not None:
+                refuse(rejection, item[4])
+                continue
+            newest = max(newest, item[0])
+            yield item
+        unchecked_until = limit(newest)
+
     lines, disk = open_lines(path)
     with lines, disk:
         for raw in lines:
@@ -132,18 +137,24 @@ def _read_checked(
                     pipeline.on_dead_letter(event)
                 continue
             ts = event.ts
+            seq += 1
+            if head is not None:
+                head.append((ts, seq, kind, event, raw))
+                if len(head) == HEAD_EVENTS:
+                    yield from judged_head(head)
+                    head = None
+                continue
             if ts > unchecked_until:
                 rejection = future(ts, newest, what)
                 if rejection is not None:
-                    ingest.stats.reject(kind, rejection)
-                    if pipeline.on_dead_letter:
-                        pipeline.on_dead_letter(DeadLetter(kind, rejection, raw.rstrip(b"\r\n")))
+                    refuse(rejection, raw)
                     continue
                 unchecked_until = limit(ts)  # ts is the newest now
             if ts > newest:
                 newest = ts
-            seq += 1
             yield ts, seq, kind, event, raw
+    if head:
+        yield from judged_head(head)
 
 
 def _merge2(first: Iterator[Item], second: Iterator[Item]) -> Iterator[Item]:

@@ -51,15 +51,8 @@ _CAPS = {
 }
 # JSON Schema's date-time: RFC 3339's date-time production.
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)", re.ASCII)
-# Fields the error model reads although the error contract does not have them (so, by
-# the contract, unknown fields to ignore). Pinned as a known defect in
-# test_fuzz_ingest.py; until it is fixed an error event with one of them is "either".
-ERROR_MODEL_ONLY = ("failed", "cached_input_tokens", "cache_write_tokens")
-# Another known defect, pinned in test_fuzz_ingest.py: the models' JSON reader takes NaN,
-# Infinity and -Infinity, which JSON does not have; only fields that ask for finite
-# numbers refuse them. Until fixed, a message with one is "either" where it would
-# otherwise be accepted.
-NAN_LITERAL = "NaN or Infinity, not JSON (known defect)"
+# NaN, Infinity and -Infinity are not JSON: a message with one is refused.
+NAN_LITERAL = "NaN or Infinity, not JSON"
 
 
 def judge_body(kind: str, body: Any) -> tuple[str, str]:
@@ -78,8 +71,6 @@ def judge_body(kind: str, body: Any) -> tuple[str, str]:
         return verdict, why
     if any(len(name) > 256 for name in body.get("tags", {})):
         return EITHER, "a tag name longer than 256 (the contract sets no limit)"
-    if kind == "errors" and any(name in body for name in ERROR_MODEL_ONLY):
-        return EITHER, "a field only the error model reads (known defect)"
     return ACCEPT, "valid"
 
 
@@ -152,8 +143,8 @@ def judge_bytes(kind: str, raw: bytes) -> tuple[str, str]:
     if _has_lone_surrogate(body):
         return REFUSE, "a lone surrogate"
     verdict, why = judge_body(kind, body)
-    if verdict == ACCEPT and constants:
-        return EITHER, NAN_LITERAL
+    if constants:
+        return REFUSE, NAN_LITERAL
     if verdict == ACCEPT and _has_infinity(body):
         return EITHER, "a number beyond float range"
     return verdict, why

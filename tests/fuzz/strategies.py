@@ -179,7 +179,7 @@ _NUMBERS = [
     Raw(b"-1e400", float("-inf"), unsure="a number beyond float range"),
     Raw(b"1E2", 100.0),
     Raw(b"12.0", 12.0),
-    *(Raw(t, float(t), unsure=NAN_LITERAL) for t in (b"NaN", b"Infinity", b"-Infinity")),
+    *(Raw(t, float(t), broken=NAN_LITERAL) for t in (b"NaN", b"Infinity", b"-Infinity")),
     *(Raw(t, 0, broken=f"{t.decode()} is not a JSON number") for t in (b"01", b"+1", b".5")),
     Raw(b"0x10", 0, broken="0x10 is not a JSON number"),
 ]

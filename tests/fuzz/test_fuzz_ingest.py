@@ -75,10 +75,6 @@ def with_field(pairs: list, text: bytes) -> bytes:
     return encode(pairs, Frame())[:-1] + b"," + text + b"}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: the msgspec fast path follows nesting to 995 levels, the model to 200",
-)
 def test_nesting_in_an_unknown_field_is_judged_alike_whatever_the_other_fields_hold():
     """Up to 200 levels (the model's limit) or more (the fast path's): the same either way."""
     deep = b'"x":' + nest(300, "array").text
@@ -95,11 +91,6 @@ def test_invalid_utf8_in_an_unknown_field_is_refused(extra):
     assert isinstance(handle(with_field(GOOD["usage"], extra)), DeadLetter)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: the models' JSON reader takes NaN and Infinity, which JSON does not have, "
-    "where no field asks for a finite number; when fixed, drop NAN_LITERAL from tests/fuzz/",
-)
 @pytest.mark.parametrize(
     ("kind", "extra"),
     [
@@ -114,12 +105,6 @@ def test_nan_and_infinity_are_refused_wherever_they_stand(kind, extra):
     assert isinstance(handle(with_field(GOOD[kind], extra), kind), DeadLetter)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: ErrorEvent reads failed, cached_input_tokens and cache_write_tokens, "
-    "which the error contract does not have (unknown fields are ignored); when fixed, drop "
-    "ERROR_MODEL_ONLY from tests/fuzz/contract.py",
-)
 @pytest.mark.parametrize(
     "extra",
     [

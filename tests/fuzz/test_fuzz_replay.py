@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from stream.core.ingest import ERRORS, USAGE
 from stream.kafka.stages import Priced
-from tests.fuzz.contract import FUTURE, MAX_EVENT_BYTES
+from tests.fuzz.contract import MAX_EVENT_BYTES
 from tests.fuzz.strategies import Frame, bad_messages, encode, messages
 from tests.fuzz.traffic import GOOD, Replayed, handle, replay, traffic, write_lines
 
@@ -66,13 +66,7 @@ def test_replay_survives_any_lines_and_counts_each_once(folder, usage, errors, s
     "size",
     [
         MAX_EVENT_BYTES - 1,
-        pytest.param(
-            MAX_EVENT_BYTES,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 11: replay counts the line's newline in ingest.max_event_bytes",
-            ),
-        ),
+        MAX_EVENT_BYTES,
         MAX_EVENT_BYTES + 1,
     ],
 )
@@ -108,10 +102,7 @@ def _bad_lines(kind: str, count: int) -> st.SearchStrategy[list[tuple[int, bytes
     positions favour the start and the end of the file."""
     position = st.one_of(st.just(0), st.just(count), st.integers(0, count))
     line = bad_messages(kind).filter(lambda m: b"\n" not in m.raw)
-    # Until the defect pinned below is fixed: not two lines from the future before the first.
-    bad = st.lists(st.tuples(position, line), max_size=6).filter(
-        lambda bad: sum(p == 0 and m.why == FUTURE for p, m in bad) < 2
-    )
+    bad = st.lists(st.tuples(position, line), max_size=6)
     return bad.map(lambda bad: [(p, m.raw) for p, m in bad])
 
 
@@ -122,16 +113,8 @@ def among(good: list[bytes], bad: list[tuple[int, bytes]]) -> list[bytes]:
     return lines
 
 
-_TWO = pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: a file's first event is judged against its second, which may be as far "
-    "ahead; then it waits in the merge until the other file has gone by. When fixed, drop "
-    "the FUTURE filter in _bad_lines.",
-)
-
-
 @pytest.mark.parametrize("kind", [USAGE, ERRORS])
-@pytest.mark.parametrize("count", [1, pytest.param(2, marks=_TWO)])
+@pytest.mark.parametrize("count", [1, 2, 5])
 def test_lines_from_2099_before_the_first_good_one_change_no_alert(folder, clean, kind, count):
     good = {USAGE: USAGE_LINES, ERRORS: ERROR_LINES}
     future = [
