@@ -18,7 +18,7 @@ sparse keys) of cost, successful requests, attempts, input, cached input and out
 
 A step breaches when, with the baseline warm (``warmup_s`` of history and
 ``min_baseline_requests``) and ``min_requests`` in the short window: unit cost is
-``min_ratio`` above baseline, ``min_z`` standard errors above it (the per-request noise
+``min_ratio`` above baseline (in the short window, and still in the recent one), ``min_z`` standard errors above it (the per-request noise
 is learnt too), the excess projected over a month (730 h) at the key's volume (the larger
 of the window's rate and the long-run average rate, so a night-time shift is not judged
 at night volume) is worth ``warning_usd_per_month``, and spend is above what this hour
@@ -79,7 +79,6 @@ PRIOR_REQUESTS = 100.0
 COST, OK, ATTEMPTS, INPUT, CACHED, OUTPUT = range(6)
 SQ = 6  # long: squared deviation of each step's cost from its expected cost
 EXPECTED = 6  # short: cost the baseline expects at the window's hours and volumes
-USUAL = 7  # short: cost the baseline expects at the window's hours at usual volume
 
 
 def _epoch(value: Any) -> Any:
@@ -221,7 +220,7 @@ class CostShiftState:
 
     long: list[float]  # cost, ok, attempts, input, cached, output, squared deviation
     hours: list[float]  # per hour of the UTC day: cost, ok (2 x 24)
-    short: list[float]  # the six usage sums, expected cost, usual cost
+    short: list[float]  # the six usage sums, and what they were expected to cost
     recent: list[float]  # cost, ok
     t: float | None = None  # start of the last step
     since: float | None = None  # start of the learnt history (moves on while not learning)
@@ -233,7 +232,7 @@ class CostShiftState:
     def new(cls, params: CostShiftParams) -> CostShiftState:
         # A key first seen after accept_from has nothing to accept.
         return cls(
-            [0.0] * 7, [0.0] * (2 * HOURS), [0.0] * 8, [0.0] * 2, accepted=params.accept_from
+            [0.0] * 7, [0.0] * (2 * HOURS), [0.0] * 7, [0.0] * 2, accepted=params.accept_from
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -265,6 +264,11 @@ class CostShiftState:
             data["accepted"],
             episodes.from_dict(data["episode"]),
         )
+
+    @property
+    def learnt_requests(self) -> float:
+        """Successful requests in the baseline (EW count): 0 before it has learnt any."""
+        return self.long[OK]
 
     def unit_cost_at(self, t: float) -> float:
         """The unit cost (USD per successful request) the baseline expects at ``t``'s hour."""
@@ -328,12 +332,21 @@ class _Judged:
 
 
 def update(
-    state: CostShiftState, t: float, dt: float, usage: Usage, params: CostShiftParams
+    state: CostShiftState,
+    t: float,
+    dt: float,
+    usage: Usage,
+    params: CostShiftParams,
+    expected: float | None = None,
 ) -> list[Decision]:
     """Learn and judge the usage of the step ``[t, t + dt)`` (epoch s; USD, counts).
 
-    Steps at or before the last one are ignored; a gap between steps is time without
-    usage (the sums decay over it).
+    ``expected``: what the step's successful requests would cost at baseline, USD;
+    default: their number x this key's unit cost at this hour. A key that is a sum of
+    others (a customer's endpoints) passes the sum of its parts' requests at each part's
+    own baseline unit cost: then traffic moving from a cheap endpoint to a dear one is a
+    change of volume, not of unit cost. Steps at or before the last one are ignored; a
+    gap between steps is time without usage (the sums decay over it).
     """
     last = state.t
     if last is not None and t <= last:
@@ -351,28 +364,52 @@ def update(
     else:
         state.since += gap  # time not learnt is not history
     state.t = t
-    expected_unit = state.unit_cost_at(t)
-    usual_cost = state.usual_requests_per_s(t, params) * dt * expected_unit
-    fs = math.exp(-gap / params.window_s)
+    cost, ok = usage[COST], usage[OK]
+    if expected is None:
+        expected = ok * state.unit_cost_at(t)
+    fs = _decay(gap, params.window_s)
     short = state.short
-    for i in range(6):
-        short[i] = short[i] * fs + usage[i]
-    short[EXPECTED] = short[EXPECTED] * fs + usage[OK] * expected_unit
-    short[USUAL] = short[USUAL] * fs + usual_cost
-    fr = math.exp(-gap / params.calm_s)
+    short[COST] = short[COST] * fs + cost
+    short[OK] = short[OK] * fs + ok
+    short[ATTEMPTS] = short[ATTEMPTS] * fs + usage[ATTEMPTS]
+    short[INPUT] = short[INPUT] * fs + usage[INPUT]
+    short[CACHED] = short[CACHED] * fs + usage[CACHED]
+    short[OUTPUT] = short[OUTPUT] * fs + usage[OUTPUT]
+    short[EXPECTED] = short[EXPECTED] * fs + expected
+    fr = _decay(gap, params.calm_s)
     recent = state.recent
-    recent[0] = recent[0] * fr + usage[COST]
-    recent[1] = recent[1] * fr + usage[OK]
+    recent[0] = recent[0] * fr + cost
+    recent[1] = recent[1] * fr + ok
+    if learning and (
+        short[OK] < params.min_requests or short[COST] < short[EXPECTED] * (1 + params.min_ratio)
+    ):
+        # Nothing open or building, and no breach possible: what _decide would conclude
+        # without a word (most keys, most steps), at a fraction of the cost.
+        _learn(state, t, usage, expected, params)
+        return decisions
     judged = _judge(state, t, dt, params)
     decisions += _decide(state, t, dt, judged, params)
     if state.episode is None and state.breach_since is None:
-        _learn(state, t, usage, expected_unit, params)
+        _learn(state, t, usage, expected, params)
     return decisions
+
+
+_decays: dict[tuple[float, float], float] = {}
+
+
+def _decay(gap: float, tau: float) -> float:
+    """exp(-gap / tau), remembered: steps are mostly of one length (bounded cache)."""
+    f = _decays.get((gap, tau))
+    if f is None:
+        if len(_decays) > 1024:
+            _decays.clear()
+        f = _decays[(gap, tau)] = math.exp(-gap / tau)
+    return f
 
 
 def _decay_long(state: CostShiftState, t: float, gap: float, params: CostShiftParams) -> None:
     tau = params.baseline_days * 86_400.0
-    f = math.exp(-gap / tau)
+    f = _decay(gap, tau)
     long = state.long
     for i in range(7):
         long[i] *= f
@@ -384,7 +421,7 @@ def _decay_long(state: CostShiftState, t: float, gap: float, params: CostShiftPa
 
 
 def _learn(
-    state: CostShiftState, t: float, usage: Usage, expected_unit: float, params: CostShiftParams
+    state: CostShiftState, t: float, usage: Usage, expected: float, params: CostShiftParams
 ) -> None:
     """Add the step to the baseline; once warm, a dear step is learnt clipped (at
     ``clip_z`` standard deviations, and at least half of ``min_ratio``, above what the
@@ -393,7 +430,6 @@ def _learn(
     long = state.long
     cost, ok = usage[COST], usage[OK]
     if long[OK] > 0:  # the noise around a baseline, once there is one to compare with
-        expected = expected_unit * ok
         if _warm(state, t, params):
             sd = math.sqrt(long[SQ] / long[OK] * ok)
             cap = max(expected * (1.0 + params.min_ratio / 2), expected + params.clip_z * sd)
@@ -434,7 +470,8 @@ def _judge(state: CostShiftState, t: float, dt: float, params: CostShiftParams) 
         volume,
         rate,
         (unit - base) * volume,
-        short[COST] > short[USUAL],
+        # Spend now above what this hour usually costs (at its usual volume).
+        short[COST] * per_s > state.usual_requests_per_s(t, params) * state.unit_cost_at(t),
         _warm(state, t + dt, params),
         ok >= params.min_requests,
     )
@@ -444,6 +481,7 @@ def _decide(
     state: CostShiftState, t: float, dt: float, j: _Judged, params: CostShiftParams
 ) -> list[Decision]:
     month = j.excess_per_hour * HOURS_PER_MONTH
+    recent_breach, recent_elevated = _recent(state, j, params)
     breach = (
         j.warm
         and j.evidence
@@ -451,6 +489,7 @@ def _decide(
         and j.z >= params.min_z
         and month >= params.warning_usd_per_month
         and j.spend_above_usual
+        and recent_breach  # still shifted now: not the window's memory of a past hour
     )
     calm_n = episodes.rearm_buckets(params.calm_s, dt) or 1
     rearm_n = episodes.rearm_buckets(params.rearm_s, dt)
@@ -464,7 +503,6 @@ def _decide(
             state.episode = Episode(True, CRITICAL, t)
             transitions.append(Transition("firing", CRITICAL, t))
         else:
-            recent_breach, recent_elevated = _recent(state, j, params)
             state.episode, transitions = episodes.advance(
                 episode,
                 t,
@@ -603,7 +641,6 @@ def _accept(
             long[i] = long[OK] * short[i] / ok
         state.hours[0::2] = [x * ratio for x in state.hours[0::2]]
         short[EXPECTED] = short[COST]
-        short[USUAL] *= ratio
     state.breach_since = None
     episode, state.episode = state.episode, None
     if episode is None:

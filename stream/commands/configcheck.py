@@ -19,7 +19,7 @@ from stream.settings import CONFIG_DIR, DEFAULT_CONFIG, Settings, load_settings
 from stream.settings.overrides import DETECTORS, KEY_FIELDS, Match, is_literal
 from stream.settings.yamlsource import ConfigFileError, Lines, line_of, load_yaml
 
-ALERTNAMES = ("spend_spike", "retry_storm", "margin_breach")
+ALERTNAMES = ("spend_spike", "cost_shift", "retry_storm", "margin_breach")
 SEVERITIES = ("warning", "critical")
 _MATCHER = re.compile(r'^\s*(\w+)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
 _ROUTE_PATH = re.compile(r"notify\.route((?:\.routes\[\d+\])*)")

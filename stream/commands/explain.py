@@ -62,6 +62,7 @@ def explain(
         shown = ", ".join(f"{k}={v}" for k, v in key.items()) or "no key labels given"
         scope = {
             "spend_spike": "per customer, and per customer + endpoint",
+            "cost_shift": "per customer, and per customer + endpoint",
             "retry_storm": "per customer + endpoint",
             "retry_storm_global": "per provider + model",
             "margin_breach": "per customer",

@@ -100,6 +100,12 @@ def _summary(labels: dict[str, str], v: dict[str, float]) -> str:
             f"Spend spike for {who}{where}: ${_money(v.get('observed', 0))} per "
             f"{v.get('bucket_s', 60):.0f}s bucket, {v.get('ratio', 0):.1f}x baseline"
         )
+    if name == "cost_shift":
+        return (
+            f"Cost shift for {who}{where}: ${v.get('observed', 0):.4g} per request, "
+            f"{v.get('ratio', 0):.1f}x the usual ${v.get('baseline', 0):.4g}; "
+            f"${v.get('excess_usd_per_month', 0):,.0f}/month more at this volume"
+        )
     if name == "retry_storm":
         return (
             f"Retry storm for {who}{where}: {100 * v.get('error_rate', 0):.0f}% of "

@@ -12,33 +12,61 @@ from dataclasses import dataclass, field
 
 from stream.core.events import EventRecord
 
-# Row of one (customer, endpoint, provider, model) in one bucket.
+# Row of one (customer, endpoint, provider, model) in one bucket: USD and counts of all
+# attempts; tokens as events count them (input excludes cache reads). Successful requests
+# are REQUESTS - FAILURES (every attempt is one or the other): no column of their own.
 COST, REQUESTS, FAILURES, RETRIES, RATE_LIMITED, WASTED, FIRST_FAILURES, RETRIED = range(8)
-TOP_CUSTOMER, TOP_REQUESTS = 8, 9  # in rollups: failures and attempts of the top customer
+INPUT_TOKENS, OUTPUT_TOKENS, CACHED_TOKENS = 8, 9, 10
+ROW_FIELDS = 11
+TOP_CUSTOMER, TOP_REQUESTS = 11, 12  # in rollups: failures and attempts of the top customer
+# Rows saved before token counts were kept (a worker's open rows, a partition's rollups
+# during a rolling restart) have the first 8 fields: they read as no tokens.
+OLD_ROW_FIELDS = 8
 RowKey = tuple[str, str, str, str]
 Rollup = dict[tuple[str, str], list[float]]  # (provider, model) -> counts row
+
+
+def current_row(row: list[float]) -> list[float]:
+    """A row in this layout: one of the layout before token counts gets zero tokens
+    (after its first 8 counts, before any rollup fields)."""
+    if len(row) in (ROW_FIELDS, ROW_FIELDS + 2):
+        return row
+    gap = [0.0] * (ROW_FIELDS - OLD_ROW_FIELDS)
+    return [*row[:OLD_ROW_FIELDS], *gap, *row[OLD_ROW_FIELDS:]]
 
 
 def merge_rollups(into: Rollup, part: Rollup) -> None:
     """Add a partial rollup (one partition's) into ``into``: sums, and the top customer."""
     for key, row in part.items():
+        if len(row) != ROW_FIELDS + 2:
+            row = current_row(row)
         total = into.get(key)
         if total is None:
             into[key] = row.copy()
             continue
-        for i in range(TOP_CUSTOMER):
+        for i in range(ROW_FIELDS):
             total[i] += row[i]
         if row[TOP_CUSTOMER] > total[TOP_CUSTOMER]:
             total[TOP_CUSTOMER], total[TOP_REQUESTS] = row[TOP_CUSTOMER], row[TOP_REQUESTS]
 
 
 def count_attempt(
-    row: list[float], cost: float, attempt: int, failed: bool, rate_limited: bool
+    row: list[float],
+    cost: float,
+    attempt: int,
+    failed: bool,
+    rate_limited: bool,
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int,
 ) -> None:
     """Add one attempt costing ``cost`` USD to a bucket row (the one place that says what
-    counts as a failure, a retry and a retried request)."""
+    counts as a failure, a retry and a retried request), with its token counts."""
     row[COST] += cost
     row[REQUESTS] += 1
+    row[INPUT_TOKENS] += input_tokens
+    row[OUTPUT_TOKENS] += output_tokens
+    row[CACHED_TOKENS] += cached_tokens
     if failed:
         row[FAILURES] += 1
         row[WASTED] += cost
@@ -82,8 +110,17 @@ class Buckets:
         key = (event.customer_id, event.endpoint, event.provider, event.model)
         row = rows.get(key)
         if row is None:
-            row = rows[key] = [0.0] * TOP_CUSTOMER
-        count_attempt(row, cost, event.attempt, event.failed, event.rate_limited)
+            row = rows[key] = [0.0] * ROW_FIELDS
+        count_attempt(
+            row,
+            cost,
+            event.attempt,
+            event.failed,
+            event.rate_limited,
+            event.input_tokens,
+            event.output_tokens,
+            event.cached_input_tokens,
+        )
         if ts > self.watermark:
             self.watermark = ts
 

@@ -16,25 +16,32 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from detectors import attribution, cost_shift, margin_breach, retry_storm, spend_spike
 from detectors import episode as episodes
-from detectors import margin_breach, retry_storm, spend_spike
+from detectors.attribution import Usage
+from detectors.cost_shift import CostShiftState
 from detectors.decision import Decision
 from detectors.margin_breach import MarginBreachState, MarginTerms
 from detectors.retry_storm import BucketCounts, RetryStormState
 from detectors.spend_spike import SpendSpikeState
 from stream.core.buckets import (
+    CACHED_TOKENS,
     COST,
     FAILURES,
     FIRST_FAILURES,
+    INPUT_TOKENS,
+    OUTPUT_TOKENS,
     RATE_LIMITED,
     REQUESTS,
     RETRIED,
     RETRIES,
+    ROW_FIELDS,
     TOP_CUSTOMER,
     TOP_REQUESTS,
     WASTED,
     Rollup,
     RowKey,
+    current_row,
 )
 from stream.core.events import Customer
 from stream.settings import Settings
@@ -43,6 +50,8 @@ from stream.settings.effective import Effective, Resolver
 MAX_CACHED_TERMS = 4096  # customers whose margin terms CustomerDetection.terms keeps
 # Buckets a spend_spike key is judged for after its last spend (see _run_spikes_alike).
 EAGER_BUCKETS = 8
+# spend_spike's tables, and cost_shift's for the same keys (attribution reads them).
+SHIFT_OF = {"spike_customer": "shift_customer", "spike_endpoint": "shift_endpoint"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +76,26 @@ def _counts(row: list[float], rollup: bool = False) -> BucketCounts:
     )
 
 
+def usage(row: list[float]) -> Usage:
+    """A bucket row's usage as cost_shift and attribution read it (successful requests
+    are the attempts that did not fail)."""
+    return Usage(
+        row[COST],
+        row[REQUESTS] - row[FAILURES],
+        row[REQUESTS],
+        row[INPUT_TOKENS],
+        row[CACHED_TOKENS],
+        row[OUTPUT_TOKENS],
+    )
+
+
 def _add(into: dict[Any, list[float]], key: Any, row: list[float]) -> None:
     total = into.get(key)
     into[key] = row.copy() if total is None else [a + b for a, b in zip(total, row, strict=True)]
 
 
 class CustomerDetection:
-    """spend_spike, retry_storm and margin_breach for keys within customers.
+    """spend_spike, cost_shift, retry_storm and margin_breach for keys within customers.
 
     Parameters are resolved per key (overrides, planned windows) by a :class:`Resolver`;
     :meth:`reload` swaps in new settings without touching detector state.
@@ -90,11 +112,15 @@ class CustomerDetection:
         self.customers = customers
         self.spike_customer: MutableMapping[Any, SpendSpikeState] = store("spike_customer")
         self.spike_endpoint: MutableMapping[Any, SpendSpikeState] = store("spike_endpoint")
+        self.shift_customer: MutableMapping[Any, CostShiftState] = store("shift_customer")
+        self.shift_endpoint: MutableMapping[Any, CostShiftState] = store("shift_endpoint")
         self.retry_endpoint: MutableMapping[Any, RetryStormState] = store("retry_endpoint")
         self.margin: MutableMapping[Any, MarginBreachState] = store("margin")
         self.active: dict[str, set[Any]] = {
             "spike_customer": set(),
             "spike_endpoint": set(),
+            "shift_customer": set(),
+            "shift_endpoint": set(),
             "retry_endpoint": set(),
             "margin": set(),
         }
@@ -102,6 +128,13 @@ class CustomerDetection:
         # Bucket index of each spend_spike key's last spend, while within EAGER_BUCKETS.
         self.recent: dict[str, dict[Any, int]] = {"spike_customer": {}, "spike_endpoint": {}}
         self._terms: dict[str, tuple[Customer, Settings, MarginTerms]] = {}
+        # cost_shift's step being summed (index of its first bucket / steps) and its usage
+        # so far per key (cost, successful requests, attempts, input, cached, output).
+        self.shift_step: int | None = None
+        self.shift_usage: dict[str, dict[Any, list[float]]] = {
+            "shift_customer": {},
+            "shift_endpoint": {},
+        }
 
     def reload(self, settings: Settings) -> None:
         """Judge with ``settings`` from the next bucket on. Baselines, windows and open
@@ -119,6 +152,8 @@ class CustomerDetection:
         by_model_customer: dict[tuple[str, str, str], list[float]] = {}
         rollup: Rollup = {}
         for (customer, endpoint, provider, model), row in rows.items():
+            if len(row) != ROW_FIELDS:
+                row = current_row(row)
             _add(by_customer, customer, row)
             _add(by_endpoint, (customer, endpoint), row)
             _add(by_model_customer, (provider, model, customer), row)
@@ -129,13 +164,16 @@ class CustomerDetection:
             if total is None:
                 rollup[key] = [*row, row[FAILURES], row[REQUESTS]]
                 continue
-            for i in range(TOP_CUSTOMER):
+            for i in range(ROW_FIELDS):
                 total[i] += row[i]
             if row[FAILURES] > total[TOP_CUSTOMER]:
                 total[TOP_CUSTOMER], total[TOP_REQUESTS] = row[FAILURES], row[REQUESTS]
         out: list[Keyed] = []
         if self.resolver.enabled("spend_spike"):
-            out += self._run_spikes(index, t, width, by_customer, by_endpoint)
+            spikes = self._run_spikes(index, t, width, by_customer, by_endpoint)
+            out += [self._attributed(k, t, width, by_customer, by_endpoint) for k in spikes]
+        if self.resolver.enabled("cost_shift"):
+            out += self._run_shifts(index, width, by_customer, by_endpoint)
         if self.resolver.enabled("retry_storm"):
             out += self._run_retries(index, t, width, by_endpoint)
         if self.resolver.enabled("margin_breach"):
@@ -229,6 +267,129 @@ class CustomerDetection:
         spends = [row[COST] if (row := spend.get(key)) else 0.0 for key in keys]
         decided = spend_spike.update_many(states, t, width, spends, params)
         return self._settle(name, table, keys, states, decided, eff, width)
+
+    def _attributed(
+        self,
+        keyed: Keyed,
+        t: float,
+        width: float,
+        by_customer: dict[str, list[float]],
+        by_endpoint: dict[tuple[str, str], list[float]],
+    ) -> Keyed:
+        """A spend_spike alert that fires, with its excess split into drivers: this
+        bucket's usage against the usual usage of this hour in the same key's cost_shift
+        baseline (computed here, when an alert fires, never per bucket)."""
+        decision = keyed.decision
+        excess = decision.values.get("money_at_risk_usd_per_hour", 0.0)
+        if decision.status != "firing" or "baseline" not in decision.values or excess <= 0:
+            return keyed
+        customer, endpoint = keyed.key["customer_id"], keyed.key.get("endpoint")
+        key: Any = customer if endpoint is None else (customer, endpoint)
+        table = self.shift_customer if endpoint is None else self.shift_endpoint
+        state = table.get(key)
+        rows: dict[Any, list[float]] = by_customer if endpoint is None else by_endpoint
+        row = rows.get(key)
+        if state is None or row is None:
+            return keyed
+        params = self.resolver.effective(
+            "cost_shift", t, customer, endpoint, plan=self._plan(customer)
+        ).params
+        base = state.baseline_usage(t, params)
+        split = base and attribution.split(base, usage(row).scaled(3600.0 / width), excess)
+        if not split:
+            return keyed
+        values = {**decision.values, **split.values()}
+        notes = {**decision.notes, "attribution": split.text()}
+        return Keyed(keyed.key, replace(decision, values=values, notes=notes))
+
+    def _run_shifts(
+        self,
+        index: int,
+        width: float,
+        by_customer: dict[str, list[float]],
+        by_endpoint: dict[tuple[str, str], list[float]],
+    ) -> list[Keyed]:
+        """cost_shift judges steps of whole buckets (cost_shift.STEP_S): this bucket's
+        usage is added to its step's, and a step is judged when its last bucket closes,
+        or when a later step's first does (a step whose last bucket had no events)."""
+        per = max(1, round(cost_shift.STEP_S / width))
+        step = index // per
+        out: list[Keyed] = []
+        if self.shift_step is not None and self.shift_step != step:
+            out += self._judge_shifts(self.shift_step, per * width)
+        self.shift_step = step
+        for name, rows in (("shift_customer", by_customer), ("shift_endpoint", by_endpoint)):
+            pending = self.shift_usage[name]
+            for key, row in rows.items():
+                sums = pending.get(key)
+                ok = row[REQUESTS] - row[FAILURES]
+                if sums is None:
+                    pending[key] = [
+                        row[COST],
+                        ok,
+                        row[REQUESTS],
+                        row[INPUT_TOKENS],
+                        row[CACHED_TOKENS],
+                        row[OUTPUT_TOKENS],
+                    ]
+                else:
+                    sums[0] += row[COST]
+                    sums[1] += ok
+                    sums[2] += row[REQUESTS]
+                    sums[3] += row[INPUT_TOKENS]
+                    sums[4] += row[CACHED_TOKENS]
+                    sums[5] += row[OUTPUT_TOKENS]
+        if (index + 1) % per == 0:
+            out += self._judge_shifts(step, per * width)
+            self.shift_step = None
+        return out
+
+    def _judge_shifts(self, step: int, dt: float) -> list[Keyed]:
+        """Judge the step's keys: endpoints first, each reading its baseline unit cost
+        before it learns the step, so that a customer's requests are expected to cost what
+        they cost on their own endpoints (a shift between endpoints is volume, not cost)."""
+        t = step * dt
+        resolver = self.resolver
+        plain = resolver.effective("cost_shift", t) if resolver.trivial else None
+        update, new = cost_shift.update, CostShiftState.new
+        expected: dict[str, float] = {}  # customer -> cost of requests on known endpoints
+        unknown: dict[str, float] = {}  # customer -> requests on endpoints without baseline
+        out: list[Keyed] = []
+        for name, table in (
+            ("shift_endpoint", self.shift_endpoint),
+            ("shift_customer", self.shift_customer),
+        ):
+            pending, active = self.shift_usage[name], self.active[name]
+            for key in self._keys(name, pending):
+                customer, endpoint = (key, None) if isinstance(key, str) else key
+                eff = plain or resolver.effective(
+                    "cost_shift", t, customer, endpoint, plan=self._plan(customer)
+                )
+                params = eff.params
+                state = table.get(key) or new(params)
+                sums = pending.get(key)
+                part: float | None = None  # what the step costs at the parts' baselines
+                if endpoint is not None and sums:
+                    if state.learnt_requests > 0:
+                        cost = sums[1] * state.unit_cost_at(t)
+                        expected[customer] = expected.get(customer, 0.0) + cost
+                    else:
+                        unknown[customer] = unknown.get(customer, 0.0) + sums[1]
+                elif endpoint is None and customer in expected:
+                    own = unknown.get(customer, 0.0) * state.unit_cost_at(t)
+                    part = expected[customer] + own
+                if not params.enabled:
+                    active.discard(key)
+                    continue
+                was_firing = episodes.firing(state.episode)
+                step_usage = Usage(*sums) if sums else _NO_USAGE
+                decisions = update(state, t, dt, step_usage, params, part)
+                if eff.muted_by:
+                    decisions = _unless_muted(eff, state, was_firing, decisions)
+                self._keep(name, table, key, state, state.episode is not None)
+                out += [Keyed(_labels(key), explained(d, eff)) for d in decisions]
+            pending.clear()
+        return out
 
     def _run_retries(
         self, index: int, t: float, width: float, by_endpoint: dict[tuple[str, str], list[float]]
@@ -355,6 +516,9 @@ class CustomerDetection:
             self.active[name].add(key)
         else:
             self.active[name].discard(key)
+
+
+_NO_USAGE = Usage(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def _unless_muted(

@@ -19,7 +19,14 @@ from typing import Any, NamedTuple
 import orjson
 
 from detectors.retry_storm import RetryStormState
-from stream.core.buckets import TOP_CUSTOMER, Buckets, Rollup, count_attempt, merge_rollups
+from stream.core.buckets import (
+    ROW_FIELDS,
+    Buckets,
+    Rollup,
+    count_attempt,
+    current_row,
+    merge_rollups,
+)
 from stream.core.detect import CustomerDetection, GlobalDetection, Keyed
 from stream.core.events import Customer, EventRecord
 from stream.core.ingest import DeadLetter, DedupWindow, Ingest
@@ -32,7 +39,9 @@ class Priced(NamedTuple):
     """A validated, priced event as it travels on the internal events topic.
 
     A tuple (decoding a bundle builds one per event in C, and the detect side only
-    reads fields), encoded as a JSON array of the fields in this order."""
+    reads fields), encoded as a JSON array of the fields in this order. Fields are only
+    ever added at the end, with defaults: a worker reads what an older one wrote during
+    a rolling restart (the token counts of an older event read as 0)."""
 
     kind: str
     event_id: str
@@ -47,6 +56,9 @@ class Priced(NamedTuple):
     cost: float
     source: str  # "topic:partition" it was ingested from
     offset: int  # its offset there
+    input_tokens: int = 0  # uncached input, as events count them
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
 
     def encode(self) -> bytes:
         return orjson.dumps(tuple(self))
@@ -57,6 +69,17 @@ class Priced(NamedTuple):
 
 
 _priced = functools.partial(tuple.__new__, Priced)
+PRICED_FIELDS = len(Priced._fields)
+_DEFAULTS = tuple(Priced._field_defaults.values())
+
+
+def _complete(events: list[Any]) -> list[Any]:
+    """Events as tuples of every field: an older worker's shorter ones get the defaults."""
+    if min(map(len, events), default=PRICED_FIELDS) == PRICED_FIELDS:
+        return events
+    return [
+        (*e, *_DEFAULTS[len(e) - PRICED_FIELDS :]) if len(e) < PRICED_FIELDS else e for e in events
+    ]
 
 
 def encode_bundle(events: list[Priced], marks: dict[str, float]) -> bytes:
@@ -69,7 +92,7 @@ def encode_bundle(events: list[Priced], marks: dict[str, float]) -> bytes:
 
 def decode_bundle(raw: bytes) -> tuple[list[Priced], dict[str, float]]:
     data = orjson.loads(raw)
-    return list(map(_priced, data["e"])), data["m"]
+    return list(map(_priced, _complete(data["e"]))), data["m"]
 
 
 class IngestStage:
@@ -104,6 +127,9 @@ def priced(kind: str, event: EventRecord, cost: float, source: str, offset: int)
         cost,
         source,
         offset,
+        event.input_tokens,
+        event.output_tokens,
+        event.cached_input_tokens,
     )
 
 
@@ -187,7 +213,7 @@ class PartitionDetect:
         hold each source's newest event time of the whole batch, so they cover every event
         here: the clock moves once per source, not per event."""
         data = orjson.loads(raw)
-        events, marks = data["e"], data["m"]
+        events, marks = _complete(data["e"]), data["m"]
         applied = self._apply(events)
         observe = self.clock.observe
         for source, ts in marks.items():
@@ -209,6 +235,7 @@ class PartitionDetect:
         for (
             _kind, event_id, ts, customer, endpoint, provider, model,
             attempt, failed, rate_limited, cost, source, offset,
+            input_tokens, output_tokens, cached_tokens,
         ) in events:  # fmt: skip
             if offset <= sources.get(source, -1):
                 replayed += 1
@@ -231,13 +258,15 @@ class PartitionDetect:
             row = rows.get(key)
             cell_key = (customer, index)
             if row is None:
-                row = rows[key] = [0.0] * TOP_CUSTOMER
+                row = rows[key] = [0.0] * ROW_FIELDS
                 cell = cells.get(cell_key)
                 if cell is None:
                     cell = cells[cell_key] = {}
                 cell[key] = row
             dirty.add(cell_key)
-            count_attempt(row, cost, attempt, failed, rate_limited)
+            count_attempt(
+                row, cost, attempt, failed, rate_limited, input_tokens, output_tokens, cached_tokens
+            )
         buckets.watermark = watermark
         buckets.stats.late_events += late
         self.replayed += replayed
@@ -300,8 +329,9 @@ class PartitionDetect:
             opened = record.get("open")
             if opened is None or partition_of(customer.encode(), self.partitions) != self.partition:
                 continue
-            for index, endpoint, provider, model, *row in opened.rows:
+            for index, endpoint, provider, model, *counts in opened.rows:
                 if index > buckets.closed_upto:
+                    row = current_row(counts)  # saved by an older worker: no tokens
                     key = (customer, endpoint, provider, model)
                     buckets.open.setdefault(index, {})[key] = row
                     self.open_rows.changed(index, key, row)
@@ -398,7 +428,7 @@ def encode_rollup(rollup: Rollup) -> bytes:
 
 
 def decode_rollup(raw: bytes) -> Rollup:
-    return {(row[0], row[1]): row[2:] for row in orjson.loads(raw)}
+    return {(row[0], row[1]): current_row(row[2:]) for row in orjson.loads(raw)}
 
 
 def encode_rollups(partition: int, complete_upto: int, part: list[tuple[int, Rollup]]) -> bytes:
@@ -414,5 +444,5 @@ def encode_rollups(partition: int, complete_upto: int, part: list[tuple[int, Rol
 
 def decode_rollups(raw: bytes) -> tuple[int, int, list[tuple[int, Rollup]]]:
     data = orjson.loads(raw)
-    part = [(i, {(row[0], row[1]): row[2:] for row in rows}) for i, rows in data["r"]]
+    part = [(i, {(row[0], row[1]): current_row(row[2:]) for row in rows}) for i, rows in data["r"]]
     return data["p"], data["w"], part

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import murmur2
 
+from detectors.cost_shift import CostShiftState
 from detectors.margin_breach import MarginBreachState
 from detectors.retry_storm import RetryStormState
 from detectors.spend_spike import SpendSpikeState
@@ -140,10 +141,12 @@ STATE_TYPES: dict[str, Any] = {
     "open": OpenRows,
     "spike_customer": SpendSpikeState,
     "spike_endpoint": SpendSpikeState,
+    "shift_customer": CostShiftState,
+    "shift_endpoint": CostShiftState,
     "retry_endpoint": RetryStormState,
     "margin": MarginBreachState,
 }
-PER_ENDPOINT = ("spike_endpoint", "retry_endpoint")
+PER_ENDPOINT = ("spike_endpoint", "shift_endpoint", "retry_endpoint")
 _SEP = "\x1f"
 PARTITION_PREFIX = b"\x00partition:"
 

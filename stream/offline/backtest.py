@@ -55,6 +55,8 @@ class Episode:
     severity: str
     start: float
     end: float | None  # None: still firing when the replay ended
+    # Why spend moved, when the alert says (its ``attribution`` annotation); not identity.
+    why: str = field(default="", compare=False)
 
     @property
     def identity(self) -> tuple[str, KeyLabels]:
@@ -85,6 +87,7 @@ class Episode:
             "severity": self.severity,
             "start": rfc3339(self.start),
             "end": None if self.end is None else rfc3339(self.end),
+            **({"attribution": self.why} if self.why else {}),
         }
 
 
@@ -105,7 +108,10 @@ def episodes(alerts: Iterable[Alert]) -> list[Episode]:
 
 def _episode(alert: Alert, end: float | None) -> Episode:
     labels = alert.labels
-    return Episode(labels["alertname"], key_of(labels), labels["severity"], alert.starts_at, end)
+    why = alert.annotations.get("attribution", "") if alert.status == "firing" else ""
+    return Episode(
+        labels["alertname"], key_of(labels), labels["severity"], alert.starts_at, end, why
+    )
 
 
 def day_of(t: float) -> str:
@@ -214,6 +220,11 @@ def format_text(runs: Sequence[Run], diff: Diff | None = None) -> str:
         lines += ["", f"Episodes under [{i + 1}] {run.name}: {len(run.episodes)}"]
         if run.episodes:
             lines += _table([head, *episode_rows(run.episodes, run.until)])
+            lines += [
+                f"  why {e.key_text} {e.alertname} {_when(e.start)}: {e.why}"
+                for e in run.episodes
+                if e.why
+            ]
     if diff is not None:
         lines += ["", f"Difference [1] -> [2]: {_diff_summary(diff)}"]
         until = max(r.until for r in runs)

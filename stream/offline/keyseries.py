@@ -96,7 +96,13 @@ def detectors_off(settings: Settings) -> Settings:
     det = settings.detectors
     changes: dict[str, Any] = {
         name: replace(getattr(det, name), enabled=False)
-        for name in ("spend_spike", "retry_storm", "retry_storm_global", "margin_breach")
+        for name in (
+            "spend_spike",
+            "cost_shift",
+            "retry_storm",
+            "retry_storm_global",
+            "margin_breach",
+        )
     }
     for rules in ("overrides", "windows"):  # rules could turn a detector back on
         if rules in type(det).model_fields:

@@ -242,12 +242,13 @@ def _when(t: float | None) -> str:
 
 def _episode_table(rows: Sequence[tuple[str, Episode]]) -> str:
     out = ["<table><tr><th></th><th>key</th><th>detector</th><th>severity</th>"]
-    out.append("<th>start</th><th>end</th></tr>")
+    out.append("<th>start</th><th>end</th><th>why (attribution)</th></tr>")
     for css, e in rows:
         out.append(
             f'<tr class="{css}"><td>{_e(css)}</td><td>{_e(e.key_text)}</td>'
             f"<td>{_e(e.alertname)}</td><td>{_e(e.severity)}</td>"
-            f"<td>{_e(_when(e.start))}</td><td>{_e(_when(e.end))}</td></tr>"
+            f"<td>{_e(_when(e.start))}</td><td>{_e(_when(e.end))}</td>"
+            f"<td>{_e(e.why)}</td></tr>"
         )
     return "".join(out) + "</table>"
 

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from detectors.cost_shift import CostShiftParams
 from detectors.margin_breach import MarginBreachParams
 from detectors.retry_storm import RetryStormParams
 from detectors.spend_spike import SpendSpikeParams
@@ -79,6 +80,11 @@ def _default_plans() -> dict[str, PlanSettings]:
 
 class DetectorSettings(Section):
     spend_spike: SpendSpikeParams = SpendSpikeParams()
+    cost_shift: CostShiftParams = Field(
+        default=CostShiftParams(),
+        description="Unit cost (USD per successful request) per customer and per customer "
+        "+ endpoint: model switches, longer prompts or outputs, cache misses, at any $/h.",
+    )
     retry_storm: RetryStormParams = Field(
         default=RetryStormParams(),
         description="Per customer and endpoint.",

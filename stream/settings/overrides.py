@@ -30,6 +30,7 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, field_validator
 
+from detectors.cost_shift import CostShiftParams
 from detectors.margin_breach import MarginBreachParams
 from detectors.retry_storm import RetryStormParams
 from detectors.spend_spike import SpendSpikeParams
@@ -38,12 +39,14 @@ MATCH_FIELDS = ("customer_id", "endpoint", "provider", "model", "plan")
 # Each detector setting, the parameters it takes, and the key labels its keys carry.
 DETECTORS: dict[str, type] = {
     "spend_spike": SpendSpikeParams,
+    "cost_shift": CostShiftParams,
     "retry_storm": RetryStormParams,
     "retry_storm_global": RetryStormParams,
     "margin_breach": MarginBreachParams,
 }
 KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "spend_spike": ("customer_id", "endpoint", "plan"),  # endpoint only per endpoint
+    "cost_shift": ("customer_id", "endpoint", "plan"),
     "retry_storm": ("customer_id", "endpoint", "plan"),
     "retry_storm_global": ("provider", "model"),
     "margin_breach": ("customer_id", "plan"),
@@ -129,6 +132,7 @@ def _patch_model(name: str, params: type) -> type[BaseModel]:
 
 
 SpendSpikePatch = _patch_model("SpendSpikePatch", SpendSpikeParams)
+CostShiftPatch = _patch_model("CostShiftPatch", CostShiftParams)
 RetryStormPatch = _patch_model("RetryStormPatch", RetryStormParams)
 MarginBreachPatch = _patch_model("MarginBreachPatch", MarginBreachParams)
 
@@ -140,6 +144,10 @@ class Patches(BaseModel):
 
     spend_spike: SpendSpikePatch | None = Field(  # type: ignore[valid-type]
         default=None, description="spend_spike parameters to change (as in its section)."
+    )
+    cost_shift: CostShiftPatch | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="cost_shift parameters to change (accept_from: accept a key's new level).",
     )
     retry_storm: RetryStormPatch | None = Field(  # type: ignore[valid-type]
         default=None, description="retry_storm parameters to change."

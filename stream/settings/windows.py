@@ -32,7 +32,9 @@ from pydantic import Field, WithJsonSchema, field_validator, model_validator
 from stream.settings.cron import Cron
 from stream.settings.overrides import DETECTORS, Match, Patches
 
-DetectorName = Literal["spend_spike", "retry_storm", "retry_storm_global", "margin_breach"]
+DetectorName = Literal[
+    "spend_spike", "cost_shift", "retry_storm", "retry_storm_global", "margin_breach"
+]
 _UNITS = {"d": 86_400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)([dhms]))+?")
 MAX_DURATION_S = 31 * 86_400.0

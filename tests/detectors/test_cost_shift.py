@@ -283,17 +283,43 @@ def test_accept_after_s_accepts_an_alert_open_that_long_by_itself():
     assert resolved.notes == {"resolved_by": "accept_after_s"}
 
 
-def test_a_customer_whose_cheap_traffic_stops_costs_more_per_request_but_does_not_fire():
-    """Per customer, unit cost is a mix: the cheap endpoint going quiet raises it, while
-    spend falls. Not a shift that costs money."""
-    cheap = traffic(5, lambda t: Mix(volume=0.0 if t >= at(3, 10) else 1.0), per_hour=3000.0)
-    dear = traffic(5, lambda t: FOUR_O, per_hour=165.0, seed=2)
+def cheap_endpoint_stops(days: float = 6.0):
+    """A customer's two endpoints: a cheap busy one that goes quiet on day 3 at 10:00,
+    and a dear one that goes on as before."""
+    cheap = traffic(days, lambda t: Mix(volume=0.0 if t >= at(3, 10) else 1.0), per_hour=3000.0)
+    dear = traffic(days, lambda t: FOUR_O, per_hour=165.0, seed=2)
     merged = [
-        (t, Usage(*(a + b for a, b in zip(u, v, strict=True))))
+        (
+            t,
+            Usage(
+                *(a + b for a, b in zip(u, v, strict=True)),
+            ),
+            u.requests,
+            v.requests,
+        )
         for (t, u), (_, v) in zip(cheap, dear, strict=True)
     ]
-    decisions, _ = run(merged)
-    assert decisions == []
+    return merged
+
+
+def test_a_customer_whose_cheap_endpoint_goes_quiet_is_not_a_shift_at_its_endpoints_unit_costs():
+    """Per customer, unit cost is a mix of endpoints: the cheap one going quiet raises it
+    (spend falls). Judged against what each endpoint's requests usually cost (the stream
+    layer passes that as ``expected``), it is a change of volume: never fires."""
+    state, out = CostShiftState.new(PARAMS), []
+    for t, usage, cheap_ok, dear_ok in cheap_endpoint_stops():
+        expected = cheap_ok * unit_cost(MINI) + dear_ok * unit_cost(FOUR_O)
+        out += cost_shift.update(state, t, STEP, usage, PARAMS, expected)
+    assert out == []
+
+
+def test_on_its_own_unit_cost_the_same_customer_is_held_while_its_spend_is_below_usual():
+    """Without the endpoints' unit costs, only the spend guard holds it: spend is below
+    what the hour usually costs until the baseline has learnt the lower volume."""
+    state, out = CostShiftState.new(PARAMS), []
+    for t, usage, _, _ in cheap_endpoint_stops(days=4.0):
+        out += [(t, d) for d in cost_shift.update(state, t, STEP, usage, PARAMS)]
+    assert all(t >= at(3, 10) + 12 * HOUR for t, _ in out)
 
 
 @pytest.mark.parametrize(
@@ -317,7 +343,7 @@ def test_fourteen_clean_days_with_poisson_noise_and_a_daily_cycle_never_fire(see
     st.lists(
         st.tuples(
             st.floats(0, 50),
-            st.floats(0, 1000),
+            st.integers(0, 1000),  # successful requests: a count
             st.floats(0, 1),
             st.floats(0, 2e6),
             st.floats(0, 1),
@@ -332,7 +358,7 @@ def test_state_round_trips_through_json_and_continues_identically(steps, gap):
     params = CostShiftParams(warmup_s=0, min_baseline_requests=0, min_requests=1)
     state = CostShiftState.new(params)
     for i, (cost, ok, failed, inp, cached, out) in enumerate(steps):
-        usage = Usage(cost, ok, ok * (1 + failed), inp, inp * cached, out)
+        usage = Usage(cost, ok, round(ok * (1 + failed)), inp, inp * cached, out)
         cost_shift.update(state, START + i * gap * STEP, STEP, usage, params)
     raw = json.dumps(state.to_dict())
     restored = CostShiftState.from_dict(json.loads(raw))

@@ -86,10 +86,15 @@ def test_per_alert_groups_send_each_transition_once(recorded, tmp_path):
 
 def expected(alerts: list[dict], notify: NotifySettings) -> list[dict]:
     """What the dispatcher implies when every delivery succeeds at once: stepped through
-    event time one second at a time (a slower clock than replay's, same notifications)."""
+    event time one second at a time (a slower clock than replay's, same notifications).
+    Alerts arrive in the order replay emitted them, each at its event time or, when it was
+    emitted after a later one (cost_shift fires an hour after its start), at that one's."""
     d = Dispatcher(notify, {}, {})
     out: list[dict] = []
-    queue = sorted(((event_time(a), i, a) for i, a in enumerate(alerts)), key=lambda x: x[:2])
+    queue, arrived = [], float("-inf")
+    for i, a in enumerate(alerts):
+        arrived = max(arrived, event_time(a))
+        queue.append((arrived, i, a))
     start, last = int(queue[0][0]), int(queue[-1][0])
     horizon = last + int(notify.route.group_interval_s or 300) + 1
     index = 0

@@ -58,7 +58,16 @@ def test_replay_json_prints_only_contract_alert_objects(incidents):
     for alert in alerts:
         jsonschema.validate(alert, item)
     names = {a["labels"]["alertname"] for a in alerts}
-    assert names == {"spend_spike", "retry_storm", "margin_breach"}
+    # cost_shift: the model_switch incident's endpoint and its customer (a true alert).
+    assert names == {"spend_spike", "cost_shift", "retry_storm", "margin_breach"}
+    shifted = {
+        (a["labels"]["customer_id"], a["labels"].get("endpoint"))
+        for a in alerts
+        if a["labels"]["alertname"] == "cost_shift"
+    }
+    truth = json.loads((incidents / "truth.json").read_text())
+    [switch] = [i["labels"] for i in truth["incidents"] if i["kind"] == "model_switch"]
+    assert shifted == {(switch["customer_id"], switch["endpoint"]), (switch["customer_id"], None)}
     assert "replayed" in result.stderr  # the summary goes to stderr, not stdout
 
 

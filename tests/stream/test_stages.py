@@ -140,13 +140,22 @@ def test_partition_detection_matches_the_embedded_pipeline(tmp_path):
         pipeline, [tmp_path / "usage.jsonl.gz"], [tmp_path / "errors.jsonl.gz"], progress=False
     ).alerts
 
-    def when(status, starts_at, ends_at):
-        return ends_at if status == "resolved" else starts_at
+    detectors = SETTINGS.detectors
+    # A resolve is decided up to rearm_s (flap damping) after the end it reports, and a
+    # cost_shift fires min_duration_s after the start it reports.
+    hold = max(detectors.spend_spike.rearm_s, detectors.retry_storm.rearm_s)
+    hold = max(hold, detectors.cost_shift.rearm_s)
+
+    def when(name, status, starts_at, ends_at):
+        if status == "resolved":
+            return ends_at + hold
+        return starts_at + (detectors.cost_shift.min_duration_s if name == "cost_shift" else 0)
 
     mine = sorted(
         (k.decision.status, k.decision.starts_at, str(sorted(k.key.items())))
         for k in keyed
-        if when(k.decision.status, k.decision.starts_at, k.decision.ends_at) < cutoff
+        if when(k.decision.alertname, k.decision.status, k.decision.starts_at, k.decision.ends_at)
+        < cutoff
     )
     theirs = sorted(
         (
@@ -155,7 +164,8 @@ def test_partition_detection_matches_the_embedded_pipeline(tmp_path):
             str(sorted((k, v) for k, v in a.labels.items() if k in ("customer_id", "endpoint"))),
         )
         for a in expected
-        if "customer_id" in a.labels and when(a.status, a.starts_at, a.ends_at) < cutoff
+        if "customer_id" in a.labels
+        and when(a.labels["alertname"], a.status, a.starts_at, a.ends_at) < cutoff
     )
     assert mine == theirs
 

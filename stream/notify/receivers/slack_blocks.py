@@ -60,6 +60,8 @@ def _amount(alertname: str, value: float) -> str:
         return f"{100 * value:.0f}%"
     if alertname in ("spend_spike", "margin_breach"):
         return f"${value:,.2f}"
+    if alertname == "cost_shift":  # USD per request: cents and below
+        return f"${value:,.4g}"
     return f"{value:.4g}"
 
 
@@ -95,7 +97,9 @@ def _fields(alert: dict[str, Any]) -> list[dict[str, Any]]:
         lines.append(f"Observed: {_amount(name, observed)} (no baseline yet)")
     money = _float(notes.get("money_at_risk_usd_per_hour"))
     if money is not None:
-        lines.append(f"Money at risk: ${money:,.2f}/h")
+        month = _float(notes.get("excess_usd_per_month"))
+        per_month = f" (${month:,.0f}/month)" if month is not None else ""
+        lines.append(f"Money at risk: ${money:,.2f}/h{per_month}")
     lines.append(f"Started: {alert.get('startsAt', '?')}")
     if alert.get("status") == "resolved":
         lines.append(f"Resolved: {alert.get('endsAt', '?')}")
@@ -109,6 +113,8 @@ def _alert_blocks(alert: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     if bars := sparkline(alert["annotations"].get("recent", "")):
         out.append({"type": "context", "elements": [_plain(f"Recent: {bars}")]})
+    if why := alert["annotations"].get("attribution"):  # why spend moved, by driver
+        out.append({"type": "context", "elements": [_plain(f"Why: {why}", 1900)]})
     return out
 
 
