@@ -307,6 +307,19 @@ def summarize(runs: Sequence[ScoredRun], floor_usd_per_hour: float) -> dict[str,
         },
         "by_alertname": _by_alertname(runs),
         "incidents": [_row(o, floor_usd_per_hour) for o in outcomes],
+        "false_alerts": [
+            {
+                "run": r.name,
+                "alertname": f.alertname,
+                "labels": f.key,
+                "severity": f.severity,
+                "starts_at": f.starts_at,
+                "emitted_at": f.emitted_at,
+            }
+            for r in runs
+            for f, v in zip(r.firings, r.verdicts, strict=True)
+            if v == "false"
+        ],
     }
 
 
