@@ -53,3 +53,4 @@ include mk/kafka.mk
 include mk/chromium.mk
 include mk/prometheus.mk
 include mk/fuzz.mk
+include mk/bench-detection.mk
