@@ -11,24 +11,27 @@ sparse keys) of cost, successful requests, attempts, input, cached input and out
 - a long baseline (``baseline_days``), with per hour of the UTC day sums of cost and
   requests (the unit cost expected at this hour, shrunk towards all hours' while an hour
   has few requests; a customer whose night traffic is batch work has a dearer night);
-- a short window (``window_s``): the recent unit cost, against the unit cost the
-  baseline expects for the same hours and volumes;
-- a recent window (``calm_s``): judges the calm after firing, so a long window's memory
-  of the dear hour does not hold the alert for hours after the cost is back.
+- a short window (``window_s``): the unit cost judged, against what the baseline
+  expects for the same hours and volumes (or what the caller says the requests should
+  have cost: a customer's, at its endpoints' own unit costs);
+- a recent window (``calm_s``): the level now. An alert reports it (observed, money,
+  attribution), a breach must still show in it, and it judges the calm after firing, so
+  the short window's memory of a dear hour neither holds an alert nor starts another.
 
 A step breaches when, with the baseline warm (``warmup_s`` of history and
 ``min_baseline_requests``) and ``min_requests`` in the short window: unit cost is
-``min_ratio`` above baseline (in the short window, and still in the recent one), ``min_z`` standard errors above it (the per-request noise
-is learnt too), the excess projected over a month (730 h) at the key's volume (the larger
-of the window's rate and the long-run average rate, so a night-time shift is not judged
-at night volume) is worth ``warning_usd_per_month``, and spend is above what this hour
-usually costs (a cheap endpoint's traffic stopping raises a customer's unit cost but
-costs nothing). It fires once the breach has lasted ``min_duration_s``; critical from
-``critical_usd_per_month`` (a warning escalates once). While an alert is open or building
-the baseline does not learn. It resolves when the recent unit cost is below baseline x
-(1 + ``min_ratio`` / 2) for ``calm_s`` (flap damping: ``rearm_s``), or when the new level
-is accepted: ``accept_from`` (an event time, per key through overrides) restarts the
-key's baseline from the current level at that time and closes its alert;
+``min_ratio`` above baseline (in the short window, and still in the recent one),
+``min_z`` standard errors above it (the per-request noise is learnt too), the excess
+projected over a month (730 h) at the key's volume (the larger of the window's rate and
+the long-run average rate, so a night-time shift is not judged at night volume) is worth
+``warning_usd_per_month``, and spend is above what this hour usually costs (a cheap
+model's traffic stopping raises unit cost but costs nothing). It fires once the breach
+has lasted ``min_duration_s``; critical from ``critical_usd_per_month`` (a warning
+escalates once). While an alert is open or building the baseline does not learn, and
+once warm a dear step is learnt clipped. It resolves when the recent unit cost is below
+baseline x (1 + ``min_ratio`` / 2) for ``calm_s`` (flap damping: ``rearm_s``), or when
+the new level is accepted: ``accept_from`` (an event time, per key through overrides)
+restarts the key's baseline from the current level at that time and closes its alert;
 ``accept_after_s`` does so by itself after an alert has been open that long.
 
 The detector takes usage in steps (the stream layer feeds it every few buckets): each
@@ -53,6 +56,7 @@ call is one step of ``dt`` seconds; time only comes in with the calls.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any
@@ -70,7 +74,7 @@ STATE_VERSION = 1
 HOURS_PER_MONTH = 730.0
 # The stream layer hands usage over in steps of about this long (whole buckets): a
 # detector of hour-long windows needs no per-minute judging, and it costs per key.
-STEP_S = 300.0
+STEP_S = 600.0
 HOURS = 24
 # An hour's unit cost is shrunk towards all hours' as if all hours' had this many
 # requests in that hour: an hour with few requests follows the overall unit cost.
@@ -221,7 +225,7 @@ class CostShiftState:
     long: list[float]  # cost, ok, attempts, input, cached, output, squared deviation
     hours: list[float]  # per hour of the UTC day: cost, ok (2 x 24)
     short: list[float]  # the six usage sums, and what they were expected to cost
-    recent: list[float]  # cost, ok
+    recent: list[float]  # the six usage sums
     t: float | None = None  # start of the last step
     since: float | None = None  # start of the learnt history (moves on while not learning)
     breach_since: float | None = None
@@ -232,7 +236,7 @@ class CostShiftState:
     def new(cls, params: CostShiftParams) -> CostShiftState:
         # A key first seen after accept_from has nothing to accept.
         return cls(
-            [0.0] * 7, [0.0] * (2 * HOURS), [0.0] * 7, [0.0] * 2, accepted=params.accept_from
+            [0.0] * 7, [0.0] * (2 * HOURS), [0.0] * 7, [0.0] * 6, accepted=params.accept_from
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -326,6 +330,9 @@ class _Judged:
     volume_per_hour: float  # successful requests/h the excess is projected at
     rate_per_hour: float  # successful requests/h in the short window
     excess_per_hour: float  # (unit - base) x volume, USD/h
+    now: float  # USD per successful request in the recent window (short's if it is empty)
+    now_excess_per_hour: float  # (now - base) x volume, USD/h: what is lost now
+    now_evidence: bool  # the recent window alone has min_requests
     spend_above_usual: bool
     warm: bool
     evidence: bool  # enough requests in the short window
@@ -335,11 +342,12 @@ def update(
     state: CostShiftState,
     t: float,
     dt: float,
-    usage: Usage,
+    usage: Sequence[float],
     params: CostShiftParams,
     expected: float | None = None,
 ) -> list[Decision]:
-    """Learn and judge the usage of the step ``[t, t + dt)`` (epoch s; USD, counts).
+    """Learn and judge the usage of the step ``[t, t + dt)`` (epoch s): a :class:`Usage`
+    or its six numbers in that order (USD, counts).
 
     ``expected``: what the step's successful requests would cost at baseline, USD;
     default: their number x this key's unit cost at this hour. A key that is a sum of
@@ -360,7 +368,7 @@ def update(
         state.since = t
     learning = state.episode is None and state.breach_since is None
     if learning:
-        _decay_long(state, t, gap, params)
+        _decay_long(state, t, params)
     else:
         state.since += gap  # time not learnt is not history
     state.t = t
@@ -378,8 +386,12 @@ def update(
     short[EXPECTED] = short[EXPECTED] * fs + expected
     fr = _decay(gap, params.calm_s)
     recent = state.recent
-    recent[0] = recent[0] * fr + cost
-    recent[1] = recent[1] * fr + ok
+    recent[COST] = recent[COST] * fr + cost
+    recent[OK] = recent[OK] * fr + ok
+    recent[ATTEMPTS] = recent[ATTEMPTS] * fr + usage[ATTEMPTS]
+    recent[INPUT] = recent[INPUT] * fr + usage[INPUT]
+    recent[CACHED] = recent[CACHED] * fr + usage[CACHED]
+    recent[OUTPUT] = recent[OUTPUT] * fr + usage[OUTPUT]
     if learning and (
         short[OK] < params.min_requests or short[COST] < short[EXPECTED] * (1 + params.min_ratio)
     ):
@@ -407,21 +419,27 @@ def _decay(gap: float, tau: float) -> float:
     return f
 
 
-def _decay_long(state: CostShiftState, t: float, gap: float, params: CostShiftParams) -> None:
-    tau = params.baseline_days * 86_400.0
-    f = _decay(gap, tau)
-    long = state.long
-    for i in range(7):
-        long[i] *= f
+def _decay_long(state: CostShiftState, t: float, params: CostShiftParams) -> None:
+    """Decay the baseline when the hour changes (by the hours since): a 7-day memory
+    moves 0.6 % in an hour, so steps within one need not pay for it, and the hours'
+    profile, learnt only in its own hour, decays alike."""
     last = state.t
-    if last is not None and int(t // 3600) != int(last // 3600):
-        # Hours decay when the hour changes: each is learnt only in its own hour.
-        f = math.exp(-(int(t // 3600) - int(last // 3600)) * 3600.0 / tau)
-        state.hours = [x * f for x in state.hours]
+    if last is None:
+        return
+    hours = int(t // 3600) - int(last // 3600)
+    if hours <= 0:
+        return
+    f = _decay(hours * 3600.0, params.baseline_days * 86_400.0)
+    state.long = [x * f for x in state.long]
+    state.hours = [x * f for x in state.hours]
 
 
 def _learn(
-    state: CostShiftState, t: float, usage: Usage, expected: float, params: CostShiftParams
+    state: CostShiftState,
+    t: float,
+    usage: Sequence[float],
+    expected: float,
+    params: CostShiftParams,
 ) -> None:
     """Add the step to the baseline; once warm, a dear step is learnt clipped (at
     ``clip_z`` standard deviations, and at least half of ``min_ratio``, above what the
@@ -430,7 +448,7 @@ def _learn(
     long = state.long
     cost, ok = usage[COST], usage[OK]
     if long[OK] > 0:  # the noise around a baseline, once there is one to compare with
-        if _warm(state, t, params):
+        if cost > expected * (1.0 + params.min_ratio / 2) and _warm(state, t, params):
             sd = math.sqrt(long[SQ] / long[OK] * ok)
             cap = max(expected * (1.0 + params.min_ratio / 2), expected + params.clip_z * sd)
             cost = min(cost, cap)
@@ -462,6 +480,8 @@ def _judge(state: CostShiftState, t: float, dt: float, params: CostShiftParams) 
     variance = long[SQ] / long[OK] if long[OK] > 0 else 0.0
     se = math.sqrt(variance / ok) if ok > 0 else 0.0
     z = (unit - base) / se if se > 0 else (math.inf if unit > base else 0.0)
+    recent = state.recent
+    now = recent[COST] / recent[OK] if recent[OK] > 0 else unit
     return _Judged(
         unit,
         base,
@@ -470,6 +490,9 @@ def _judge(state: CostShiftState, t: float, dt: float, params: CostShiftParams) 
         volume,
         rate,
         (unit - base) * volume,
+        now,
+        (now - base) * volume,
+        recent[OK] >= params.min_requests,
         # Spend now above what this hour usually costs (at its usual volume).
         short[COST] * per_s > state.usual_requests_per_s(t, params) * state.unit_cost_at(t),
         _warm(state, t + dt, params),
@@ -482,6 +505,10 @@ def _decide(
 ) -> list[Decision]:
     month = j.excess_per_hour * HOURS_PER_MONTH
     recent_breach, recent_elevated = _recent(state, j, params)
+    # Critical on the hour's window, or on the level now once the recent window alone
+    # has the requests to say so (the hour's window lags a new level by ~2 window_s).
+    now_month = j.now_excess_per_hour * HOURS_PER_MONTH if j.now_evidence else month
+    critical = max(month, now_month) >= params.critical_usd_per_month
     breach = (
         j.warm
         and j.evidence
@@ -496,7 +523,6 @@ def _decide(
     episode = state.episode
     transitions: list[Transition] = []
     if episode is not None and episode.firing:
-        critical = month >= params.critical_usd_per_month
         if episode.severity == WARNING and breach and critical and episode.calm == 0:
             # Escalation: the warning resolves and a critical alert fires (two alerts).
             transitions = episode.close(t)
@@ -538,7 +564,7 @@ def _decide(
             state.breach_since = None
         since = state.breach_since
         lasted = breach and since is not None and t + dt - since >= params.min_duration_s
-        severity = CRITICAL if month >= params.critical_usd_per_month else WARNING
+        severity = CRITICAL if critical else WARNING
         state.episode, transitions = episodes.advance(
             episode,
             t,
@@ -558,12 +584,10 @@ def _decide(
 
 def _recent(state: CostShiftState, j: _Judged, params: CostShiftParams) -> tuple[bool, bool]:
     """(breach, elevated) of the recent window, which judges an open alert."""
-    cost, ok = state.recent
-    if ok <= 0 or j.base <= 0 or not j.evidence:
+    if state.recent[OK] <= 0 or j.base <= 0 or not j.evidence:
         return False, False
-    unit = cost / ok
-    ratio = unit / j.base - 1.0
-    month = (unit - j.base) * j.volume_per_hour * HOURS_PER_MONTH
+    ratio = j.now / j.base - 1.0
+    month = j.now_excess_per_hour * HOURS_PER_MONTH
     breach = ratio >= params.min_ratio and month >= params.warning_usd_per_month
     elevated = ratio >= params.min_ratio / 2 and month >= params.warning_usd_per_month / 2
     return breach, elevated
@@ -577,15 +601,17 @@ def _decisions(
 ) -> list[Decision]:
     if not transitions:
         return []
+    # Figures of the level now (the recent window); the hour's window was judged.
     values = {
-        "observed": j.unit,
+        "observed": j.now,
         "baseline": j.base,
-        "ratio": j.unit / j.base if j.base > 0 else 0.0,
+        "ratio": j.now / j.base if j.base > 0 else 0.0,
         "z": j.z if math.isfinite(j.z) else 0.0,
         "threshold": j.base * (1.0 + params.min_ratio),
-        "money_at_risk_usd_per_hour": max(0.0, j.excess_per_hour),
-        "excess_usd_per_month": max(0.0, j.excess_per_hour * HOURS_PER_MONTH),
+        "money_at_risk_usd_per_hour": max(0.0, j.now_excess_per_hour),
+        "excess_usd_per_month": max(0.0, j.now_excess_per_hour * HOURS_PER_MONTH),
         "requests_per_hour": j.rate_per_hour,
+        "window_observed": j.unit,
     }
     out = []
     for tr in transitions:
@@ -602,11 +628,11 @@ def _decisions(
 
 
 def shift_attribution(state: CostShiftState, j: _Judged) -> attribution.Attribution | None:
-    """The unit-cost excess split into drivers: both ends at the same volume (the one it
-    is projected at), so volume carries none of it; per-request tokens, failures and
-    cache share from the long sums and the short window; price closes each end."""
-    long, short = state.long, state.short
-    if long[OK] <= 0 or short[OK] <= 0:
+    """The unit-cost excess now split into drivers: both ends at the same volume (the one
+    it is projected at), so volume carries none of it; per-request tokens, failures and
+    cache share from the long sums and the recent window; price closes each end."""
+    long, recent = state.long, state.recent
+    if long[OK] <= 0 or recent[OK] <= 0:
         return None
     volume = j.volume_per_hour
 
@@ -621,7 +647,7 @@ def shift_attribution(state: CostShiftState, j: _Judged) -> attribution.Attribut
             sums[OUTPUT] * per,
         )
 
-    return attribution.split(at(long, j.base), at(short, j.unit), j.excess_per_hour)
+    return attribution.split(at(long, j.base), at(recent, j.now), j.now_excess_per_hour)
 
 
 def _accept(

@@ -173,7 +173,7 @@ class CustomerDetection:
             spikes = self._run_spikes(index, t, width, by_customer, by_endpoint)
             out += [self._attributed(k, t, width, by_customer, by_endpoint) for k in spikes]
         if self.resolver.enabled("cost_shift"):
-            out += self._run_shifts(index, width, by_customer, by_endpoint)
+            out += self._run_shifts(index, width, by_endpoint)
         if self.resolver.enabled("retry_storm"):
             out += self._run_retries(index, t, width, by_endpoint)
         if self.resolver.enabled("margin_breach"):
@@ -303,11 +303,7 @@ class CustomerDetection:
         return Keyed(keyed.key, replace(decision, values=values, notes=notes))
 
     def _run_shifts(
-        self,
-        index: int,
-        width: float,
-        by_customer: dict[str, list[float]],
-        by_endpoint: dict[tuple[str, str], list[float]],
+        self, index: int, width: float, by_endpoint: dict[tuple[str, str], list[float]]
     ) -> list[Keyed]:
         """cost_shift judges steps of whole buckets (cost_shift.STEP_S): this bucket's
         usage is added to its step's, and a step is judged when its last bucket closes,
@@ -318,27 +314,26 @@ class CustomerDetection:
         if self.shift_step is not None and self.shift_step != step:
             out += self._judge_shifts(self.shift_step, per * width)
         self.shift_step = step
-        for name, rows in (("shift_customer", by_customer), ("shift_endpoint", by_endpoint)):
-            pending = self.shift_usage[name]
-            for key, row in rows.items():
-                sums = pending.get(key)
-                ok = row[REQUESTS] - row[FAILURES]
-                if sums is None:
-                    pending[key] = [
-                        row[COST],
-                        ok,
-                        row[REQUESTS],
-                        row[INPUT_TOKENS],
-                        row[CACHED_TOKENS],
-                        row[OUTPUT_TOKENS],
-                    ]
-                else:
-                    sums[0] += row[COST]
-                    sums[1] += ok
-                    sums[2] += row[REQUESTS]
-                    sums[3] += row[INPUT_TOKENS]
-                    sums[4] += row[CACHED_TOKENS]
-                    sums[5] += row[OUTPUT_TOKENS]
+        pending = self.shift_usage["shift_endpoint"]  # a customer's are its endpoints'
+        for key, row in by_endpoint.items():
+            sums = pending.get(key)
+            ok = row[REQUESTS] - row[FAILURES]
+            if sums is None:
+                pending[key] = [
+                    row[COST],
+                    ok,
+                    row[REQUESTS],
+                    row[INPUT_TOKENS],
+                    row[CACHED_TOKENS],
+                    row[OUTPUT_TOKENS],
+                ]
+            else:
+                sums[0] += row[COST]
+                sums[1] += ok
+                sums[2] += row[REQUESTS]
+                sums[3] += row[INPUT_TOKENS]
+                sums[4] += row[CACHED_TOKENS]
+                sums[5] += row[OUTPUT_TOKENS]
         if (index + 1) % per == 0:
             out += self._judge_shifts(step, per * width)
             self.shift_step = None
@@ -352,6 +347,7 @@ class CustomerDetection:
         resolver = self.resolver
         plain = resolver.effective("cost_shift", t) if resolver.trivial else None
         update, new = cost_shift.update, CostShiftState.new
+        customers = self.shift_usage["shift_customer"]
         expected: dict[str, float] = {}  # customer -> cost of requests on known endpoints
         unknown: dict[str, float] = {}  # customer -> requests on endpoints without baseline
         out: list[Keyed] = []
@@ -367,27 +363,42 @@ class CustomerDetection:
                 )
                 params = eff.params
                 state = table.get(key) or new(params)
-                sums = pending.get(key)
-                part: float | None = None  # what the step costs at the parts' baselines
-                if endpoint is not None and sums:
+                sums = pending.get(key) or _NO_USAGE
+                # What the step's requests cost at baseline: an endpoint's at its own unit
+                # cost; a customer's at its endpoints' (its own for endpoints without one).
+                if endpoint is not None:
+                    if sums is not _NO_USAGE:  # the customer's usage: its endpoints' summed
+                        total = customers.get(customer)
+                        if total is None:
+                            customers[customer] = list(sums)
+                        else:
+                            for i in range(6):
+                                total[i] += sums[i]
+                    part = sums[1] * state.unit_cost_at(t) if sums[1] else 0.0
                     if state.learnt_requests > 0:
-                        cost = sums[1] * state.unit_cost_at(t)
-                        expected[customer] = expected.get(customer, 0.0) + cost
+                        expected[customer] = expected.get(customer, 0.0) + part
                     else:
                         unknown[customer] = unknown.get(customer, 0.0) + sums[1]
-                elif endpoint is None and customer in expected:
+                elif customer in expected or customer in unknown:
                     own = unknown.get(customer, 0.0) * state.unit_cost_at(t)
-                    part = expected[customer] + own
+                    part = expected.get(customer, 0.0) + own
+                else:
+                    part = None
                 if not params.enabled:
                     active.discard(key)
                     continue
-                was_firing = episodes.firing(state.episode)
-                step_usage = Usage(*sums) if sums else _NO_USAGE
-                decisions = update(state, t, dt, step_usage, params, part)
+                episode = state.episode
+                was_firing = episode is not None and episode.firing
+                decisions = update(state, t, dt, sums, params, part)
                 if eff.muted_by:
                     decisions = _unless_muted(eff, state, was_firing, decisions)
-                self._keep(name, table, key, state, state.episode is not None)
-                out += [Keyed(_labels(key), explained(d, eff)) for d in decisions]
+                table[key] = state  # _keep written out: this runs for every key, every step
+                if state.episode is not None:
+                    active.add(key)
+                else:
+                    active.discard(key)
+                if decisions:
+                    out += [Keyed(_labels(key), explained(d, eff)) for d in decisions]
             pending.clear()
         return out
 
@@ -518,7 +529,7 @@ class CustomerDetection:
             self.active[name].discard(key)
 
 
-_NO_USAGE = Usage(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+_NO_USAGE = [0.0] * 6  # a step without usage (a key judged for its open alert)
 
 
 def _unless_muted(
