@@ -97,7 +97,7 @@ def test_every_poison_pill_in_one_run_leaves_the_worker_running_with_exact_count
         (b"\xff\xfe garbage \x00", "invalid_utf8"),
         (usage_line(82, input_tokens="12"), "int_type"),
         (usage_line(83, ts="2099-01-01T00:00:00Z"), "ts_in_future"),
-        (usage_line(84)[:-1] + b',"cost_usd":NaN}', "finite_number"),
+        (usage_line(84)[:-1] + b',"cost_usd":NaN}', "json_invalid"),  # NaN is not JSON
         (usage_line(85, cost_usd=1e308), "less_than_equal"),
         (b'{"event_id":"a","event_id":"b"}', "missing"),
         (b"[]", "not_an_object"),
