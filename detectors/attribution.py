@@ -169,7 +169,8 @@ class Attribution:
 
     def text(self) -> str:
         """One line: the excess; the drivers that carry it (1 % or more of it), largest
-        first, with their change and USD/h; then the others' change alone."""
+        first, with their change and USD/h; then the others' change, and what they add
+        up to when that is a cent an hour or more (so the line adds up)."""
         total = abs(self.excess_usd_per_hour)
         parts = self.usd_per_hour
         major = [d for d in parts if d == "other" or abs(parts[d]) >= max(0.01 * total, 1e-9)]
@@ -181,10 +182,14 @@ class Attribution:
             for d in major
         ]
         line = f"{_usd(self.excess_usd_per_hour)}: " + ", ".join(said)
-        minor = [f"{LABELS[d]} {self.change(d)}" for d in parts if d not in major]
-        if not minor:
+        rest = [d for d in parts if d not in major]
+        if not rest:
             return line
-        return line + ("; " if said else "") + ", ".join(minor)
+        minor = ", ".join(f"{LABELS[d]} {self.change(d)}" for d in rest)
+        together = math.fsum(parts[d] for d in rest)
+        if abs(together) >= 0.005:  # USD/h: small each, but they add up to this
+            minor = f"others ({_usd(together)}): {minor}"
+        return line + ("; " if said else "") + minor
 
     def values(self) -> dict[str, float]:
         """Annotations: ``excess_<driver>_usd_per_hour`` and ``excess_<driver>_pct``."""

@@ -4,6 +4,7 @@ attributed to that driver."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -152,3 +153,16 @@ def test_a_side_without_attempts_has_no_split_and_all_failed_stays_finite():
     assert failed is not None
     assert all(math.isfinite(v) for v in failed.usd_per_hour.values())
     assert total(failed) == pytest.approx(0.5)
+
+
+def test_the_line_adds_up_when_small_drivers_are_told_together():
+    # A 13x model switch with a little less output and a little more cache: the drivers
+    # under 1 % of the excess are told together, with what they add up to.
+    now = BASE._replace(cost=13.0, output_tokens=19_200.0, cached_input_tokens=61_000.0)
+    a = split(BASE, now)
+    assert a is not None
+    text = a.text()
+    assert "; others (" in text
+    found = re.findall(r"\(([+-])\$([\d,.]+)/h\)", text)
+    amounts = [float(sign + number.replace(",", "")) for sign, number in found]
+    assert sum(amounts) == pytest.approx(a.excess_usd_per_hour, abs=0.011)
