@@ -180,11 +180,12 @@ SPIKE_RESOLVE_CASES = [
         {"resolve_z": 0.0}, 1.0, 2.0, [1.1] * LONG, None, id="resolve below 1.1x: 1.1x holds"
     ),
     pytest.param({"resolve_z": 0.0}, 1.0, 2.0, [1.099] * LONG, 0, id="resolve below 1.1x: 1.099x"),
+    # z is exactly 2 at 1.1x of a $10 baseline (not of $1, where 1.1 - 1.0 is 0.1000...09)
     pytest.param(
-        {"resolve_margin": 0.0}, 1.0, 2.0, [1.1] * LONG, None, id="resolve below 2 sd: z 2 holds"
+        {"resolve_margin": 0.0}, 10.0, 15.0, [11.0] * LONG, None, id="resolve below 2 sd: z 2 holds"
     ),
     pytest.param(
-        {"resolve_margin": 0.0}, 1.0, 2.0, [1.099] * LONG, 0, id="resolve below 2 sd: z 1.98"
+        {"resolve_margin": 0.0}, 10.0, 15.0, [10.99] * LONG, 0, id="resolve below 2 sd: z 1.98"
     ),
     # Not in the README: an open spike also needs half the $3/h excess to stay open.
     pytest.param(
@@ -281,6 +282,9 @@ STORM_CASES = [
     pytest.param([counts(81, 9)] * 2 + [DILUTED], FIRING, id="p 1e-6: p 9.1e-7 fires"),
     # 9 of 82: p <= 1.01e-6 in the first window; the second (18 of 164) alone is not enough.
     pytest.param([counts(82, 9)] * 2 + [DILUTED], [], id="p 1e-6: p 1.01e-6 does not"),
+    # 10 attempts in the window may be a storm (9 failures is one: critical at 90 %), 9 not.
+    pytest.param([counts(10, 9), BucketCounts()], CRITICAL, id="10 attempts: a window of 10"),
+    pytest.param([counts(9, 9), BucketCounts()], [], id="10 attempts: a window of 9 is not"),
     # 20 % of attempts failed either way: 10 requests failing once each ...
     pytest.param([counts(50, 10)] * 2, FIRING, id="per request: 10 failed requests fire"),
     # ... or 2 requests failing 5 times each: 2 failed requests of 42.
@@ -339,18 +343,22 @@ GLOBAL = RetryStormParams(min_requests=50, max_customer_share=0.5)  # retry_stor
 
 
 @pytest.mark.parametrize(
-    ("top", "top_requests", "expected"),
+    ("failures", "top", "top_requests", "expected"),
     [
         # 40 of 80 failures are one customer's, the other 450 attempts fail 40 times (< 10 %).
-        pytest.param(40, 150, FIRING, id="one customer alone: half of the failures is a storm"),
+        pytest.param(80, 40, 150, FIRING, id="one customer alone: half of the failures is a storm"),
         # 41 of 80 failures are one customer's; the other 400 attempts fail 39 times (< 10 %).
-        pytest.param(41, 200, [], id="one customer alone: 41 of 80 failures and others fine"),
+        pytest.param(80, 41, 200, [], id="one customer alone: 41 of 80 failures and others fine"),
         # 41 of 80 again, but the other 380 attempts fail 39 times (> 10 %): an outage.
-        pytest.param(41, 220, FIRING, id="one customer alone: 41 of 80 and others fail too"),
+        pytest.param(80, 41, 220, FIRING, id="one customer alone: 41 of 80 and others fail too"),
+        # 41 of 81, the other 400 attempts failing 40 times: 10 %, the limit, is an outage.
+        pytest.param(81, 41, 200, FIRING, id="one customer alone: others at exactly 10 %"),
     ],
 )
-def test_a_provider_storm_must_not_come_from_one_customer_alone(top, top_requests, expected):
-    buckets = [counts(600, 80, top=top, top_requests=top_requests)] * 2
+def test_a_provider_storm_must_not_come_from_one_customer_alone(
+    failures, top, top_requests, expected
+):
+    buckets = [counts(600, failures, top=top, top_requests=top_requests)] * 2
     assert fired(storm_run(buckets, GLOBAL)) == expected
 
 
