@@ -54,3 +54,4 @@ include mk/chromium.mk
 include mk/prometheus.mk
 include mk/fuzz.mk
 include mk/bench-detection.mk
+include mk/mutation.mk
