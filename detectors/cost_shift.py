@@ -225,7 +225,7 @@ class CostShiftState:
     long: list[float]  # cost, ok, attempts, input, cached, output, squared deviation
     hours: list[float]  # per hour of the UTC day: cost, ok (2 x 24)
     short: list[float]  # the six usage sums, and what they were expected to cost
-    recent: list[float]  # the six usage sums
+    recent: list[float]  # the six usage sums, and what they were expected to cost
     t: float | None = None  # start of the last step
     since: float | None = None  # start of the learnt history (moves on while not learning)
     breach_since: float | None = None
@@ -234,10 +234,7 @@ class CostShiftState:
 
     @classmethod
     def new(cls, params: CostShiftParams) -> CostShiftState:
-        # A key first seen after accept_from has nothing to accept.
-        return cls(
-            [0.0] * 7, [0.0] * (2 * HOURS), [0.0] * 7, [0.0] * 6, accepted=params.accept_from
-        )
+        return cls([0.0] * 7, [0.0] * (2 * HOURS), [0.0] * 7, [0.0] * 7)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -331,6 +328,7 @@ class _Judged:
     rate_per_hour: float  # successful requests/h in the short window
     excess_per_hour: float  # (unit - base) x volume, USD/h
     now: float  # USD per successful request in the recent window (short's if it is empty)
+    now_base: float  # what the baseline expects for the recent window's requests
     now_excess_per_hour: float  # (now - base) x volume, USD/h: what is lost now
     now_evidence: bool  # the recent window alone has min_requests
     spend_above_usual: bool
@@ -362,7 +360,10 @@ def update(
     decisions: list[Decision] = []
     accept = params.accept_from
     if accept is not None and accept != state.accepted and t + dt > accept:
-        decisions += _accept(state, max(t, accept), accept_from=accept)
+        if last is None:
+            state.accepted = accept  # a key first seen after it has nothing to accept
+        else:
+            decisions += _accept(state, max(t, accept), accept_from=accept)
     gap = dt if last is None else t - last
     if state.since is None:
         state.since = t
@@ -392,6 +393,7 @@ def update(
     recent[INPUT] = recent[INPUT] * fr + usage[INPUT]
     recent[CACHED] = recent[CACHED] * fr + usage[CACHED]
     recent[OUTPUT] = recent[OUTPUT] * fr + usage[OUTPUT]
+    recent[EXPECTED] = recent[EXPECTED] * fr + expected
     if learning and (
         short[OK] < params.min_requests or short[COST] < short[EXPECTED] * (1 + params.min_ratio)
     ):
@@ -481,7 +483,10 @@ def _judge(state: CostShiftState, t: float, dt: float, params: CostShiftParams) 
     se = math.sqrt(variance / ok) if ok > 0 else 0.0
     z = (unit - base) / se if se > 0 else (math.inf if unit > base else 0.0)
     recent = state.recent
-    now = recent[COST] / recent[OK] if recent[OK] > 0 else unit
+    if recent[OK] > 0:
+        now, now_base = recent[COST] / recent[OK], recent[EXPECTED] / recent[OK]
+    else:
+        now, now_base = unit, base
     return _Judged(
         unit,
         base,
@@ -491,7 +496,8 @@ def _judge(state: CostShiftState, t: float, dt: float, params: CostShiftParams) 
         rate,
         (unit - base) * volume,
         now,
-        (now - base) * volume,
+        now_base,
+        (now - now_base) * volume,
         recent[OK] >= params.min_requests,
         # Spend now above what this hour usually costs (at its usual volume).
         short[COST] * per_s > state.usual_requests_per_s(t, params) * state.unit_cost_at(t),
@@ -584,9 +590,9 @@ def _decide(
 
 def _recent(state: CostShiftState, j: _Judged, params: CostShiftParams) -> tuple[bool, bool]:
     """(breach, elevated) of the recent window, which judges an open alert."""
-    if state.recent[OK] <= 0 or j.base <= 0 or not j.evidence:
+    if state.recent[OK] <= 0 or j.now_base <= 0 or not j.evidence:
         return False, False
-    ratio = j.now / j.base - 1.0
+    ratio = j.now / j.now_base - 1.0
     month = j.now_excess_per_hour * HOURS_PER_MONTH
     breach = ratio >= params.min_ratio and month >= params.warning_usd_per_month
     elevated = ratio >= params.min_ratio / 2 and month >= params.warning_usd_per_month / 2
@@ -604,10 +610,10 @@ def _decisions(
     # Figures of the level now (the recent window); the hour's window was judged.
     values = {
         "observed": j.now,
-        "baseline": j.base,
-        "ratio": j.now / j.base if j.base > 0 else 0.0,
+        "baseline": j.now_base,
+        "ratio": j.now / j.now_base if j.now_base > 0 else 0.0,
         "z": j.z if math.isfinite(j.z) else 0.0,
-        "threshold": j.base * (1.0 + params.min_ratio),
+        "threshold": j.now_base * (1.0 + params.min_ratio),
         "money_at_risk_usd_per_hour": max(0.0, j.now_excess_per_hour),
         "excess_usd_per_month": max(0.0, j.now_excess_per_hour * HOURS_PER_MONTH),
         "requests_per_hour": j.rate_per_hour,
@@ -647,7 +653,7 @@ def shift_attribution(state: CostShiftState, j: _Judged) -> attribution.Attribut
             sums[OUTPUT] * per,
         )
 
-    return attribution.split(at(long, j.base), at(recent, j.now), j.now_excess_per_hour)
+    return attribution.split(at(long, j.now_base), at(recent, j.now), j.now_excess_per_hour)
 
 
 def _accept(
@@ -667,6 +673,7 @@ def _accept(
             long[i] = long[OK] * short[i] / ok
         state.hours[0::2] = [x * ratio for x in state.hours[0::2]]
         short[EXPECTED] = short[COST]
+        state.recent[EXPECTED] = state.recent[COST]
     state.breach_since = None
     episode, state.episode = state.episode, None
     if episode is None:

@@ -269,7 +269,12 @@ def test_accept_from_is_read_from_rfc3339_and_a_key_first_seen_after_it_has_noth
 
     params = TypeAdapter(CostShiftParams).validate_python({"accept_from": "2026-11-05T14:00:00Z"})
     assert params.accept_from == at(3, 14)
-    assert CostShiftState.new(params).accepted == at(3, 14)
+    later = CostShiftState.new(params)
+    cost_shift.update(later, at(3, 15), STEP, Usage(1.0, 10, 10, 1e4, 0, 2e3), params)
+    assert later.accepted == at(3, 14)
+    before = CostShiftState.new(params)  # a key seen before it: accepted once it comes
+    cost_shift.update(before, at(3, 13), STEP, Usage(1.0, 10, 10, 1e4, 0, 2e3), params)
+    assert before.accepted is None
     with pytest.raises(ValueError, match="RFC 3339"):
         TypeAdapter(CostShiftParams).validate_python({"accept_from": "next tuesday"})
 

@@ -26,7 +26,7 @@ from stream.kafka.state import CustomerStates, OpenRows
 from stream.notify.model import Notification
 from stream.notify.receivers.slack_blocks import blocks
 from stream.offline.backtest import Run, episodes, format_text
-from stream.settings import CONFIG_DIR, Settings
+from stream.settings import CONFIG_DIR, Settings, settings_from_dict
 
 T0 = 1_793_577_600.0  # 2026-11-02T00:00:00Z
 HOUR = 3600.0
@@ -249,3 +249,37 @@ def test_cost_shift_states_live_in_the_customers_records_and_come_back_with_open
     record = orjson.loads(table[b"acme"])
     for slot in ("shift_customer", "shift_endpoint\x1fchat"):
         assert len(orjson.dumps(record[slot])) < 2048
+
+
+def test_an_accept_from_override_resolves_the_alert_and_the_new_level_stays_quiet():
+    """The on-call accepts chat's new model in the config, from SWITCH + 3 h: that key's
+    alert resolves then, and chat stays quiet on gpt-4o. Its customer's alert resolves
+    soon after by itself: the customer's requests are expected to cost what its endpoints'
+    baselines say, and chat's now says gpt-4o."""
+    accepted = SWITCH + 3 * HOUR
+    override = {
+        "match": {"customer_id": "acme", "endpoint": "chat"},
+        "cost_shift": {"accept_from": "2026-11-03T13:00:00Z"},
+    }
+    assert accepted == T0 + 37 * HOUR  # 2026-11-03T13:00:00Z
+    settings = settings_from_dict({"detectors": {"overrides": [override]}})
+    pipeline = Pipeline(settings, PRICES)
+    out = []
+    for _, raw in events(hours=58.0):
+        out += pipeline.feed("usage", raw)
+    chat = [
+        a
+        for a in out
+        if a.labels["alertname"] == "cost_shift" and a.labels.get("endpoint") == "chat"
+    ]
+    assert [(a.status, a.ends_at) for a in chat] == [("firing", None), ("resolved", accepted)]
+    assert chat[1].annotations["resolved_by"] == "accept_from"
+    assert "overrides[0]" in chat[1].annotations["threshold_source"]
+    customer = [
+        a for a in out if a.labels["alertname"] == "cost_shift" and "endpoint" not in a.labels
+    ]
+    assert [a.status for a in customer] == ["firing", "resolved"]
+    assert accepted <= customer[1].ends_at <= accepted + HOUR
+    assert "resolved_by" not in customer[1].annotations  # calm, not accepted
+    state = pipeline.per_customer.shift_endpoint[("acme", "chat")]
+    assert state.accepted == accepted and state.episode is None
