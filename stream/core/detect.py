@@ -12,7 +12,7 @@ State lives in plain mappings (a dict here, a Faust table in the worker).
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -135,6 +135,7 @@ class CustomerDetection:
             "shift_customer": {},
             "shift_endpoint": {},
         }
+        self.shift_touched: set[str] = set()  # customers whose step usage changed
 
     def reload(self, settings: Settings) -> None:
         """Judge with ``settings`` from the next bucket on. Baselines, windows and open
@@ -315,7 +316,9 @@ class CustomerDetection:
             out += self._judge_shifts(self.shift_step, per * width)
         self.shift_step = step
         pending = self.shift_usage["shift_endpoint"]  # a customer's are its endpoints'
+        touched = self.shift_touched
         for key, row in by_endpoint.items():
+            touched.add(key[0])
             sums = pending.get(key)
             ok = row[REQUESTS] - row[FAILURES]
             if sums is None:
@@ -399,8 +402,30 @@ class CustomerDetection:
                     active.discard(key)
                 if decisions:
                     out += [Keyed(_labels(key), explained(d, eff)) for d in decisions]
+            if endpoint_keys := [key for key in pending if not isinstance(key, str)]:
+                self.shift_touched.update(customer for customer, _ in endpoint_keys)
             pending.clear()
         return out
+
+    def shift_steps(self) -> Iterator[tuple[str, tuple[int, list[list[Any]]] | None]]:
+        """Each customer whose usage in the step being summed changed since last asked,
+        with that step and its endpoints' sums (None: it has none), for a worker to save
+        with the customer's states: a restarted worker resumes the step where it was."""
+        by_customer: dict[str, list[list[Any]]] = {}
+        for (customer, endpoint), sums in self.shift_usage["shift_endpoint"].items():
+            by_customer.setdefault(customer, []).append([endpoint, *sums])
+        step = self.shift_step
+        for customer in self.shift_touched:
+            rows = by_customer.get(customer)
+            yield customer, ((step, rows) if rows and step is not None else None)
+        self.shift_touched.clear()
+
+    def resume_shift_step(self, customer: str, step: int, rows: list[list[Any]]) -> None:
+        """Take back a customer's usage in the step being summed (see :meth:`shift_steps`)."""
+        self.shift_step = step
+        pending = self.shift_usage["shift_endpoint"]
+        for endpoint, *sums in rows:
+            pending[(customer, endpoint)] = [float(x) for x in sums]
 
     def _run_retries(
         self, index: int, t: float, width: float, by_endpoint: dict[tuple[str, str], list[float]]

@@ -31,7 +31,13 @@ from stream.core.detect import CustomerDetection, GlobalDetection, Keyed
 from stream.core.events import Customer, EventRecord
 from stream.core.ingest import DeadLetter, DedupWindow, Ingest
 from stream.core.pricing import PriceTable
-from stream.kafka.state import CustomerOpenRows, CustomerStates, partition_key, partition_of
+from stream.kafka.state import (
+    CustomerOpenRows,
+    CustomerStates,
+    ShiftStep,
+    partition_key,
+    partition_of,
+)
 from stream.settings import Settings
 
 
@@ -294,7 +300,8 @@ class PartitionDetect:
         return max(buckets.closed_upto, int((mark - buckets.lateness) // buckets.width) - 1)
 
     def save_open_rows(self) -> None:
-        """Put the open rows of customers that changed into their records."""
+        """Put the open rows of customers that changed into their records, and their
+        usage in cost_shift's step being summed (closed buckets not judged yet)."""
         states = self.states
         for customer, rows in self.open_rows.save():
             record = states.record(customer)
@@ -302,6 +309,13 @@ class PartitionDetect:
                 record.pop("open", None)
             else:
                 record["open"] = rows
+            states.dirty.add(customer)
+        for customer, step in self.detection.shift_steps():
+            record = states.record(customer)
+            if step is None:
+                record.pop("shift_step", None)
+            else:
+                record["shift_step"] = ShiftStep(*step)
             states.dirty.add(customer)
 
     def snapshot(self) -> bytes:
@@ -317,7 +331,8 @@ class PartitionDetect:
         )
 
     def restore(self, raw: bytes, active: dict[str, set[Any]]) -> None:
-        """Resume from a snapshot, the customers' open rows and their open episodes."""
+        """Resume from a snapshot, the customers' open rows, their usage in cost_shift's
+        step being summed, and their open episodes."""
         data = orjson.loads(raw)
         buckets = self.buckets
         buckets.closed_upto = data["closed_upto"]
@@ -326,8 +341,13 @@ class PartitionDetect:
         for source, ts in data.get("source_times", {}).items():
             self.clock.observe(source, ts)
         for customer, record in self.states.cache.items():
+            if partition_of(customer.encode(), self.partitions) != self.partition:
+                continue
+            summed = record.get("shift_step")
+            if summed is not None:
+                self.detection.resume_shift_step(customer, summed.step, summed.rows)
             opened = record.get("open")
-            if opened is None or partition_of(customer.encode(), self.partitions) != self.partition:
+            if opened is None:
                 continue
             for index, endpoint, provider, model, *counts in opened.rows:
                 if index > buckets.closed_upto:

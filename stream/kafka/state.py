@@ -69,6 +69,30 @@ class OpenRows:
         return cls(data["rows"])
 
 
+class ShiftStep:
+    """A customer's usage per endpoint in the cost_shift step being summed (see
+    ``CustomerDetection.shift_steps``), kept with its states like its open rows.
+
+    >>> ShiftStep.from_dict(ShiftStep(5, [["chat", 1.0, 2, 2, 10, 0, 5]]).to_dict()).rows
+    [['chat', 1.0, 2, 2, 10, 0, 5]]
+    """
+
+    episode = None  # never an open alert
+
+    def __init__(self, step: int, rows: list[list[Any]]) -> None:
+        self.step = step
+        self.rows = rows  # [endpoint, cost, ok, attempts, input, cached, output]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "rows": self.rows}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ShiftStep:
+        return cls(data["step"], data["rows"])
+
+
+# Records' slots that hold no detector state (no keys to judge for an open alert).
+NOT_DETECTORS = ("open", "shift_step")
 RowKey = tuple[str, str, str, str]  # customer, endpoint, provider, model
 
 
@@ -139,6 +163,7 @@ class CustomerOpenRows:
 
 STATE_TYPES: dict[str, Any] = {
     "open": OpenRows,
+    "shift_step": ShiftStep,
     "spike_customer": SpendSpikeState,
     "spike_endpoint": SpendSpikeState,
     "shift_customer": CostShiftState,
@@ -196,7 +221,7 @@ class CustomerStates:
 
     def load(self, items: Iterator[tuple[bytes, bytes]]) -> dict[str, set[Any]]:
         """Decode recovered records; returns the keys with an open episode, per detector."""
-        active: dict[str, set[Any]] = {name: set() for name in STATE_TYPES if name != "open"}
+        active: dict[str, set[Any]] = {n: set() for n in STATE_TYPES if n not in NOT_DETECTORS}
         for key, raw in items:
             if key.startswith(PARTITION_PREFIX):
                 continue

@@ -215,15 +215,12 @@ def test_open_rows_and_rollups_saved_before_tokens_are_read_in_the_new_layout():
     assert len(stage.pending[index][("openai", "gpt-4o")]) == ROW_FIELDS + 2
 
 
-def test_cost_shift_states_live_in_the_customers_records_and_come_back_with_open_alerts():
-    table: dict[bytes, bytes] = {}
-    states = CustomerStates(table)
-    detect = PartitionDetect(SETTINGS, lambda c: None, states, 0, 1)
+def priced_events(hours: float) -> list[Priced]:
     ingest = Ingest(SETTINGS.ingest, PRICES, dedup=False)
-    chunk: list[Priced] = []
-    for offset, (_, raw) in enumerate(events(hours=36.5)):
+    out: list[Priced] = []
+    for offset, (_, raw) in enumerate(events(hours=hours)):
         event = ingest.parse("usage", raw)
-        chunk.append(
+        out.append(
             Priced(
                 "usage", event.event_id, event.ts, event.customer_id, event.endpoint,
                 event.provider, event.model, event.attempt, event.failed, event.rate_limited,
@@ -231,11 +228,23 @@ def test_cost_shift_states_live_in_the_customers_records_and_come_back_with_open
                 event.output_tokens, event.cached_input_tokens,
             )
         )  # fmt: skip
+    return out
+
+
+def feed(detect: PartitionDetect, chunk: list[Priced], size: int = 2000) -> list:
     keyed = []
-    for start in range(0, len(chunk), 2000):
-        part = chunk[start : start + 2000]
+    for start in range(0, len(chunk), size):
+        part = chunk[start : start + size]
         detect.add_bundle(encode_bundle(part, {"usage:0": part[-1].ts}))
         keyed += detect.close_due()[0]
+    return keyed
+
+
+def test_cost_shift_states_live_in_the_customers_records_and_come_back_with_open_alerts():
+    table: dict[bytes, bytes] = {}
+    states = CustomerStates(table)
+    detect = PartitionDetect(SETTINGS, lambda c: None, states, 0, 1)
+    keyed = feed(detect, priced_events(36.5))
     assert any(k.decision.alertname == "cost_shift" for k in keyed)
     detect.save_open_rows()
     states.flush()
@@ -283,3 +292,32 @@ def test_an_accept_from_override_resolves_the_alert_and_the_new_level_stays_quie
     assert "resolved_by" not in customer[1].annotations  # calm, not accepted
     state = pipeline.per_customer.shift_endpoint[("acme", "chat")]
     assert state.accepted == accepted and state.episode is None
+
+
+def test_a_worker_restarted_in_the_middle_of_a_step_learns_what_one_never_stopped_learns():
+    """The step being summed is saved with the customers' states: after a crash and the
+    re-delivery of what followed the last save, every cost_shift state is the same."""
+    chunk = priced_events(38.0)
+    whole = PartitionDetect(SETTINGS, lambda c: None, CustomerStates({}), 0, 1)
+    alerts = feed(whole, chunk)
+    table: dict[bytes, bytes] = {}
+    first = PartitionDetect(SETTINGS, lambda c: None, CustomerStates(table), 0, 1)
+    cut = len(chunk) * 2 // 3
+    before = feed(first, chunk[:cut], size=1000)
+    assert first.detection.shift_usage["shift_endpoint"]  # cut inside a step
+    first.save_open_rows()
+    first.states.flush()
+    table[first.key] = first.snapshot()
+    first.add_bundle(encode_bundle(chunk[cut : cut + 500], {}))  # applied, never saved
+    restored = CustomerStates(table)
+    second = PartitionDetect(SETTINGS, lambda c: None, restored, 0, 1)
+    second.restore(table[second.key], restored.load(iter(list(table.items()))))
+    after = feed(second, chunk, size=1000)  # from the start: the first part is re-delivered
+    ident = lambda ks: sorted((str(k.key), k.decision.status, k.decision.starts_at) for k in ks)  # noqa: E731
+    assert ident(before + after) == ident(alerts)
+    for name in ("shift_endpoint", "shift_customer"):
+        mine, theirs = second.detection.shift_usage, whole.detection.shift_usage
+        assert mine[name] == theirs[name]
+        view = restored.view(name)
+        for key, state in whole.states.view(name).items():
+            assert view[key].to_dict() == state.to_dict(), key
