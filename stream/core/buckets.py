@@ -16,35 +16,33 @@ from stream.core.events import EventRecord
 # attempts; tokens as events count them (input excludes cache reads). Successful requests
 # are REQUESTS - FAILURES (every attempt is one or the other): no column of their own.
 COST, REQUESTS, FAILURES, RETRIES, RATE_LIMITED, WASTED, FIRST_FAILURES, RETRIED = range(8)
+COUNTS = 8  # the fields above: all a provider/model rollup carries
 INPUT_TOKENS, OUTPUT_TOKENS, CACHED_TOKENS = 8, 9, 10
 ROW_FIELDS = 11
-TOP_CUSTOMER, TOP_REQUESTS = 11, 12  # in rollups: failures and attempts of the top customer
-# Rows saved before token counts were kept (a worker's open rows, a partition's rollups
-# during a rolling restart) have the first 8 fields: they read as no tokens.
-OLD_ROW_FIELDS = 8
+# A rollup row is the counts, then the failures and attempts of the customer with the
+# most failures. Rollups carry no tokens (the cross-customer detector needs none, and a
+# partition's report of a backlog's rollups must stay under the broker's message limit).
+TOP_CUSTOMER, TOP_REQUESTS = COUNTS, COUNTS + 1
 RowKey = tuple[str, str, str, str]
 Rollup = dict[tuple[str, str], list[float]]  # (provider, model) -> counts row
 
 
 def current_row(row: list[float]) -> list[float]:
-    """A row in this layout: one of the layout before token counts gets zero tokens
-    (after its first 8 counts, before any rollup fields)."""
-    if len(row) in (ROW_FIELDS, ROW_FIELDS + 2):
+    """A bucket row in this layout: one saved before token counts were kept (a worker's
+    open rows during a rolling restart: the counts alone) reads as no tokens."""
+    if len(row) >= ROW_FIELDS:
         return row
-    gap = [0.0] * (ROW_FIELDS - OLD_ROW_FIELDS)
-    return [*row[:OLD_ROW_FIELDS], *gap, *row[OLD_ROW_FIELDS:]]
+    return [*row, *[0.0] * (ROW_FIELDS - len(row))]
 
 
 def merge_rollups(into: Rollup, part: Rollup) -> None:
     """Add a partial rollup (one partition's) into ``into``: sums, and the top customer."""
     for key, row in part.items():
-        if len(row) != ROW_FIELDS + 2:
-            row = current_row(row)
         total = into.get(key)
         if total is None:
             into[key] = row.copy()
             continue
-        for i in range(ROW_FIELDS):
+        for i in range(COUNTS):
             total[i] += row[i]
         if row[TOP_CUSTOMER] > total[TOP_CUSTOMER]:
             total[TOP_CUSTOMER], total[TOP_REQUESTS] = row[TOP_CUSTOMER], row[TOP_REQUESTS]

@@ -27,6 +27,7 @@ from detectors.spend_spike import SpendSpikeState
 from stream.core.buckets import (
     CACHED_TOKENS,
     COST,
+    COUNTS,
     FAILURES,
     FIRST_FAILURES,
     INPUT_TOKENS,
@@ -163,9 +164,9 @@ class CustomerDetection:
             key = (provider, model)
             total = rollup.get(key)
             if total is None:
-                rollup[key] = [*row, row[FAILURES], row[REQUESTS]]
+                rollup[key] = [*row[:COUNTS], row[FAILURES], row[REQUESTS]]
                 continue
-            for i in range(ROW_FIELDS):
+            for i in range(COUNTS):
                 total[i] += row[i]
             if row[FAILURES] > total[TOP_CUSTOMER]:
                 total[TOP_CUSTOMER], total[TOP_REQUESTS] = row[FAILURES], row[REQUESTS]

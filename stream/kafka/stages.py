@@ -448,7 +448,7 @@ def encode_rollup(rollup: Rollup) -> bytes:
 
 
 def decode_rollup(raw: bytes) -> Rollup:
-    return {(row[0], row[1]): current_row(row[2:]) for row in orjson.loads(raw)}
+    return {(row[0], row[1]): row[2:] for row in orjson.loads(raw)}
 
 
 def encode_rollups(partition: int, complete_upto: int, part: list[tuple[int, Rollup]]) -> bytes:
@@ -464,5 +464,5 @@ def encode_rollups(partition: int, complete_upto: int, part: list[tuple[int, Rol
 
 def decode_rollups(raw: bytes) -> tuple[int, int, list[tuple[int, Rollup]]]:
     data = orjson.loads(raw)
-    part = [(i, {(row[0], row[1]): current_row(row[2:]) for row in rows}) for i, rows in data["r"]]
+    part = [(i, {(row[0], row[1]): row[2:] for row in rows}) for i, rows in data["r"]]
     return data["p"], data["w"], part

@@ -191,7 +191,7 @@ def test_an_older_workers_bundle_of_events_without_tokens_reads_as_no_tokens():
     assert (row[INPUT_TOKENS], row[OUTPUT_TOKENS], row[CACHED_TOKENS]) == (1000, 200, 300)
 
 
-def test_open_rows_and_rollups_saved_before_tokens_are_read_in_the_new_layout():
+def test_open_rows_saved_before_tokens_read_as_no_tokens_and_rollups_carry_none():
     table: dict[bytes, bytes] = {}
     states = CustomerStates(table)
     index = int(T0 // 60)
@@ -206,13 +206,15 @@ def test_open_rows_and_rollups_saved_before_tokens_are_read_in_the_new_layout():
     detect.restore(snapshot, detect.states.load(iter(table.items())))
     [row] = detect.buckets.open[index].values()
     assert row == [1.0] * 8 + [0.0] * 3
-    # A partition's report of its rollups from before: 8 counts and the top customer's two.
+    # Rollups keep their layout (8 counts, the top customer's 2), tokens or not: an older
+    # partition's report reads the same, and a backlog's report grows no larger.
+    _, rollups = detect.detection.close(index, detect.buckets.pop(index))
+    assert rollups[("openai", "gpt-4o")] == [1.0] * 8 + [1.0, 1.0]
     raw = orjson.dumps({"p": 1, "w": index, "r": [[index, [["openai", "gpt-4o", *[2.0] * 10]]]]})
     _, _, part = decode_rollups(raw)
-    assert part[0][1][("openai", "gpt-4o")] == [2.0] * 8 + [0.0] * 3 + [2.0, 2.0]
     stage = GlobalStage(SETTINGS, 1)
-    stage.add(0, index - 1, [(index, {("openai", "gpt-4o"): [2.0] * 10})])  # not decoded
-    assert len(stage.pending[index][("openai", "gpt-4o")]) == ROW_FIELDS + 2
+    stage.add(0, index - 1, part + [(index, rollups)])
+    assert stage.pending[index][("openai", "gpt-4o")] == [3.0] * 8 + [2.0, 2.0]
 
 
 def priced_events(hours: float) -> list[Priced]:
