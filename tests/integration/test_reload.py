@@ -45,6 +45,8 @@ def config_text(override: dict[str, Any] | None = None, margin: float = 0.2) -> 
         "warmup_s": 20 * WIDTH,
         "consecutive": 2,
         "calm_buckets": 2,
+        # No flap damping: the episode must resolve within the 10 calm minutes sent.
+        "rearm_s": 0,
         "relative_margin": margin,
     }
     detectors: dict[str, Any] = {"spend_spike": spike}
