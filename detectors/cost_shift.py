@@ -183,15 +183,7 @@ class CostShiftParams:
             "long) is below baseline x (1 + min_ratio / 2) for this long, seconds.",
         ),
     ] = 900.0
-    rearm_s: Annotated[
-        float,
-        Field(
-            ge=0,
-            le=86_400,
-            description="Flap damping: a breach within this long of the "
-            "calm that would resolve an alert continues it; 0: off. Seconds.",
-        ),
-    ] = 3600.0
+    rearm_s: episodes.RearmSeconds = 3600.0
     clip_z: Annotated[
         float,
         Field(

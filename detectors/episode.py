@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 WARNING = "warning"
 CRITICAL = "critical"
@@ -175,13 +177,34 @@ def advance(
     return (current if current.active else None), transitions
 
 
+# The detectors' flap-damping setting (``rearm_s``), declared once; each gives its default.
+RearmSeconds = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=86_400,
+        description="Flap damping: a new breach within this long of the calm that "
+        "would resolve an alert continues it (one alert, flaps counted); 0: off. Seconds.",
+    ),
+]
+
+
+def whole_buckets(seconds: float, width: float) -> int:
+    """Buckets of ``width`` seconds that cover ``seconds`` (a float's last bit forgiven).
+
+    >>> whole_buckets(1800.0, 60.0), whole_buckets(90.0, 60.0), whole_buckets(0.0, 60.0)
+    (30, 2, 0)
+    """
+    return math.ceil(seconds / width - 1e-9)
+
+
 def rearm_buckets(rearm_s: float, width: float) -> int:
     """Buckets of ``width`` seconds that cover a re-arm time of ``rearm_s`` seconds.
 
     >>> rearm_buckets(1800.0, 60.0), rearm_buckets(90.0, 60.0), rearm_buckets(0.0, 60.0)
     (30, 2, 0)
     """
-    return math.ceil(rearm_s / width - 1e-9) if rearm_s > 0 else 0
+    return max(0, whole_buckets(rearm_s, width))
 
 
 def firing(episode: Episode | None) -> bool:

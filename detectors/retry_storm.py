@@ -113,15 +113,7 @@ class RetryStormParams:
     calm_buckets: Annotated[
         int, Field(ge=1, le=240, description="Calm buckets in a row before resolving.")
     ] = 5
-    rearm_s: Annotated[
-        float,
-        Field(
-            ge=0,
-            le=86_400,
-            description="Flap damping: a new breach within this long of the calm that "
-            "would resolve an alert continues it (one alert, flaps counted); 0: off. Seconds.",
-        ),
-    ] = 900.0
+    rearm_s: episodes.RearmSeconds = 900.0
     critical_error_rate: Annotated[
         float, Field(gt=0, le=1, description="Critical at this error rate ...")
     ] = 0.4

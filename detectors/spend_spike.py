@@ -90,15 +90,7 @@ class SpendSpikeParams:
     calm_buckets: Annotated[
         int, Field(ge=1, le=240, description="Calm buckets in a row before resolving.")
     ] = 5
-    rearm_s: Annotated[
-        float,
-        Field(
-            ge=0,
-            le=86_400,
-            description="Flap damping: a new breach within this long of the calm that "
-            "would resolve an alert continues it (one alert, flaps counted); 0: off. Seconds.",
-        ),
-    ] = 900.0
+    rearm_s: episodes.RearmSeconds = 900.0
     critical_ratio: Annotated[
         float, Field(gt=1, description="Critical when spend is at least this x baseline ...")
     ] = 3.0
@@ -176,7 +168,7 @@ def in_buckets(seconds: float | None, buckets: int, width: float) -> int:
     """
     if seconds is None:
         return buckets
-    return max(1, math.ceil(seconds / width - 1e-9))
+    return max(1, episodes.whole_buckets(seconds, width))
 
 
 def baseline_alpha(params: SpendSpikeParams, width: float) -> float:

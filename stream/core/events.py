@@ -179,6 +179,15 @@ class Rejection:
     def as_dict(self) -> dict[str, str]:
         return {"reason": self.reason, "field": self.field, "detail": self.detail}
 
+    @classmethod
+    def of_exception(cls, exc: BaseException) -> Rejection:
+        """An input refused because handling it raised: named by the exception's type.
+
+        >>> Rejection.of_exception(RecursionError("too deep"))
+        Rejection(reason='RecursionError', field='(root)', detail='too deep')
+        """
+        return cls(type(exc).__name__, "(root)", str(exc)[:300])
+
 
 Event = UsageEvent | ErrorEvent
 

@@ -126,7 +126,7 @@ class Ingest:
         except Exception as exc:  # noqa: BLE001 - no payload may stop the stream
             # The readers refuse what they know with a reason; anything else they raise
             # is still this message's fault: refused, named by the exception's type.
-            event = Rejection(type(exc).__name__, "(root)", str(exc)[:300])
+            event = Rejection.of_exception(exc)
         if isinstance(event, Rejection):
             self.stats.reject(kind, event)
             return DeadLetter(kind, event, raw)

@@ -201,7 +201,7 @@ class Intake(ConsumerRebalanceListener):
 def refused(kind: str, raw: bytes, exc: BaseException) -> DeadLetter:
     """The dead letter of a message whose handling raised: named by the exception's type."""
     log.warning("message refused kind=%s error=%s: %.200s", kind, type(exc).__name__, exc)
-    return DeadLetter(kind, Rejection(type(exc).__name__, "(root)", str(exc)[:300]), raw)
+    return DeadLetter(kind, Rejection.of_exception(exc), raw)
 
 
 def dead_letter_record(

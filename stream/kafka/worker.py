@@ -51,7 +51,7 @@ from stream.kafka.stages import (
     IngestStage,
     PartitionDetect,
     decode_rollups,
-    encode_rollups,
+    rollup_reports,
 )
 from stream.kafka.state import CustomerStates, partition_of
 from stream.kafka.web import application_options
@@ -270,9 +270,8 @@ class Worker:
         """Events priced by the fallback, as replay reports them; a warning for each model
         the first time it is seen (bounded by the price table's own cap)."""
         unknown = self.prices.unknown_models
-        self.metrics.counters["spendwatch_unknown_model_events_total"][()] = float(
-            sum(unknown.values())
-        )
+        # A total kept by the price table: set, not added to.
+        self.metrics.set("spendwatch_unknown_model_events_total", float(sum(unknown.values())))
         self.metrics.set("spendwatch_unknown_models", float(len(unknown)))
         for provider, model in unknown.keys() - self.unknown_logged:
             self.unknown_logged.add((provider, model))
@@ -289,8 +288,8 @@ class Worker:
         keyed, rollups = detect.close_due()
         # The global stage needs to hear how far this partition has closed even without
         # rollups, or an idle partition would hold every provider-wide judgement back.
-        report = encode_rollups(detect.partition, detect.complete_upto(), rollups)
-        await self.rollups.send(key=b"rollup", value=report)
+        for report in rollup_reports(detect.partition, detect.complete_upto(), rollups):
+            await self.rollups.send(key=b"rollup", value=report)
         # Customers' records first, the partition's own record last: the changelog keeps
         # order within a partition, so a recovered partition record implies its states.
         detect.save_open_rows()
@@ -425,7 +424,7 @@ class Worker:
         try:
             record = parse_customer(value)
         except Exception as exc:  # noqa: BLE001 - no record may stop the follower
-            record = Rejection(type(exc).__name__, "(root)", str(exc)[:300])
+            record = Rejection.of_exception(exc)
         if isinstance(record, Rejection):
             self.metrics.inc("spendwatch_dead_letters_total", reason=f"customer_{record.reason}")
             log.warning("customer record refused field=%s detail=%s", record.field, record.detail)

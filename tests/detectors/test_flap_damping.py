@@ -39,22 +39,23 @@ def old_step(ep: Episode, t: float, breach: bool, elevated: bool, c: int, calm: 
 verdicts = st.lists(st.tuples(st.booleans(), st.booleans()), max_size=200)
 
 
+def walk(steps: list[tuple[bool, bool]]):
+    """(bucket start, breach, elevated) of ``steps``; a breaching bucket is elevated too."""
+    for i, (breach, elevated) in enumerate(steps):
+        yield i * MINUTE, breach, elevated or breach
+
+
+def step(ep: Episode, t: float, breach: bool, elevated: bool, c: int, calm: int, rearm: int):
+    return ep.step(
+        t, MINUTE, breach, elevated, "warning", consecutive=c, calm_needed=calm, rearm_buckets=rearm
+    )
+
+
 @given(verdicts, st.integers(1, 4), st.integers(1, 6))
 def test_without_a_rearm_time_episodes_are_what_they_were(steps, consecutive, calm):
     new, old = Episode(), Episode()
-    for i, (breach, elevated) in enumerate(steps):
-        elevated = elevated or breach
-        t = i * MINUTE
-        got = new.step(
-            t,
-            MINUTE,
-            breach,
-            elevated,
-            "warning",
-            consecutive=consecutive,
-            calm_needed=calm,
-            rearm_buckets=0,
-        )
+    for t, breach, elevated in walk(steps):
+        got = step(new, t, breach, elevated, consecutive, calm, 0)
         assert got == old_step(old, t, breach, elevated, consecutive, calm)
 
 
@@ -63,31 +64,15 @@ def test_damping_never_adds_alerts_and_keeps_transitions_paired(steps, consecuti
     damped, plain = Episode(), Episode()
     fired = {"damped": 0, "plain": 0}
     open_ = False
-    for i, (breach, elevated) in enumerate(steps):
-        elevated = elevated or breach
-        t = i * MINUTE
-        out = damped.step(
-            t,
-            MINUTE,
-            breach,
-            elevated,
-            "warning",
-            consecutive=consecutive,
-            calm_needed=calm,
-            rearm_buckets=rearm,
-        )
-        for tr in out:
+    for t, breach, elevated in walk(steps):
+        for tr in step(damped, t, breach, elevated, consecutive, calm, rearm):
             assert (tr.status == "firing") != open_  # firing, resolved, firing, ...
             open_ = tr.status == "firing"
             fired["damped"] += tr.status == "firing"
             if tr.status == "resolved":
                 assert tr.ends_at is not None and tr.starts_at <= tr.ends_at <= t
-        fired["plain"] += sum(
-            tr.status == "firing"
-            for tr in plain.step(
-                t, MINUTE, breach, elevated, "warning", consecutive=consecutive, calm_needed=calm
-            )
-        )
+        plain_out = step(plain, t, breach, elevated, consecutive, calm, 0)
+        fired["plain"] += sum(tr.status == "firing" for tr in plain_out)
     assert fired["damped"] <= fired["plain"]
 
 
