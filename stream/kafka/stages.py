@@ -462,6 +462,48 @@ def encode_rollups(partition: int, complete_upto: int, part: list[tuple[int, Rol
     )
 
 
+# A report larger than this is sent in parts: a restarted worker that closes hours of
+# buckets in one tick would otherwise exceed the broker's 1 MB message limit and crash.
+MAX_REPORT_BYTES = 900_000
+
+
+def rollup_reports(
+    partition: int,
+    complete_upto: int,
+    part: list[tuple[int, Rollup]],
+    max_bytes: int = MAX_REPORT_BYTES,
+) -> list[bytes]:
+    """:func:`encode_rollups` as messages of at most about ``max_bytes`` each, in order.
+
+    Only the last says how far the partition has closed: the others carry no progress (0,
+    which the global stage's clock ignores), so no bucket is judged before all its parts
+    were merged. A bucket too large for one message is split by rows (the stage merges
+    rows of the same bucket).
+
+    >>> rows = [(7, {("openai", f"m{i}"): [1.0] * 10 for i in range(300)})]
+    >>> reports = rollup_reports(0, 7, rows, max_bytes=4_000)
+    >>> len(reports) > 1, [decode_rollups(r)[1] for r in reports][-2:]
+    (True, [0, 7])
+    """
+    whole = encode_rollups(partition, complete_upto, part)
+    if len(whole) <= max_bytes or not part:
+        return [whole]
+    if len(part) > 1:
+        half = len(part) // 2
+        return rollup_reports(partition, 0, part[:half], max_bytes) + rollup_reports(
+            partition, complete_upto, part[half:], max_bytes
+        )
+    [(index, rollup)] = part
+    if len(rollup) < 2:
+        return [whole]  # one row: cannot be smaller
+    items = list(rollup.items())
+    half = len(items) // 2
+    first, second = [(index, dict(items[:half]))], [(index, dict(items[half:]))]
+    return rollup_reports(partition, 0, first, max_bytes) + rollup_reports(
+        partition, complete_upto, second, max_bytes
+    )
+
+
 def decode_rollups(raw: bytes) -> tuple[int, int, list[tuple[int, Rollup]]]:
     data = orjson.loads(raw)
     part = [(i, {(row[0], row[1]): row[2:] for row in rows}) for i, rows in data["r"]]

@@ -262,10 +262,8 @@ def running(worker: WorkerProcess) -> None:
 
 
 # A restarted worker that closes many buckets in one tick (a source idle while the other
-# brought hours of event time) sends them all in one rollup report, which can exceed the
-# broker's 1 MB limit: the worker crashes (stream/kafka/worker.py, close_partition). Only
-# that crash is expected here; lost or repeated alerts, or any other failure, still fail.
-@pytest.mark.xfail(raises=RollupTooLarge, strict=False, reason="rollup report over 1 MB")
+# brought hours of event time) once sent them all in one rollup report over the broker's
+# 1 MB limit and crashed; it sends them in parts now (stages.rollup_reports).
 def test_a_worker_killed_mid_stream_resumes_from_its_changelogs(kafka_settings, traffic, tmp_path):
     """Half the traffic sent, SIGKILL while the worker is at it, a new worker, the other half:
     baselines come back from the changelogs (the day-2 incidents still fire, which a second

@@ -20,7 +20,10 @@ from stream.kafka.stages import (
     Priced,
     SourceClock,
     decode_bundle,
+    decode_rollups,
     encode_bundle,
+    encode_rollups,
+    rollup_reports,
 )
 from stream.kafka.state import CustomerStates
 from stream.offline.replay import replay_files
@@ -191,6 +194,31 @@ def test_the_global_stage_judges_a_bucket_once_all_partitions_reported():
     restored.restore(stage.snapshot(), pending)
     assert restored.snapshot() == stage.snapshot()
     assert restored.pending == stage.pending
+
+
+def test_a_report_too_large_for_one_message_is_sent_in_parts_judged_as_one():
+    """A partition that closes hours of buckets at once (a restart catching up) reports in
+    parts under the broker's message limit; the global stage judges exactly what the whole
+    report would give it, and only once the last part says how far the partition closed."""
+    base = int(T0 // 60)
+    row = [0.1, 100.0, 60.0, 50.0, 0.0, 0.1, 60.0, 40.0, 20.0, 40.0]
+    models = [("openai", f"model-{m}") for m in range(40)]
+    part = [(base + i, {key: list(row) for key in models}) for i in range(240)]
+    whole = encode_rollups(0, base + 239, part)
+    reports = rollup_reports(0, base + 239, part, max_bytes=len(whole) // 7)
+    assert len(reports) >= 7 and all(len(r) <= len(whole) // 7 for r in reports)
+    assert [decode_rollups(r)[1] for r in reports] == [0] * (len(reports) - 1) + [base + 239]
+    one, parts = (GlobalStage(SETTINGS, partitions=1, clock=FakeClock()) for _ in range(2))
+    judged_once = one.add(*decode_rollups(whole))
+    judged_in_parts = []
+    for report in reports[:-1]:
+        judged_in_parts += parts.add(*decode_rollups(report))
+    assert judged_in_parts == [] and parts.closed_upto < base  # nothing judged before the end
+    judged_in_parts += parts.add(*decode_rollups(reports[-1]))
+    assert judged_in_parts == judged_once and parts.snapshot() == one.snapshot()
+    one_bucket = [(base, {key: list(row) for key in models})]
+    split = rollup_reports(0, base, one_bucket, max_bytes=400)
+    assert len(split) > 1 and sum(len(decode_rollups(r)[2][0][1]) for r in split) == 40
 
 
 def test_an_idle_partition_does_not_hold_provider_judgements_back():
