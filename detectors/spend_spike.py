@@ -144,6 +144,15 @@ class SpendSpikeParams:
         float,
         Field(gt=0, description="Breaching buckets are learnt clipped at baseline + this sd."),
     ] = 3.0
+    no_data_buckets: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            description="With skip_gaps: this many buckets in a row without data are an "
+            "alert of their own (fired and resolved when data returns, figure "
+            "missing_s); null: off.",
+        ),
+    ] = None
 
 
 # The unit-free series mode (``spendwatch replay --series``, or per key in config): time,
@@ -156,6 +165,7 @@ SERIES_MODE: dict[str, Any] = {
     "min_excess_usd_per_hour": 0.0,
     "critical_usd_per_hour": 0.0,
     "skip_gaps": True,
+    "no_data_buckets": 3,
     "direction": "both",
 }
 
@@ -300,7 +310,8 @@ def update(
         if t <= last_t:
             return []
         if params.skip_gaps:
-            return _judge_and_learn(state, spend, _bucket(t, width, params))
+            missing = _no_data(last_t, t, width, params)
+            return missing + _judge_and_learn(state, spend, _bucket(t, width, params))
         gap = min(int(round((t - last_t) / width)) - 1, MAX_GAP_BUCKETS)
         if gap > 0:
             decisions: list[Decision] = []
@@ -308,6 +319,28 @@ def update(
                 decisions += _judge_and_learn(state, 0.0, _bucket(t - i * width, width, params))
             return decisions + _judge_and_learn(state, spend, _bucket(t, width, params))
     return _judge_and_learn(state, spend, _bucket(t, width, params))
+
+
+def _no_data(last_t: float, t: float, width: float, params: SpendSpikeParams) -> list[Decision]:
+    """A skipped gap of at least ``no_data_buckets`` buckets as an alert that fired when
+    its last needed bucket closed without data and resolved when data came back at ``t``.
+
+    >>> p = SpendSpikeParams(skip_gaps=True, no_data_buckets=3)
+    >>> [(d.status, d.starts_at, d.ends_at, d.values["missing_s"])
+    ...  for d in _no_data(600.0, 960.0, 60.0, p)]    # 5 buckets without data
+    [('firing', 660.0, None, 300.0), ('resolved', 660.0, 960.0, 300.0)]
+    >>> _no_data(600.0, 900.0, 60.0, SpendSpikeParams(skip_gaps=True, no_data_buckets=5))
+    []
+    """
+    needed = params.no_data_buckets
+    missing = int(round((t - last_t) / width)) - 1
+    if needed is None or missing < needed:
+        return []
+    start = last_t + width
+    values = {"observed": 0.0, "missing_s": missing * width, "bucket_s": width}
+    fired = Transition("firing", WARNING, start)
+    resolved = Transition("resolved", WARNING, start, t)
+    return [Decision.of(NAME, fired, values), Decision.of(NAME, resolved, values)]
 
 
 def zero_is_quiet(params: SpendSpikeParams) -> bool:

@@ -88,7 +88,12 @@ def test_gaps_are_skipped_not_judged_as_zero():
     times = list(range(300)) + list(range(420, 600))  # two hours missing
     values = noisy(len(times))
     decisions, state = run(values, times=times)
-    assert decisions == []
+    # Only the gap itself is reported: no drop, no spike after it.
+    assert [(d.status, d.starts_at, d.ends_at) for d in decisions] == [
+        ("firing", 300 * 60.0, None),
+        ("resolved", 300 * 60.0, 420 * 60.0),
+    ]
+    assert decisions[0].values["missing_s"] == 120 * 60.0
     # The same data with gaps as zeros: the gap is a 'drop' (both ways) and is learnt.
     zeros, _ = run(values, times=times, params=replace(SERIES, skip_gaps=False))
     assert any(d.status == "firing" for d in zeros)
@@ -98,3 +103,20 @@ def test_a_drop_is_learnt_clipped_so_it_stays_a_drop():
     values = noisy(300) + [2.0] * 120
     decisions, state = run(values, params=replace(SERIES, rearm_s=0))
     assert [d.status for d in decisions] == ["firing"]  # still open after two hours
+
+
+@pytest.mark.parametrize(("missing", "fires"), [(2, False), (3, True)])
+def test_missing_data_fires_from_three_buckets_in_series_mode(missing, fires):
+    times = list(range(300)) + list(range(300 + missing, 400))
+    decisions, _ = run(noisy(len(times)), times=times)
+    assert bool(decisions) is fires
+    if fires:
+        assert [d.status for d in decisions] == ["firing", "resolved"]
+        assert decisions[0].values["missing_s"] == missing * 60.0
+
+
+def test_missing_data_is_off_by_default_and_without_skipped_gaps():
+    assert SpendSpikeParams().no_data_buckets is None
+    times = list(range(300)) + list(range(320, 400))
+    decisions, _ = run(noisy(len(times)), times=times, params=replace(SERIES, no_data_buckets=None))
+    assert decisions == []
