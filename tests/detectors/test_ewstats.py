@@ -2,14 +2,16 @@
 
 import json
 import math
+from array import array
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from river import stats
 
-from detectors.ewstats import EWStat, SeasonalBaseline, hour_slot
+from detectors.ewstats import EWStat, SeasonalBaseline, ew_update, ew_weight, hour_slot
 
 
 @pytest.mark.parametrize("alpha", [0.5, 0.7, 1.0])
@@ -84,3 +86,31 @@ def test_seasonal_baseline_state_round_trips_through_json(values, seasonal):
     copy = SeasonalBaseline.from_dict(json.loads(json.dumps(b.to_dict())))
     assert copy == b
     assert copy.expected(12345.0, 1) == b.expected(12345.0, 1)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.5])
+def test_ew_update_in_an_array_is_the_ew_mean_and_variance_of_ewstat(alpha):
+    # retry_storm keeps its baselines this way: mean at ``at``, variance at ``at + 1``, with
+    # other numbers on either side that must be neither read nor written.
+    xs = np.random.default_rng(13).lognormal(size=200)
+    stats, ew = array("d", [7.0, 0.0, 0.0, 9.0]), EWStat(alpha)
+    for n, x in enumerate(xs, start=1):
+        ew_update(stats, 1, float(x), ew_weight(alpha, n))
+        ew.update(float(x))
+        assert stats[1] == pytest.approx(ew.mean, rel=1e-12)
+        assert stats[2] == pytest.approx(ew.var, rel=1e-12)
+    assert (stats[0], stats[3]) == (7.0, 9.0)
+
+
+def test_ew_update_of_two_values_gives_their_population_variance_by_hand():
+    stats = array("d", [0.0, 0.0])
+    ew_update(stats, 0, 2.0, 1.0)  # first value: weight 1, mean 2, variance 0
+    ew_update(stats, 0, 4.0, 0.5)  # second: mean 3, variance of {2, 4} = 1
+    assert list(stats) == [3.0, 1.0]
+
+
+@given(st.integers(min_value=-(10**10), max_value=10**10))
+@example(-1)
+def test_hour_slot_is_the_utc_hour_of_the_day(t):
+    # Before 1970 too: the hour of -1 s (23:59:59 on 31 December 1969) is 23, not 0.
+    assert hour_slot(float(t)) == datetime.fromtimestamp(t, tz=UTC).hour
