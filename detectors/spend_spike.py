@@ -52,9 +52,14 @@ from detectors.ewstats import (
 )
 
 NAME = "spend_spike"
-STATE_VERSION = 4
+STATE_VERSION = 5
 # The last buckets' spend kept in the state's array, for the alert's sparkline.
 RECENT = 12
+# Before them, the sustained rule's sums, as offsets from the array's end: the clipped
+# excess, its variance (weights squared) and the excess as spent (each EW, per bucket).
+_S_CLIPPED, _S_VAR, _S_SPENT = RECENT + 3, RECENT + 2, RECENT + 1
+TAIL = RECENT + 3
+HOURS_PER_MONTH = 730.0
 # How much of the gap since a key's last bucket is replayed as zero-spend buckets: older
 # zeros have decayed out of a baseline with a few days of memory anyway.
 MAX_GAP_BUCKETS = 1440
@@ -144,6 +149,36 @@ class SpendSpikeParams:
         float,
         Field(gt=0, description="Breaching buckets are learnt clipped at baseline + this sd."),
     ] = 3.0
+    sustain_s: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            le=86_400,
+            description="Sustained rule: the excess over baseline summed with this EW time "
+            "constant, seconds, so a lasting excess under min_excess_usd_per_hour is seen; "
+            "null: off.",
+        ),
+    ] = 1200.0
+    sustain_z: Annotated[
+        float,
+        Field(
+            ge=0,
+            description="... fires when that sum is this many standard deviations above "
+            "baseline (each bucket counted at most clip_z: a brief spike is not lasting) ...",
+        ),
+    ] = 5.0
+    sustain_margin: Annotated[
+        float,
+        Field(gt=0, description="... spend over the window is baseline x (1 + this) ..."),
+    ] = 0.75
+    sustain_usd_per_month: Annotated[
+        float,
+        Field(
+            ge=0,
+            description="... and the excess, at its rate over the window, is worth this "
+            "over a month (730 h), USD.",
+        ),
+    ] = 100.0
     no_data_buckets: Annotated[
         int | None,
         Field(
@@ -164,6 +199,7 @@ SERIES_MODE: dict[str, Any] = {
     "absolute_usd_per_hour": None,
     "min_excess_usd_per_hour": 0.0,
     "critical_usd_per_hour": 0.0,
+    "sustain_s": None,
     "skip_gaps": True,
     "no_data_buckets": 3,
     "direction": "both",
@@ -196,10 +232,11 @@ class SpendSpikeState:
     baseline: SeasonalBaseline
     episode: Episode | None = None  # only while an alert is open or building
     last_t: float | None = None
+    slow: bool = False  # the episode was started by the sustained rule alone
 
     @classmethod
     def new(cls, params: SpendSpikeParams) -> SpendSpikeState:
-        return cls(baseline=SeasonalBaseline(seasonal=params.seasonal, tail=RECENT))
+        return cls(baseline=SeasonalBaseline(seasonal=params.seasonal, tail=TAIL))
 
     def recent(self, width: float) -> list[float]:
         """The spend of the last buckets judged (up to ``RECENT``), oldest first."""
@@ -217,16 +254,27 @@ class SpendSpikeState:
             "baseline": self.baseline.to_dict(),
             "episode": episodes.to_dict(self.episode),
             "last_t": self.last_t,
+            "slow": self.slow,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpendSpikeState:
-        if data.get("v") != STATE_VERSION:
-            raise ValueError(f"spend_spike state version {data.get('v')!r} != {STATE_VERSION}")
+        """The state written by ``to_dict``; a version 4 state (before the sustained
+        rule) keeps its baseline and gains empty sums."""
+        version = data.get("v")
+        if version == 4:
+            baseline = dict(data["baseline"])
+            stats = list(baseline["stats"])
+            baseline["stats"] = stats[:-RECENT] + [0.0] * (TAIL - RECENT) + stats[-RECENT:]
+            baseline["tail"] = TAIL
+            data = {**data, "baseline": baseline}
+        elif version != STATE_VERSION:
+            raise ValueError(f"spend_spike state version {version!r} != {STATE_VERSION}")
         return cls(
             baseline=SeasonalBaseline.from_dict(data["baseline"]),
             episode=episodes.from_dict(data["episode"]),
             last_t=data["last_t"],
+            slow=data.get("slow", False),
         )
 
 
@@ -255,6 +303,16 @@ class _Bucket:
     calm: int
     up: bool  # which ways a bucket may breach
     down: bool
+    resolve_z: float
+    sustain: bool  # the sustained rule, and its numbers:
+    decay: float  # per bucket, of the sums
+    decay_var: float  # of the variance sum (weights squared)
+    spent_per_hour: float  # from the spent sum to an excess rate, USD/h
+    sustain_z: float
+    sustain_ratio: float
+    sustain_floor: float  # USD/h
+    window2: float  # (sum of the weights)^2: the baseline mean's error enters the sum so
+    samples: float  # the most values an EW mean stands for (its effective sample size)
 
     @classmethod
     def of(cls, t: float, width: float, params: SpendSpikeParams) -> _Bucket:
@@ -277,7 +335,31 @@ class _Bucket:
             in_buckets(params.calm_s, params.calm_buckets, width),
             params.direction != "down",
             params.direction != "up",
+            params.resolve_z,
+            params.sustain_s is not None,
+            *_sustain_numbers(params, width),
         )
+
+
+def _sustain_numbers(params: SpendSpikeParams, width: float) -> tuple[float, ...]:
+    """The sustained rule's numbers for buckets of ``width`` seconds: the decay of its
+    sums per bucket (and squared), the factor from the spent sum to USD/h (its EW mean),
+    the z, the ratio to the mean, the floor in USD/h, the squared sum of the weights and
+    the baseline's effective sample size. A sum of excesses over an estimated mean is off
+    by the estimate's error times the weights: with the mean learnt from n values, that
+    adds (sum of weights)^2 x variance / n to the sum's variance, so a young baseline (an
+    hour of the day seen once) needs a larger excess."""
+    decay = math.exp(-width / params.sustain_s) if params.sustain_s else 0.0
+    return (
+        decay,
+        decay * decay,
+        (1.0 - decay) * 3600.0 / width,
+        params.sustain_z,
+        params.sustain_margin,
+        params.sustain_usd_per_month / HOURS_PER_MONTH,
+        1.0 / (1.0 - decay) ** 2,
+        (2.0 - baseline_alpha(params, width)) / baseline_alpha(params, width),
+    )
 
 
 # Buckets of the last (params, width) seen, by start time: every key of a bucket, and
@@ -385,7 +467,7 @@ def update_many(
                 out[i] = decisions
         return out
     seasonal = params.seasonal
-    size = _SLOTS + (3 * SLOTS_PER_DAY if seasonal else 0) + RECENT
+    size = _SLOTS + (3 * SLOTS_PER_DAY if seasonal else 0) + TAIL
     batch: list[int] = []
     previous = t - width
     for i, state in enumerate(states):
@@ -442,8 +524,10 @@ def _learn_ordinary(
         use_slot = stats[:, at + 2] >= _MIN_SLOT_COUNT
         mean = np.where(use_slot, stats[:, at], stats[:, _MEAN]).astype(f64)
         var = np.where(use_slot, stats[:, at + 1], stats[:, _VAR]).astype(f64)
+        learnt_from = np.where(use_slot, stats[:, at + 2], stats[:, _N]).astype(f64)
     else:
         mean, var = stats[:, _MEAN].astype(f64), stats[:, _VAR].astype(f64)
+        learnt_from = stats[:, _N].astype(f64)
     sd = np.sqrt(np.maximum(0.0, var))
     per_hour = bucket.per_hour
     excess_per_hour = (spend - mean) * per_hour
@@ -459,6 +543,30 @@ def _learn_ordinary(
     )
     if bucket.absolute is not None:
         breach |= spend * per_hour >= bucket.absolute
+    if bucket.sustain:
+        end = stats.shape[1]
+        sd_eff = np.maximum(np.maximum(sd, 0.05 * mean), 1e-9)
+        residual = spend - mean
+        clipped = bucket.decay * stats[:, end - _S_CLIPPED].astype(f64) + np.minimum(
+            residual, bucket.clip_z * sd_eff
+        )
+        var_sum = bucket.decay_var * stats[:, end - _S_VAR].astype(f64) + sd_eff * sd_eff
+        spent = bucket.decay * stats[:, end - _S_SPENT].astype(f64) + residual
+        stats[:, end - _S_CLIPPED] = clipped
+        stats[:, end - _S_VAR] = var_sum
+        stats[:, end - _S_SPENT] = spent
+        excess = spent * bucket.spent_per_hour
+        samples = np.minimum(np.maximum(learnt_from, 1.0), bucket.samples)
+        error = bucket.window2 * sd_eff * sd_eff / samples
+        sustained_z = clipped / np.sqrt(var_sum + error)
+        # Rows where a lasting excess is building learn at another weight: judged alone.
+        breach |= warm & (sustained_z >= bucket.resolve_z) & (residual > 0.0)
+        breach |= (
+            warm
+            & (sustained_z >= bucket.sustain_z)
+            & (excess >= bucket.sustain_floor)
+            & (excess >= bucket.sustain_ratio * mean * per_hour)
+        )
     # No episode and no breach: the bucket is learnt as it is (not clipped).
     alpha = bucket.alpha
     stats[:, _N] = stats[:, _N].astype(f64) + 1
@@ -487,9 +595,9 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
     seasonal = baseline.seasonal
     at = bucket.slot_at if seasonal else 0
     if seasonal and stats[at + 2] >= _MIN_SLOT_COUNT:
-        mean, sd = float(stats[at]), math.sqrt(max(0.0, stats[at + 1]))
+        mean, sd, learnt_from = float(stats[at]), math.sqrt(max(0.0, stats[at + 1])), at + 2
     else:
-        mean, sd = float(stats[_MEAN]), math.sqrt(max(0.0, stats[_VAR]))
+        mean, sd, learnt_from = float(stats[_MEAN]), math.sqrt(max(0.0, stats[_VAR])), _N
     per_hour = bucket.per_hour
     excess_per_hour = (spend - mean) * per_hour
     # A perfectly flat history has sd 0; a floor keeps z finite and meaningful.
@@ -515,17 +623,54 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
         and -z >= bucket.min_z
         and -excess_per_hour >= bucket.min_excess
     )
-    breach = relative or absolute or lower
+    sustained = building = False
+    sustained_z = sustained_excess = 0.0
+    if bucket.sustain:
+        end = len(stats)
+        sd_eff = max(sd, 0.05 * mean, 1e-9)
+        residual = spend - mean
+        clipped = bucket.decay * stats[end - _S_CLIPPED] + min(residual, bucket.clip_z * sd_eff)
+        var_sum = bucket.decay_var * stats[end - _S_VAR] + sd_eff * sd_eff
+        spent = bucket.decay * stats[end - _S_SPENT] + residual
+        stats[end - _S_CLIPPED] = clipped
+        stats[end - _S_VAR] = var_sum
+        stats[end - _S_SPENT] = spent
+        samples = min(max(float(stats[learnt_from]), 1.0), bucket.samples)
+        sustained_z = clipped / math.sqrt(var_sum + bucket.window2 * sd_eff * sd_eff / samples)
+        sustained_excess = spent * bucket.spent_per_hour
+        # A lasting excess building up is not learnt at a young hour's 1/n weight: the
+        # baseline would take in half of it within the hour that should report it.
+        building = warm and sustained_z >= bucket.resolve_z and residual > 0.0
+        sustained = (
+            warm
+            and bucket.up
+            and sustained_z >= bucket.sustain_z
+            and sustained_excess >= bucket.sustain_floor
+            and sustained_excess >= bucket.sustain_ratio * mean * per_hour
+        )
+    # The sustained rule starts an episode or carries its own; it does not hold open one
+    # a spike started (the sums still remember the spike for a while after it).
+    if sustained and state.episode is not None and not state.slow:
+        sustained = False
+    breach = relative or absolute or lower or sustained
     params = bucket.params
     if state.episode is None and not breach:
         transitions: list[Transition] = []  # advance()'s answer for an idle key, no severity
     else:
+        if state.episode is None:  # a new episode: which rule starts it
+            state.slow = not (relative or absolute or lower)
         elevated = absolute or (
             bucket.up
             and ratio >= 1.0 + params.resolve_margin
             and z >= params.resolve_z
             and excess_per_hour >= 0.5 * params.min_excess_usd_per_hour
         )
+        if state.slow:  # a lasting excess stays open while its sums say so (hysteresis:
+            elevated = elevated or (  # half its ratio and money, resolve_z)
+                sustained_z >= params.resolve_z
+                and sustained_excess >= 0.5 * bucket.sustain_floor
+                and sustained_excess >= 0.5 * bucket.sustain_ratio * mean * per_hour
+            )
         critical = absolute or (
             bucket.up
             and ratio >= params.critical_ratio
@@ -565,19 +710,25 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
         learnt = max(learnt, mean - bucket.clip_z * sd)  # a drop is learnt clipped too
     alpha = bucket.alpha
     stats[_N] += 1
-    weight = max(alpha, 1.0 / int(stats[_N]))
+    weight = alpha if building else max(alpha, 1.0 / int(stats[_N]))
     d = learnt - stats[_MEAN]
     stats[_MEAN] += weight * d
     stats[_VAR] = (1.0 - weight) * (stats[_VAR] + weight * d * d)
     if seasonal:
         count = int(stats[at + 2]) + 1
         stats[at + 2] = min(count, 1 << 24)  # exact in single precision
-        weight = max(alpha, 1.0 / count)
+        weight = alpha if building else max(alpha, 1.0 / count)
         d = learnt - stats[at]
         stats[at] += weight * d
         stats[at + 1] = (1.0 - weight) * (stats[at + 1] + weight * d * d)
     if not transitions:
         return []
+    slow = state.slow
+    if state.episode is None:
+        state.slow = False
+        if bucket.sustain and not slow:  # a spike's alert is over: its excess is told
+            end = len(stats)
+            stats[end - _S_CLIPPED] = stats[end - _S_SPENT] = 0.0
     if not warm:
         values = _warmup_values(spend, bucket, int(stats[_N]) * width)
         return [Decision.of(NAME, tr, values) for tr in transitions]
@@ -591,6 +742,11 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
         "money_at_risk_usd_per_hour": max(0.0, excess_per_hour),
         "bucket_s": width,
     }
+    if slow:  # the figures of the lasting excess, over the rule's window
+        values["sustained_z"] = sustained_z
+        values["sustained_excess_usd_per_hour"] = sustained_excess
+        values["sustain_s"] = float(params.sustain_s or 0.0)
+        values["money_at_risk_usd_per_hour"] = max(0.0, sustained_excess)
     if bucket.down:  # two-sided: which way this bucket went
         values["direction"] = 1.0 if spend >= mean else -1.0
     return [Decision.of(NAME, tr, values) for tr in transitions]

@@ -86,6 +86,17 @@ def _summary(labels: dict[str, str], v: dict[str, float]) -> str:
     who = labels.get("customer_id") or f"{labels.get('provider')}/{labels.get('model')}"
     where = f" on {labels['endpoint']}" if "endpoint" in labels else ""
     name = labels["alertname"]
+    if name == "spend_spike" and "missing_s" in v:
+        return (
+            f"No data for {who}{where} for {v['missing_s'] / 60:.0f} min "
+            f"({v['missing_s'] / (v.get('bucket_s') or 60):.0f} intervals)"
+        )
+    if name == "spend_spike" and "sustained_excess_usd_per_hour" in v:
+        return (
+            f"Lasting spend excess for {who}{where}: +${_money(v['sustained_excess_usd_per_hour'])}"
+            f"/h over baseline ({v.get('sustain_s', 0) / 60:.0f}-minute window, "
+            f"{v.get('sustained_z', 0):.1f} sd), under the per-bucket floor"
+        )
     if name == "spend_spike" and "baseline" not in v:
         # Warm-up: only the absolute limit can fire, and there is no baseline for a ratio.
         observed, bucket_s = v.get("observed", 0), v.get("bucket_s") or 60

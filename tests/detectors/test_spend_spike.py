@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors import spend_spike
-from detectors.spend_spike import SpendSpikeParams, SpendSpikeState
+from detectors.spend_spike import RECENT, STATE_VERSION, TAIL, SpendSpikeParams, SpendSpikeState
 from tests.detectors.series import DAY_MINUTES, MINUTE, START, spend_series
 
 PARAMS = SpendSpikeParams()
@@ -152,3 +152,25 @@ def test_update_many_agrees_with_update_key_by_key(seed, seasonal, minutes):
         assert {called[j]: d for j, d in got.items()} == want
         assert list(got) == sorted(got)
     assert [s.to_dict() for s in many] == [s.to_dict() for s in one]
+
+
+def test_a_version_4_state_keeps_its_baseline_and_gains_empty_sums():
+    params = SpendSpikeParams()
+    state = SpendSpikeState.new(params)
+    for minute in range(600):
+        spend_spike.update(state, minute * 60.0, 60.0, 0.5 + 0.1 * (minute % 7), params)
+    new = state.to_dict()
+    stats = new["baseline"]["stats"]
+    old = {
+        **new,
+        "v": 4,
+        "baseline": {**new["baseline"], "tail": RECENT, "stats": stats[:-TAIL] + stats[-RECENT:]},
+    }
+    del old["slow"]
+    upgraded = SpendSpikeState.from_dict(old).to_dict()
+    assert upgraded["v"] == STATE_VERSION
+    kept = upgraded["baseline"]["stats"]
+    assert kept[:-TAIL] == stats[:-TAIL] and kept[-RECENT:] == stats[-RECENT:]
+    assert kept[-TAIL:-RECENT] == [0.0] * (TAIL - RECENT)
+    with pytest.raises(ValueError, match="version 3"):
+        SpendSpikeState.from_dict({**old, "v": 3})

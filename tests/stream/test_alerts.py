@@ -74,3 +74,32 @@ def test_the_fingerprint_is_stable_and_order_independent():
 def test_rfc3339_keeps_milliseconds_only_when_present():
     assert rfc3339(T0) == "2026-11-02T10:00:00Z"
     assert rfc3339(T0 + 0.25) == "2026-11-02T10:00:00.250Z"
+
+
+def test_a_lasting_excess_says_so_with_its_window_figures():
+    values = {
+        "observed": 0.01,
+        "baseline": 0.008,
+        "ratio": 1.25,
+        "sustained_z": 6.2,
+        "sustained_excess_usd_per_hour": 0.42,
+        "sustain_s": 1200.0,
+        "money_at_risk_usd_per_hour": 0.42,
+    }
+    alert = build_alert(
+        {"customer_id": "acme", "endpoint": "chat"},
+        Decision("spend_spike", "firing", "warning", T0, None, values),
+    )
+    assert alert.annotations["summary"] == (
+        "Lasting spend excess for acme on chat: +$0.42/h over baseline "
+        "(20-minute window, 6.2 sd), under the per-bucket floor"
+    )
+    jsonschema.validate(alert.to_payload(), alerts_item_schema())
+
+
+def test_missing_data_says_how_long_not_a_spend():
+    values = {"observed": 0.0, "missing_s": 1800.0, "bucket_s": 300.0}
+    alert = build_alert(
+        {"customer_id": "svc"}, Decision("spend_spike", "firing", "warning", T0, None, values)
+    )
+    assert alert.annotations["summary"] == "No data for svc for 30 min (6 intervals)"

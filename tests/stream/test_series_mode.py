@@ -52,7 +52,16 @@ def test_unit_free_values_do_not_trip_the_usd_absolute_rule(tmp_path):
 def test_a_gap_in_an_export_is_skipped_not_read_as_zero(tmp_path):
     values = [level(i) if not 300 <= i < 340 else None for i in range(600)]
     csv = write_csv(tmp_path / "gap.csv", values)
-    assert statuses(spendwatch("replay", "--series", str(csv), "--json")) == []
+    result = spendwatch("replay", "--series", str(csv), "--json")
+    # The gap is missing data, an alert of its own from its first missing interval to the
+    # row that ended it; not a drop to zero, and nothing after it.
+    assert statuses(result) == [
+        ("firing", "2026-11-03T01:00:00Z"),  # interval 300
+        ("resolved", "2026-11-03T01:00:00Z"),
+    ]
+    resolved = json.loads(result.stdout.splitlines()[1])
+    assert resolved["endsAt"] == "2026-11-03T04:20:00Z"  # interval 340
+    assert resolved["annotations"]["summary"] == "No data for series for 200 min (40 intervals)"
 
 
 def test_an_hourly_spike_fires_on_its_hour(tmp_path):
