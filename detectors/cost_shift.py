@@ -48,7 +48,7 @@ call is one step of ``dt`` seconds; time only comes in with the calls.
 ...         out += update(s, t, 300.0, usage, p)
 ...     return out
 >>> [(d.status, d.severity, round(d.starts_at / 3600, 2)) for d in traffic(switch_at_h=30)]
-[('firing', 'warning', 30.17)]
+[('firing', 'warning', 30.0)]
 >>> traffic(switch_at_h=99, volume_from_h=30)     # twice the requests, same unit cost
 []
 """
@@ -555,7 +555,10 @@ def _decide(
             and j.ratio >= params.min_ratio / 2
             and month >= params.warning_usd_per_month / 2
         )
-        if breach:
+        # A shift lasts from when the recent window first showed it: the hour's window,
+        # which decides, lags a new level by most of its hour.
+        shown = j.warm and recent_breach and j.spend_above_usual
+        if breach or shown:
             if state.breach_since is None:
                 state.breach_since = t
         elif not elevated:
