@@ -56,6 +56,7 @@ call is one step of ``dt`` seconds; time only comes in with the calls.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -83,6 +84,10 @@ PRIOR_REQUESTS = 100.0
 COST, OK, ATTEMPTS, INPUT, CACHED, OUTPUT = range(6)
 SQ = 6  # long: squared deviation of each step's cost from its expected cost
 EXPECTED = 6  # short: cost the baseline expects at the window's hours and volumes
+
+
+def _sums(n: int) -> array:
+    return array("d", bytes(8 * n))
 
 
 def _epoch(value: Any) -> Any:
@@ -214,10 +219,11 @@ class CostShiftParams:
 class CostShiftState:
     """Per-key state: EW sums (long, per hour, short, recent), the breach, the episode."""
 
-    long: list[float]  # cost, ok, attempts, input, cached, output, squared deviation
-    hours: list[float]  # per hour of the UTC day: cost, ok (2 x 24)
-    short: list[float]  # the six usage sums, and what they were expected to cost
-    recent: list[float]  # the six usage sums, and what they were expected to cost
+    # Arrays of doubles, not lists: a list holds a 24-byte float object per number.
+    long: array  # cost, ok, attempts, input, cached, output, squared deviation
+    hours: array  # per hour of the UTC day: cost, ok (2 x 24)
+    short: array  # the six usage sums, and what they were expected to cost
+    recent: array  # the six usage sums, and what they were expected to cost
     t: float | None = None  # start of the last step
     since: float | None = None  # start of the learnt history (moves on while not learning)
     breach_since: float | None = None
@@ -226,7 +232,7 @@ class CostShiftState:
 
     @classmethod
     def new(cls, params: CostShiftParams) -> CostShiftState:
-        return cls([0.0] * 7, [0.0] * (2 * HOURS), [0.0] * 7, [0.0] * 7)
+        return cls(_sums(7), _sums(2 * HOURS), _sums(7), _sums(7))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -247,10 +253,10 @@ class CostShiftState:
         if data.get("v") != STATE_VERSION:
             raise ValueError(f"cost_shift state version {data.get('v')!r} != {STATE_VERSION}")
         return cls(
-            [float(x) for x in data["long"]],
-            [float(x) for x in data["hours"]],
-            [float(x) for x in data["short"]],
-            [float(x) for x in data["recent"]],
+            array("d", data["long"]),
+            array("d", data["hours"]),
+            array("d", data["short"]),
+            array("d", data["recent"]),
             data["t"],
             data["since"],
             data["breach_since"],
@@ -424,8 +430,8 @@ def _decay_long(state: CostShiftState, t: float, params: CostShiftParams) -> Non
     if hours <= 0:
         return
     f = _decay(hours * 3600.0, params.baseline_days * 86_400.0)
-    state.long = [x * f for x in state.long]
-    state.hours = [x * f for x in state.hours]
+    state.long = array("d", [x * f for x in state.long])
+    state.hours = array("d", [x * f for x in state.hours])
 
 
 def _learn(
@@ -557,11 +563,13 @@ def _decide(
         )
         # A shift lasts from when the recent window first showed it: the hour's window,
         # which decides, lags a new level by most of its hour.
+        # It lasts while the recent window stays elevated (a blip there that the hour's
+        # window only half follows does not start the hour early).
         shown = j.warm and recent_breach and j.spend_above_usual
         if breach or shown:
             if state.breach_since is None:
                 state.breach_since = t
-        elif not elevated:
+        elif not (elevated and recent_elevated):
             state.breach_since = None
         since = state.breach_since
         lasted = breach and since is not None and t + dt - since >= params.min_duration_s
@@ -666,7 +674,7 @@ def _accept(
         long[SQ] *= ratio * ratio
         for i in (ATTEMPTS, INPUT, CACHED, OUTPUT):
             long[i] = long[OK] * short[i] / ok
-        state.hours[0::2] = [x * ratio for x in state.hours[0::2]]
+        state.hours[0::2] = array("d", [x * ratio for x in state.hours[0::2]])
         short[EXPECTED] = short[COST]
         state.recent[EXPECTED] = state.recent[COST]
     state.breach_since = None

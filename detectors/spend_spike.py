@@ -56,9 +56,12 @@ STATE_VERSION = 5
 # The last buckets' spend kept in the state's array, for the alert's sparkline.
 RECENT = 12
 # Before them, the sustained rule's sums, as offsets from the array's end: the clipped
-# excess, its variance (weights squared) and the excess as spent (each EW, per bucket).
-_S_CLIPPED, _S_VAR, _S_SPENT = RECENT + 3, RECENT + 2, RECENT + 1
-TAIL = RECENT + 3
+# excess, its variance (weights squared) and the excess as spent (each EW, per bucket
+# over sustain_s); then the key's level, spend and what its baseline expected (EW over
+# sustain_level_s), whose ratio (above 1, at most sustain_level_max) scales what the
+# sustained rule expects.
+_S_CLIPPED, _S_VAR, _S_SPENT, _L_SPENT, _L_EXPECTED = (RECENT + i for i in range(5, 0, -1))
+TAIL = RECENT + 5
 HOURS_PER_MONTH = 730.0
 # How much of the gap since a key's last bucket is replayed as zero-spend buckets: older
 # zeros have decayed out of a baseline with a few days of memory anyway.
@@ -170,7 +173,7 @@ class SpendSpikeParams:
     sustain_margin: Annotated[
         float,
         Field(gt=0, description="... spend over the window is baseline x (1 + this) ..."),
-    ] = 0.75
+    ] = 0.5
     sustain_usd_per_month: Annotated[
         float,
         Field(
@@ -179,6 +182,24 @@ class SpendSpikeParams:
             "over a month (730 h), USD.",
         ),
     ] = 100.0
+    sustain_level_s: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            description="The sustained rule follows the key's level (spend over what the "
+            "baseline expected, EW over this long, seconds): a busier day than the "
+            "baseline's days, as a Monday after the weekend it learnt, is expected within "
+            "hours, a 40-minute loop hardly moves it; null: off.",
+        ),
+    ] = 10_800.0
+    sustain_level_max: Annotated[
+        float,
+        Field(
+            ge=1,
+            description="... followed up to this many times the baseline: growth beyond "
+            "it is an excess to report.",
+        ),
+    ] = 2.0
     no_data_buckets: Annotated[
         int | None,
         Field(
@@ -311,6 +332,9 @@ class _Bucket:
     sustain_z: float
     sustain_ratio: float
     sustain_floor: float  # USD/h
+    level: bool  # the sustained rule follows the key's level
+    level_decay: float  # per bucket, of the level's sums
+    level_max: float
     window2: float  # (sum of the weights)^2: the baseline mean's error enters the sum so
     samples: float  # the most values an EW mean stands for (its effective sample size)
 
@@ -344,7 +368,8 @@ class _Bucket:
 def _sustain_numbers(params: SpendSpikeParams, width: float) -> tuple[float, ...]:
     """The sustained rule's numbers for buckets of ``width`` seconds: the decay of its
     sums per bucket (and squared), the factor from the spent sum to USD/h (its EW mean),
-    the z, the ratio to the mean, the floor in USD/h, the squared sum of the weights and
+    the z, the ratio to the mean, the floor in USD/h, the level (on, its decay per bucket,
+    its bound), the squared sum of the weights and
     the baseline's effective sample size. A sum of excesses over an estimated mean is off
     by the estimate's error times the weights: with the mean learnt from n values, that
     adds (sum of weights)^2 x variance / n to the sum's variance, so a young baseline (an
@@ -357,6 +382,9 @@ def _sustain_numbers(params: SpendSpikeParams, width: float) -> tuple[float, ...
         params.sustain_z,
         params.sustain_margin,
         params.sustain_usd_per_month / HOURS_PER_MONTH,
+        params.sustain_level_s is not None,
+        math.exp(-width / params.sustain_level_s) if params.sustain_level_s else 0.0,
+        params.sustain_level_max,
         1.0 / (1.0 - decay) ** 2,
         (2.0 - baseline_alpha(params, width)) / baseline_alpha(params, width),
     )
@@ -545,8 +573,18 @@ def _learn_ordinary(
         breach |= spend * per_hour >= bucket.absolute
     if bucket.sustain:
         end = stats.shape[1]
+        expected = mean
+        if bucket.level:
+            level_spent = stats[:, end - _L_SPENT].astype(f64)
+            level_expected = stats[:, end - _L_EXPECTED].astype(f64)
+            busier = (level_spent > level_expected) & (level_expected > 0.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                level = np.minimum(level_spent / level_expected, bucket.level_max)
+                expected = np.where(busier, mean * level, mean)
+            stats[:, end - _L_SPENT] = bucket.level_decay * level_spent + spend
+            stats[:, end - _L_EXPECTED] = bucket.level_decay * level_expected + mean
         sd_eff = np.maximum(np.maximum(sd, 0.05 * mean), 1e-9)
-        residual = spend - mean
+        residual = spend - expected
         clipped = bucket.decay * stats[:, end - _S_CLIPPED].astype(f64) + np.minimum(
             residual, bucket.clip_z * sd_eff
         )
@@ -565,7 +603,7 @@ def _learn_ordinary(
             warm
             & (sustained_z >= bucket.sustain_z)
             & (excess >= bucket.sustain_floor)
-            & (excess >= bucket.sustain_ratio * mean * per_hour)
+            & (excess >= bucket.sustain_ratio * expected * per_hour)
         )
     # No episode and no breach: the bucket is learnt as it is (not clipped).
     alpha = bucket.alpha
@@ -625,10 +663,17 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
     )
     sustained = building = False
     sustained_z = sustained_excess = 0.0
+    expected = mean
     if bucket.sustain:
         end = len(stats)
+        if bucket.level:
+            level_spent, level_expected = stats[end - _L_SPENT], stats[end - _L_EXPECTED]
+            if level_spent > level_expected > 0.0:  # a busier day than the baseline's
+                expected = mean * min(level_spent / level_expected, bucket.level_max)
+            stats[end - _L_SPENT] = bucket.level_decay * level_spent + spend
+            stats[end - _L_EXPECTED] = bucket.level_decay * level_expected + mean
         sd_eff = max(sd, 0.05 * mean, 1e-9)
-        residual = spend - mean
+        residual = spend - expected
         clipped = bucket.decay * stats[end - _S_CLIPPED] + min(residual, bucket.clip_z * sd_eff)
         var_sum = bucket.decay_var * stats[end - _S_VAR] + sd_eff * sd_eff
         spent = bucket.decay * stats[end - _S_SPENT] + residual
@@ -646,7 +691,7 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
             and bucket.up
             and sustained_z >= bucket.sustain_z
             and sustained_excess >= bucket.sustain_floor
-            and sustained_excess >= bucket.sustain_ratio * mean * per_hour
+            and sustained_excess >= bucket.sustain_ratio * expected * per_hour
         )
     # The sustained rule starts an episode or carries its own; it does not hold open one
     # a spike started (the sums still remember the spike for a while after it).
@@ -669,7 +714,7 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
             elevated = elevated or (  # half its ratio and money, resolve_z)
                 sustained_z >= params.resolve_z
                 and sustained_excess >= 0.5 * bucket.sustain_floor
-                and sustained_excess >= 0.5 * bucket.sustain_ratio * mean * per_hour
+                and sustained_excess >= 0.5 * bucket.sustain_ratio * expected * per_hour
             )
         critical = absolute or (
             bucket.up
