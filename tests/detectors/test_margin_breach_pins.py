@@ -253,3 +253,34 @@ def test_the_band_is_the_normal_quantiles_and_confidence_its_tail(per_min):
     assert 0.95 <= v["confidence"] < 1.0
     assert v["confidence"] == pytest.approx(sure, rel=1e-9)
     assert billing_period(firing.starts_at, 1) == (NOV_1, DEC_1)
+
+
+# At the limit is not over it ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("terms", "expected"),
+    [
+        # $0.25 a minute at an overhead of 1 is $0.50 a minute to serve: exactly $5 (the $10
+        # plan's allowance) after 10 minutes, over it from the 11th, which the 15th confirms;
+        # exactly the price after 20, critical from the 21st, confirmed by the 25th.
+        pytest.param(
+            MarginTerms(price_usd=10.0, overhead_ratio=1.0),
+            [
+                (14, "firing", "warning", 10),
+                (24, "resolved", "warning", 10),
+                (24, "firing", "critical", 20),
+            ],
+            id="a $10 plan",
+        ),
+        # A free plan capped at $5: critical once the actual is over the cap.
+        pytest.param(
+            MarginTerms(price_usd=0.0, overhead_ratio=1.0, cost_cap_usd=5.0),
+            [(14, "firing", "critical", 10)],
+            id="free, capped at $5",
+        ),
+    ],
+)
+def test_an_actual_exactly_at_the_allowance_or_price_is_not_over_it(terms, expected):
+    decisions, _ = feed([0.25] * 30, terms, ACTUAL_ONLY)
+    assert [(m, d.status, d.severity, minute(d)) for m, d in decisions] == expected
