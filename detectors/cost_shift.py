@@ -57,10 +57,10 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, cast
 
 from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema
 
@@ -86,8 +86,23 @@ SQ = 6  # long: squared deviation of each step's cost from its expected cost
 EXPECTED = 6  # short: cost the baseline expects at the window's hours and volumes
 
 
-def _sums(n: int) -> array:
-    return array("d", bytes(8 * n))
+# Single precision, as the baselines of spend_spike: an EW sum needs ratios to a few
+# digits, and a key's state is half the size.
+SUMS = "f"
+
+
+class Sums(Protocol):
+    """A view of some of a state's sums: numbers read and written by index."""
+
+    def __getitem__(self, index: int, /) -> float: ...
+    def __setitem__(self, index: int, value: float, /) -> None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[float]: ...
+
+
+# Where each set of sums lies in the state's array.
+_LONG, _HOURS, _SHORT, _RECENT = slice(0, 7), slice(7, 55), slice(55, 62), slice(62, 69)
+_SIZE = 69
 
 
 def _epoch(value: Any) -> Any:
@@ -219,11 +234,9 @@ class CostShiftParams:
 class CostShiftState:
     """Per-key state: EW sums (long, per hour, short, recent), the breach, the episode."""
 
-    # Arrays of doubles, not lists: a list holds a 24-byte float object per number.
-    long: array  # cost, ok, attempts, input, cached, output, squared deviation
-    hours: array  # per hour of the UTC day: cost, ok (2 x 24)
-    short: array  # the six usage sums, and what they were expected to cost
-    recent: array  # the six usage sums, and what they were expected to cost
+    # One array of single floats, seen as four (views below): a list held a 24-byte float
+    # object per number, and each array has a header of its own.
+    sums: array  # long, hours, short, recent, in that order (_LONG, _HOURS, ...)
     t: float | None = None  # start of the last step
     since: float | None = None  # start of the learnt history (moves on while not learning)
     breach_since: float | None = None
@@ -232,7 +245,27 @@ class CostShiftState:
 
     @classmethod
     def new(cls, params: CostShiftParams) -> CostShiftState:
-        return cls(_sums(7), _sums(2 * HOURS), _sums(7), _sums(7))
+        return cls(array(SUMS, bytes(4 * _SIZE)))
+
+    @property
+    def long(self) -> Sums:
+        """cost, ok, attempts, input, cached, output, squared deviation (EW, long)."""
+        return cast(Sums, memoryview(self.sums)[_LONG])
+
+    @property
+    def hours(self) -> Sums:
+        """Per hour of the UTC day: cost, ok (2 x 24)."""
+        return cast(Sums, memoryview(self.sums)[_HOURS])
+
+    @property
+    def short(self) -> Sums:
+        """The six usage sums, and what they were expected to cost (EW, short)."""
+        return cast(Sums, memoryview(self.sums)[_SHORT])
+
+    @property
+    def recent(self) -> Sums:
+        """The six usage sums, and what they were expected to cost (EW, recent)."""
+        return cast(Sums, memoryview(self.sums)[_RECENT])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -252,11 +285,11 @@ class CostShiftState:
     def from_dict(cls, data: dict[str, Any]) -> CostShiftState:
         if data.get("v") != STATE_VERSION:
             raise ValueError(f"cost_shift state version {data.get('v')!r} != {STATE_VERSION}")
+        parts = (data["long"], data["hours"], data["short"], data["recent"])
+        if [len(part) for part in parts] != [7, 2 * HOURS, 7, 7]:
+            raise ValueError("cost_shift state: sums of the wrong length")
         return cls(
-            array("d", data["long"]),
-            array("d", data["hours"]),
-            array("d", data["short"]),
-            array("d", data["recent"]),
+            array(SUMS, [x for part in parts for x in part]),
             data["t"],
             data["since"],
             data["breach_since"],
@@ -279,7 +312,7 @@ class CostShiftState:
     def usual_requests_per_s(self, t: float, params: CostShiftParams) -> float:
         """Successful requests per second the baseline expects at ``t``'s hour."""
         average = self.average_requests_per_s(t, params)
-        total = sum(self.hours[1::2])
+        total = sum(self.sums[_HOURS.start + 1 : _HOURS.stop : 2])
         if total <= 0:
             return average
         return average * HOURS * self.hours[2 * _hour(t) + 1] / total
@@ -430,8 +463,9 @@ def _decay_long(state: CostShiftState, t: float, params: CostShiftParams) -> Non
     if hours <= 0:
         return
     f = _decay(hours * 3600.0, params.baseline_days * 86_400.0)
-    state.long = array("d", [x * f for x in state.long])
-    state.hours = array("d", [x * f for x in state.hours])
+    sums = state.sums  # long and hours, side by side
+    for i in range(_HOURS.stop):
+        sums[i] *= f
 
 
 def _learn(
@@ -645,7 +679,7 @@ def shift_attribution(state: CostShiftState, j: _Judged) -> attribution.Attribut
         return None
     volume = j.volume_per_hour
 
-    def at(sums: list[float], unit: float) -> Usage:
+    def at(sums: Sums, unit: float) -> Usage:
         per = volume / sums[OK]
         return Usage(
             unit * volume,
@@ -674,7 +708,9 @@ def _accept(
         long[SQ] *= ratio * ratio
         for i in (ATTEMPTS, INPUT, CACHED, OUTPUT):
             long[i] = long[OK] * short[i] / ok
-        state.hours[0::2] = array("d", [x * ratio for x in state.hours[0::2]])
+        sums = state.sums
+        for i in range(_HOURS.start, _HOURS.stop, 2):  # the hours' costs
+            sums[i] *= ratio
         short[EXPECTED] = short[COST]
         state.recent[EXPECTED] = state.recent[COST]
     state.breach_since = None

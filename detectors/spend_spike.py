@@ -326,13 +326,13 @@ class _Bucket:
     down: bool
     resolve_z: float
     sustain: bool  # the sustained rule, and its numbers:
+    level: bool  # the sustained rule follows the key's level
     decay: float  # per bucket, of the sums
     decay_var: float  # of the variance sum (weights squared)
     spent_per_hour: float  # from the spent sum to an excess rate, USD/h
     sustain_z: float
     sustain_ratio: float
     sustain_floor: float  # USD/h
-    level: bool  # the sustained rule follows the key's level
     level_decay: float  # per bucket, of the level's sums
     level_max: float
     window2: float  # (sum of the weights)^2: the baseline mean's error enters the sum so
@@ -361,6 +361,7 @@ class _Bucket:
             params.direction != "up",
             params.resolve_z,
             params.sustain_s is not None,
+            params.sustain_level_s is not None,
             *_sustain_numbers(params, width),
         )
 
@@ -368,8 +369,8 @@ class _Bucket:
 def _sustain_numbers(params: SpendSpikeParams, width: float) -> tuple[float, ...]:
     """The sustained rule's numbers for buckets of ``width`` seconds: the decay of its
     sums per bucket (and squared), the factor from the spent sum to USD/h (its EW mean),
-    the z, the ratio to the mean, the floor in USD/h, the level (on, its decay per bucket,
-    its bound), the squared sum of the weights and
+    the z, the ratio to the mean, the floor in USD/h, the level's decay per bucket and
+    bound, the squared sum of the weights and
     the baseline's effective sample size. A sum of excesses over an estimated mean is off
     by the estimate's error times the weights: with the mean learnt from n values, that
     adds (sum of weights)^2 x variance / n to the sum's variance, so a young baseline (an
@@ -382,7 +383,6 @@ def _sustain_numbers(params: SpendSpikeParams, width: float) -> tuple[float, ...
         params.sustain_z,
         params.sustain_margin,
         params.sustain_usd_per_month / HOURS_PER_MONTH,
-        params.sustain_level_s is not None,
         math.exp(-width / params.sustain_level_s) if params.sustain_level_s else 0.0,
         params.sustain_level_max,
         1.0 / (1.0 - decay) ** 2,

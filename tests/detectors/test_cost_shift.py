@@ -389,3 +389,15 @@ def test_an_old_state_version_is_refused():
     data = CostShiftState.new(PARAMS).to_dict()
     with pytest.raises(ValueError, match="version"):
         CostShiftState.from_dict({**data, "v": 0})
+
+
+def test_a_state_is_one_array_of_single_floats_and_refuses_sums_of_the_wrong_length():
+    decisions, state = run(traffic(2, lambda t: MINI))
+    assert state.sums.typecode == "f" and len(state.sums) == 7 + 48 + 7 + 7
+    data = state.to_dict()
+    # The four views write through to the one array.
+    again = CostShiftState.from_dict(data)
+    again.short[0] += 1.0
+    assert again.sums[55] == pytest.approx(state.sums[55] + 1.0)
+    with pytest.raises(ValueError, match="wrong length"):
+        CostShiftState.from_dict({**data, "hours": data["hours"][:-1]})
