@@ -207,12 +207,12 @@ def test_a_weekend_day_is_projected_at_the_weekend_factor_today_included():
     # Saturday 2026-11-21 12:00: the rest of Saturday and Sunday at $0.30 an hour, then
     # Monday 23 to Sunday 29 and Monday 30 as usual.
     usd = [
-        PER_MIN * (0.5 if is_weekend(int((NOV_2 + m * MINUTE) // DAY)) else 1.0)
+        PER_MIN * (0.5 if datetime.fromtimestamp(NOV_2 + m * MINUTE, UTC).weekday() >= 5 else 1.0)
         for m in range(19 * 1440 + 12 * 60)
     ]
     _, state = feed(usd, MarginTerms(price_usd=1e9), EXACT)
     now = NOV_2 + len(usd) * MINUTE
-    assert is_weekend(int(now // DAY)) and state.weekend_factor() == pytest.approx(0.5)
+    assert state.weekend_factor() == pytest.approx(0.5)
     weekend_hours, weekday_hours = 12 + 24 + 2 * 24, 6 * 24
     rest, _ = projection(state, now, DEC_1, EXACT)
     assert rest == pytest.approx(0.3 * weekend_hours + 0.6 * weekday_hours, rel=1e-5)
@@ -284,3 +284,48 @@ def test_the_band_is_the_normal_quantiles_and_confidence_its_tail(per_min):
 def test_an_actual_exactly_at_the_allowance_or_price_is_not_over_it(terms, expected):
     decisions, _ = feed([0.25] * 30, terms, ACTUAL_ONLY)
     assert [(m, d.status, d.severity, minute(d)) for m, d in decisions] == expected
+
+
+def test_is_weekend_is_saturday_and_sunday_utc():
+    for day in range(int(NOV_2 // DAY) - 7, int(NOV_2 // DAY) + 14):
+        weekday = datetime.fromtimestamp(day * DAY, UTC).weekday()
+        assert is_weekend(day) is (weekday >= 5)
+
+
+# Buckets that do not come ------------------------------------------------------------------
+
+
+def test_a_bucket_at_or_before_the_last_one_is_ignored():
+    _, state = feed([PER_MIN] * 200, MarginTerms(price_usd=1000.0), EXACT)
+    before = state.to_dict()
+    last = NOV_2 + 199 * MINUTE
+    for t in (last, last - MINUTE):
+        assert margin_breach.update(state, t, MINUTE, 5.0, MarginTerms(price_usd=1.0), EXACT) == []
+    assert state.to_dict() == before
+
+
+def test_an_open_alert_is_judged_on_the_buckets_skipped_before_the_next():
+    # Over the allowance by half a minute's cost to serve, and no resolve gap: every minute
+    # without spend leaves the month under it. After the alert, 29 minutes without a bucket
+    # (03:11 to 03:39): each is judged empty and calm, and the bucket at 03:40 is the 30th
+    # calm one; the alert ends where the calm began.
+    params = replace(EXACT, min_history_s=3 * HOUR, resolve_gap=0.0)
+    terms = MarginTerms(price_usd=2 * (SERVE - 0.00825))
+    state = MarginBreachState()
+    out = []
+    for m in [*range(191), 220]:
+        out += margin_breach.update(state, NOV_2 + m * MINUTE, MINUTE, PER_MIN, terms, params)
+    assert [(d.status, minute(d)) for d in out] == [("firing", 179), ("resolved", 179)]
+    assert out[1].ends_at == NOV_2 + 191 * MINUTE
+
+
+def test_the_skipped_buckets_of_a_customer_without_an_alert_are_not_judged():
+    # Spend stops at 02:50 and comes back at 03:10; projected from 03:00 on, the month is
+    # over the allowance, but nothing is judged before 03:10: the breach starts there.
+    params = replace(EXACT, min_history_s=3 * HOUR)
+    terms = MarginTerms(price_usd=1000.0)
+    state = MarginBreachState()
+    out = []
+    for m in [*range(171), *range(190, 200)]:
+        out += margin_breach.update(state, NOV_2 + m * MINUTE, MINUTE, PER_MIN, terms, params)
+    assert [(d.status, minute(d)) for d in out] == [("firing", 190)]
