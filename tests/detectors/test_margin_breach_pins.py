@@ -82,6 +82,8 @@ def test_an_escalated_alert_resolves_at_period_end_from_where_it_started():
     passes_price = round(5.0 / (PER_MIN * OVERHEAD))  # 303: 3.03 x 1.65 > 5
     resolved = [d for _, d in decisions if d.status == "resolved" and d.severity == "critical"]
     assert [(minute(d, NOV_30), d.ends_at) for d in resolved] == [(passes_price, DEC_1)]
+    # A margin_breach alert still, with no figures: the month it judged is over.
+    assert (resolved[0].alertname, resolved[0].values) == ("margin_breach", {})
 
 
 # The figures of an alert -------------------------------------------------------------------
