@@ -211,10 +211,13 @@ def update(
             return []
         skipped = int(round((t - state.last_t) / width)) - 1
         decisions: list[Decision] = []
-        # Only the skipped buckets still inside the window (or an open episode) matter.
-        rearm = episodes.rearm_buckets(params.rearm_s, width)
-        for i in range(min(skipped, window + max(params.calm_buckets, rearm)), 0, -1):
+        # The gap's first buckets drain the window and settle an open episode; once the
+        # window holds nothing and no episode is open, the rest of the gap has nothing
+        # to judge and would leave the ring as empty as it is.
+        for n, i in enumerate(range(skipped, 0, -1), start=1):
             decisions += _push_empty(state, t - i * width, width, params)
+            if n >= window and state.episode is None:
+                break
         return decisions + _push_and_judge(state, t, width, counts, params)
     return _push_and_judge(state, t, width, counts, params)
 

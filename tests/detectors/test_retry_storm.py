@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors import retry_storm
-from detectors.episode import rearm_buckets
 from detectors.retry_storm import BucketCounts, RetryStormParams, RetryStormState
 
 MINUTE = 60.0
@@ -191,7 +190,7 @@ def test_a_storm_on_a_quiet_key_is_held_while_its_few_attempts_still_fail():
 @given(
     st.lists(
         st.tuples(
-            st.integers(0, 12),  # buckets skipped before this one
+            st.integers(0, 12) | st.integers(13, 60),  # buckets skipped before this one
             st.integers(0, 60),  # attempts
             st.floats(0.0, 1.0),  # failing share
         ),
@@ -201,16 +200,14 @@ def test_a_storm_on_a_quiet_key_is_held_while_its_few_attempts_still_fail():
 )
 def test_skipped_buckets_are_judged_as_empty_buckets_would_be(steps):
     """update()'s short way through skipped buckets ends where judging each empty bucket
-    does: same decisions, same state."""
+    does, however long the gap: same decisions, same state."""
     params = RetryStormParams(warmup_buckets=5, min_requests=10)
     fast, slow = RetryStormState.new(params), RetryStormState.new(params)
     got, want = [], []
     minute = 0
     for skipped, n, share in steps:
         if slow.last_t is not None:
-            window = params.window_buckets
-            held = max(params.calm_buckets, rearm_buckets(params.rearm_s, MINUTE))
-            for i in range(min(skipped, window + held), 0, -1):
+            for i in range(skipped, 0, -1):
                 want += retry_storm._push_and_judge(
                     slow, (minute + skipped - i) * MINUTE, MINUTE, BucketCounts(), params
                 )
@@ -221,3 +218,18 @@ def test_skipped_buckets_are_judged_as_empty_buckets_would_be(steps):
         minute += 1
     assert got == want
     assert fast.to_dict() == slow.to_dict()
+
+
+def test_a_storm_followed_by_a_long_silence_resolves_where_the_window_drained():
+    """A key quiet for longer than the window and the calm: the resolve ends where judging
+    every empty bucket ends it, not late (the short way once judged the gap's last
+    buckets against the window of before the silence)."""
+    params = RetryStormParams()
+    clean = [(m * MINUTE, counts(200, 0, 0)) for m in range(100)]
+    storm = [((100 + m) * MINUTE, counts(200, 100, 50)) for m in range(10)]
+    after = [(210 * MINUTE, counts(200, 0, 0))]
+    decisions, _ = run(clean + storm + after, params)
+    filled = [((110 + m) * MINUTE, BucketCounts()) for m in range(100)]
+    every, _ = run(clean + storm + filled + after, params)
+    assert [d.status for d in decisions] == ["firing", "resolved"]
+    assert decisions[1].ends_at == every[1].ends_at < 120 * MINUTE
