@@ -111,8 +111,12 @@ def test_missing_data_fires_from_three_buckets_in_series_mode(missing, fires):
     decisions, _ = run(noisy(len(times)), times=times)
     assert bool(decisions) is fires
     if fires:
-        assert [d.status for d in decisions] == ["firing", "resolved"]
-        assert decisions[0].values["missing_s"] == missing * 60.0
+        assert [(d.alertname, d.status, d.severity) for d in decisions] == [
+            ("spend_spike", "firing", "warning"),
+            ("spend_spike", "resolved", "warning"),
+        ]
+        for d in decisions:  # nothing was spent in the gap, and it is in these units
+            assert d.values == {"observed": 0.0, "missing_s": missing * 60.0, "bucket_s": 60.0}
 
 
 def test_missing_data_is_off_by_default_and_without_skipped_gaps():
