@@ -1,0 +1,79 @@
+"""update_many is update for many keys at once: whatever the traffic and the mode, the
+keys judged together end with the decisions and the state they get one by one. Its numpy
+path judges ordinary buckets itself; the series mode (both ways, gaps skipped) goes key by
+key. Traffic: per key a level, noise, a spike, a lasting excess under the $3/h floor, a
+drop, quiet stretches (gaps) and a day of history first."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from detectors import spend_spike
+from detectors.spend_spike import SERIES_MODE, SpendSpikeParams, SpendSpikeState
+from tests.detectors.series import DAY_MINUTES, MINUTE, START
+
+KEYS = 20  # at least _MIN_BATCH: the numpy path runs
+MINUTES = DAY_MINUTES + 300
+
+
+def traffic(seed: int) -> np.ndarray:
+    """USD per minute, keys x minutes; NaN where a key has no bucket (a gap)."""
+    rng = np.random.default_rng(seed)
+    level = rng.uniform(0.002, 0.2, size=(KEYS, 1))
+    spend = level * rng.gamma(4.0, 0.25, size=(KEYS, MINUTES))
+    spend[rng.random((KEYS, MINUTES)) < 0.2] = 0.0  # idle minutes
+    for k in range(KEYS):
+        at = DAY_MINUTES + int(rng.integers(0, 200))
+        kind = k % 4
+        if kind == 0:  # a spike
+            spend[k, at : at + 5] *= 30.0
+        elif kind == 1:  # a lasting excess, 3x for 60 minutes
+            spend[k, at : at + 60] *= 3.0
+        elif kind == 2:  # a drop
+            spend[k, at : at + 40] *= 0.05
+        else:  # a gap of missing buckets
+            spend[k, at : at + 15] = np.nan
+    return spend
+
+
+def run(params: SpendSpikeParams, spend: np.ndarray, together: bool):
+    states = [SpendSpikeState.new(params) for _ in range(KEYS)]
+    decided: list[list] = [[] for _ in range(KEYS)]
+    for minute in range(MINUTES):
+        t = START + minute * MINUTE
+        keys = [k for k in range(KEYS) if not np.isnan(spend[k, minute])]
+        values = [float(spend[k, minute]) for k in keys]
+        if together:
+            out = spend_spike.update_many([states[k] for k in keys], t, MINUTE, values, params)
+            for i, decisions in out.items():
+                decided[keys[i]] += decisions
+        else:
+            for k, value in zip(keys, values, strict=True):
+                decided[k] += spend_spike.update(states[k], t, MINUTE, value, params)
+    return decided, [state.to_dict() for state in states]
+
+
+MODES = {
+    "usd defaults": SpendSpikeParams(),
+    "usd, no floor": SpendSpikeParams(min_excess_usd_per_hour=0.0),
+    "usd, not seasonal": SpendSpikeParams(seasonal=False, min_excess_usd_per_hour=0.5),
+    "series mode": replace(SpendSpikeParams(), **SERIES_MODE),
+    "both ways, zeros judged": SpendSpikeParams(
+        direction="both", min_z=1.5, min_excess_usd_per_hour=0.5
+    ),
+}
+
+
+@pytest.mark.parametrize("seed", [1])
+@pytest.mark.parametrize("mode", MODES)
+def test_update_many_decides_and_learns_as_update_one_key_at_a_time(mode, seed):
+    spend = traffic(seed)
+    together, states_together = run(MODES[mode], spend, together=True)
+    alone, states_alone = run(MODES[mode], spend, together=False)
+    assert together == alone
+    assert states_together == states_alone
+    if mode == "usd, no floor":  # the traffic does make decisions to compare
+        assert sum(len(d) for d in alone) > 0
