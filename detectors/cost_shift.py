@@ -595,10 +595,10 @@ def _decide(
             and j.ratio >= params.min_ratio / 2
             and month >= params.warning_usd_per_month / 2
         )
-        # A shift lasts from when the recent window first showed it: the hour's window,
-        # which decides, lags a new level by most of its hour.
-        # It lasts while the recent window stays elevated (a blip there that the hour's
-        # window only half follows does not start the hour early).
+        # A shift lasts from when the recent window first showed it (the hour's window,
+        # which decides, lags a new level by most of its hour) while the recent window
+        # stays elevated: a blip there that the hour's window only half follows does not
+        # start the hour early.
         shown = j.warm and recent_breach and j.spend_above_usual
         if breach or shown:
             if state.breach_since is None:

@@ -370,12 +370,13 @@ def _sustain_numbers(params: SpendSpikeParams, width: float) -> tuple[float, ...
     """The sustained rule's numbers for buckets of ``width`` seconds: the decay of its
     sums per bucket (and squared), the factor from the spent sum to USD/h (its EW mean),
     the z, the ratio to the mean, the floor in USD/h, the level's decay per bucket and
-    bound, the squared sum of the weights and
-    the baseline's effective sample size. A sum of excesses over an estimated mean is off
-    by the estimate's error times the weights: with the mean learnt from n values, that
-    adds (sum of weights)^2 x variance / n to the sum's variance, so a young baseline (an
-    hour of the day seen once) needs a larger excess."""
+    bound, the squared sum of the weights and the baseline's effective sample size. A sum
+    of excesses over an estimated mean is off by the estimate's error times the weights:
+    with the mean learnt from n values, that adds (sum of weights)^2 x variance / n to the
+    sum's variance, so a young baseline (an hour of the day seen once) needs a larger
+    excess."""
     decay = math.exp(-width / params.sustain_s) if params.sustain_s else 0.0
+    alpha = baseline_alpha(params, width)
     return (
         decay,
         decay * decay,
@@ -386,7 +387,7 @@ def _sustain_numbers(params: SpendSpikeParams, width: float) -> tuple[float, ...
         math.exp(-width / params.sustain_level_s) if params.sustain_level_s else 0.0,
         params.sustain_level_max,
         1.0 / (1.0 - decay) ** 2,
-        (2.0 - baseline_alpha(params, width)) / baseline_alpha(params, width),
+        (2.0 - alpha) / alpha,
     )
 
 

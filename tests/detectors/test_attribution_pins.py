@@ -10,15 +10,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from detectors.attribution import MAX_RESCALE, Usage, factors, split
+from tests.detectors.test_attribution import BASE
 
-BASE = Usage(
-    cost=1.0,
-    requests=100.0,
-    attempts=104.0,
-    input_tokens=40_000.0,
-    cached_input_tokens=60_000.0,
-    output_tokens=20_000.0,
-)
 NO_TOKENS = Usage(0.5, 90.0, 100.0, 0.0, 0.0, 0.0)  # usage that reports no token counts
 
 
