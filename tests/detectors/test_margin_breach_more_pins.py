@@ -1,0 +1,279 @@
+"""margin_breach's learning and outlook pinned by hand, on hourly (or half-hourly) buckets.
+
+Costs are multiples of powers of two, so the single-precision profile holds them exactly
+and most figures below are exact: what an hour teaches the profile, the level, the
+weekend factor and the spread, step by step; and the projection written out hour by hour
+as the module docstring states it, against the detector's per-slot sums.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from detectors import margin_breach
+from detectors.margin_breach import (
+    MarginBreachParams,
+    MarginBreachState,
+    MarginTerms,
+    is_weekend,
+    projection,
+)
+from tests.detectors.test_margin_breach_pins import DAY, DEC_1, HOUR, NOV_2, NOV_30
+
+QUIET = MarginTerms(price_usd=1e9)  # never fires: learning only
+# Clipped at 2 spreads; an unseen hour of the day counts a spread of 0.5, a weekend not
+# seen yet 0.25, and a learned spread at least 0.0625 (powers of two: exact figures).
+LEARN = MarginBreachParams(
+    clip_sigmas=2.0, unseen_hour_cv=0.5, unseen_weekend_cv=0.25, min_cv=0.0625
+)
+SAT_7 = NOV_2 + 5 * DAY
+
+
+def feed_hours(usd, params=LEARN, start=NOV_2, state=None, width=HOUR):
+    """One bucket of ``width`` seconds per entry of ``usd`` from ``start``: the state."""
+    state = state or MarginBreachState()
+    for i, cost in enumerate(usd):
+        assert margin_breach.update(state, start + i * width, width, cost, QUIET, params) == []
+    return state
+
+
+def slots(values):
+    return [float(v) for v in values]
+
+
+# Learning ------------------------------------------------------------------------------------
+
+
+def test_the_first_hour_is_learned_whole_and_a_new_slot_is_clipped_at_its_prior():
+    # 00:00 $2 defines its slot (nothing to compare it with). 01:00's slot is new: it is
+    # expected at the mean of those seen ($2) with a spread of 0.5 of it, so $20 is learned
+    # as 2 + 2 x 0.5 x 2 = $4. A quiet hour is believed: 02:00's $1 is learned as it is.
+    state = feed_hours([2.0, 20.0, 1.0, 0.0])
+    assert slots(state.profile[:4]) == [2.0, 4.0, 1.0, 0.0]
+    assert state.seen.tolist()[:4] == [1, 1, 1, 0]
+    assert (state.hours, state.level_hours, state.spread_hours) == (3, 0, 0)
+    assert (state.level_usd, state.level_base, state.spread_sq) == (0.0, 0.0, 0.0)
+    assert state.cost_usd == 23.0  # the month to date holds the burst whole
+
+
+def test_the_second_day_compares_each_hour_with_its_slot_and_the_level():
+    # Monday at $2 an hour defines every slot. Tuesday 00:00 costs $3: expected $2 (level
+    # 1), a residual of half an average hour. It starts the level (3 against 2) and moves
+    # its slot half way (its second day): $2.50.
+    monday = feed_hours([2.0] * 24 + [3.0, 0.0])
+    assert slots(monday.profile[:2]) == [2.5, 2.0]
+    assert monday.seen.tolist()[:2] == [2, 1]
+    assert (monday.level_usd, monday.level_base, monday.level()) == (3.0, 2.0, 1.5)
+    assert (monday.spread_sq, monday.spread_hours) == (0.25, 1)
+    assert (monday.hours, monday.level_hours) == (25, 1)
+    # Tuesday 01:00 costs $10: expected 1.5 x $2 = $3, in average hours of 1.5 x 48.5/24 =
+    # $3.03125, so it is learned as 3 + 2 x 0.5 x 3.03125 = $6.03125: a residual of 1. Each
+    # running mean takes its second value at half weight.
+    state = feed_hours([2.0] * 24 + [3.0, 10.0, 0.0])
+    assert slots(state.profile[:3]) == [2.5, 2.0 + (6.03125 - 2.0) / 2, 2.0]
+    assert state.level_usd == (3.0 + 6.03125) / 2
+    assert state.level_base == 2.0
+    assert state.spread_sq == (0.25 + 1.0) / 2
+    assert (state.hours, state.level_hours, state.spread_hours) == (26, 2, 2)
+    assert state.seen.tolist()[:3] == [2, 2, 1]
+
+
+def test_a_burst_in_a_known_slot_is_clipped_at_the_learned_spread():
+    # A steady $0.50 an hour: after ten of Tuesday's hours have matched their slots the
+    # spread is its floor, 0.0625 of an average hour, so a $10 hour at 10:00 is learned as
+    # 0.5 + 2 x 0.0625 x 0.5 = $0.5625; its slot moves half way to it.
+    state = feed_hours([0.5] * 34 + [10.0, 0.5])
+    assert state.spread(LEARN) == 0.0625
+    assert state.profile[10] == 0.5 + (0.5625 - 0.5) / 2
+    assert state.level_usd == pytest.approx((10 * 0.5 + 0.5625) / 11, rel=1e-12)
+    assert state.level_base == 0.5
+    assert state.spread_sq == pytest.approx((0.0625 / 0.5) ** 2 / 11, rel=1e-12)
+    assert (state.hours, state.level_hours, state.spread_hours) == (35, 11, 11)
+    assert state.cost_usd == 34 * 0.5 + 10.5
+
+
+def test_weekend_hours_learn_the_weekend_factor_and_not_the_profile():
+    # Monday to Friday at $2 an hour, then Saturday at $1: the first Saturday hour sets the
+    # factor to 1/2. At 01:00 a $4 hour is expected at $1 in average hours of $1, and a
+    # weekend not yet seen counts a spread of 0.25 (over the learned 0.0625): it is learned
+    # as 1 + 2 x 0.25 x 1 = $1.50.
+    weekdays = [2.0] * 5 * 24
+    state = feed_hours([*weekdays, 1.0, 4.0, 1.0])
+    assert (state.weekend_usd, state.weekend_base) == ((1.0 + 1.5) / 2, 2.0)
+    assert state.weekend_factor() == 0.625
+    assert (state.hours, state.weekend_hours, state.level_hours) == (122, 2, 96)
+    assert state.spread_hours == 96  # a weekend not seen yet says nothing of the spread
+    assert slots(state.profile) == [2.0] * 24
+    assert state.seen.tolist() == [5] * 24
+    # The rest of the weekend at $1: Sunday's hours are known (a weekend has been seen) and
+    # are compared with the profile; the factor is the mean of the 48 hours learned.
+    state = feed_hours([*weekdays, 1.0, 4.0] + [1.0] * 46 + [2.0])
+    assert (state.hours, state.weekend_hours, state.level_hours) == (168, 48, 96)
+    assert state.spread_hours == 96 + 24
+    assert state.weekend_usd == pytest.approx((47 + 1.5) / 48, rel=1e-12)
+    assert state.weekend_base == 2.0
+    assert slots(state.profile) == [2.0] * 24
+    assert (state.level_usd, state.level_base) == (2.0, 2.0)
+
+
+def test_a_customer_who_starts_at_the_weekend_learns_nothing_before_monday():
+    state = feed_hours([1.0] * 49, start=SAT_7)  # to Monday 00:00, which is being summed
+    assert (state.hours, state.weekend_hours) == (0, 0)
+    assert state.seen.tolist() == [0] * 24
+    assert state.cost_usd == 49.0
+
+
+# Hours: buckets across them, and silences ----------------------------------------------------
+
+
+def test_a_bucket_across_an_hour_is_shared_pro_rata_and_the_hour_data_began_in_is_not_learned():
+    # Hour-wide buckets from 00:30, $4 each: $2 falls in each hour they cover. 00:00 is
+    # not learned (half of it had no data); 01:00 is, whole ($4); 02:00 holds $2 so far.
+    state = feed_hours([4.0, 4.0], start=NOV_2 + HOUR / 2)
+    assert (state.hours, state.hour, state.hour_usd) == (1, int(NOV_2 // HOUR) + 2, 2.0)
+    assert state.seen.tolist()[:3] == [0, 1, 0]
+    assert state.profile[1] == 4.0
+    assert state.cost_usd == 8.0
+
+
+def test_a_bucket_of_several_hours_closes_each_hour_it_covers():
+    # Two-hour buckets of $8 from midnight: $4 an hour. After three of them, 00:00 to 04:00
+    # are learned, and 05:00 holds the last bucket's second half.
+    state = feed_hours([8.0] * 3, width=2 * HOUR)
+    assert (state.hours, state.hour_usd) == (5, 4.0)
+    assert slots(state.profile[:6]) == [4.0] * 5 + [0.0]
+    assert state.seen.tolist()[:6] == [1] * 5 + [0]
+
+
+def test_the_hours_of_a_silence_are_learned_as_empty():
+    # $2 an hour from 00:00 to 09:00, then nothing until 13:00: 10:00 to 12:00 are learned
+    # as $0 when the customer spends again; 13:00 is being summed.
+    state = feed_hours([2.0] * 10)
+    margin_breach.update(state, NOV_2 + 13 * HOUR, HOUR, 2.0, QUIET, LEARN)
+    assert slots(state.profile[:14]) == [2.0] * 10 + [0.0] * 4
+    assert state.seen.tolist()[:14] == [1] * 13 + [0]
+    assert (state.hours, state.hour_usd) == (13, 2.0)
+
+
+def test_a_silence_longer_than_a_week_teaches_only_its_last_week():
+    # $2 an hour on Monday 00:00 to 09:00, then nothing until Monday two weeks on: the hours
+    # learned are those ten and the last 7 x 24 empty ones (every slot once more since).
+    state = feed_hours([2.0] * 10)
+    margin_breach.update(state, NOV_2 + 14 * DAY, HOUR, 2.0, QUIET, LEARN)
+    assert state.hours == 10 + 7 * 24
+    assert state.seen.tolist() == [6] * 10 + [5] * 14  # Monday to Friday; weekends learn
+    assert state.weekend_hours == 48
+
+
+# The projection, hour by hour ----------------------------------------------------------------
+
+HALF_HOUR = HOUR / 2
+
+
+def shaped(hour: int) -> float:
+    """USD in clock ``hour`` (hours since the epoch): a daily shape, alternate days 5/3 of
+    each other (a spread to learn) and weekends at half."""
+    day, slot = divmod(hour, 24)
+    usd = (1.0 + (slot % 6) / 4) * (1.25 if day % 2 else 0.75)
+    return usd / 2 if is_weekend(day) else usd
+
+
+def shaped_until(now: float, params: MarginBreachParams, scale: float = 1.0):
+    """The state after half-hour buckets of ``shaped`` spend from Monday 2026-11-02 to
+    ``now``."""
+    buckets = int((now - NOV_2) // HALF_HOUR)
+    usd = [scale * shaped(int((NOV_2 + i * HALF_HOUR) // HOUR)) / 2 for i in range(buckets)]
+    return feed_hours(usd, params, width=HALF_HOUR)
+
+
+def hour_by_hour(state, now, period_end, params):
+    """(expected, sd) of the cost to come, written out as the module docstring states it:
+    every hour left at level x its slot (the mean of those seen for a new one) x the
+    weekend factor at weekends, the rest of this hour pro rata; the band's parts summed
+    over the hours."""
+    seen = [usd for usd, n in zip(state.profile, state.seen, strict=True) if n]
+    mean = sum(seen) / len(seen) if seen else 0.0
+    level, week = state.level(), state.weekend_factor()
+
+    def usd_of(hour):
+        slot = hour % 24
+        return state.profile[slot] if state.seen[slot] else mean
+
+    def weight(hour):  # an hour at the weekend counts as the weekend factor
+        return week if is_weekend(hour // 24) else 1.0
+
+    hours_of_slot = [0.0] * 24
+    unseen = weekend = 0.0
+    for hour in range(state.hour + 1, int(period_end // HOUR)):
+        hours_of_slot[hour % 24] += weight(hour)
+        if not state.seen[hour % 24]:
+            unseen += weight(hour) * mean
+        if is_weekend(hour // 24):
+            weekend += weight(hour) * usd_of(hour)
+    units = sum(n * usd_of(slot) for slot, n in enumerate(hours_of_slot))
+    relative = 0.0
+    if units > 0:
+        # An EW mean with weight a is worth (2 - a) / a observations.
+        a_level = 1 - math.exp(-HOUR / params.burn_tau_s)
+        a_profile = 1 - math.exp(-DAY / params.profile_tau_s)
+        history = min(max(state.hours, 1), (2 - a_level) / a_level)
+        c = state.spread(params)
+        slot_error = sum(
+            (c * mean * n) ** 2 / min(state.seen[slot], (2 - a_profile) / a_profile)
+            for slot, n in enumerate(hours_of_slot)
+            if state.seen[slot]
+        )
+        fade = max(0.0, 1 - state.weekend_hours / 24)
+        relative = math.sqrt(
+            c * c / history
+            + slot_error / units**2
+            + (unseen / units * params.unseen_hour_cv) ** 2
+            + (weekend / units * params.unseen_weekend_cv * fade) ** 2
+        )
+    this_hour = max(0.0, (state.hour + 1) * HOUR - now) / HOUR
+    rest = this_hour * level * usd_of(state.hour) * weight(state.hour) + level * units
+    return rest, rest * relative
+
+
+HALF_CV = MarginBreachParams(unseen_hour_cv=0.5)
+
+
+@pytest.mark.parametrize(
+    ("now", "period_end", "params"),
+    [
+        # The first hour closed: little history, most of the day unseen.
+        pytest.param(NOV_2 + 1.5 * HOUR, DEC_1, MarginBreachParams(), id="Mon 01:30"),
+        pytest.param(NOV_2 + 14.5 * HOUR, DEC_1, HALF_CV, id="Mon 14:30"),
+        # To a period end later the same day: only today's hours before it.
+        pytest.param(NOV_2 + 14.5 * HOUR, NOV_2 + 20 * HOUR, HALF_CV, id="Mon 14:30 to 20:00"),
+        pytest.param(NOV_2 + 3.5 * DAY, DEC_1, HALF_CV, id="Thu 12:00"),
+        # The first Saturday: today at the weekend factor, 12 weekend hours seen.
+        pytest.param(SAT_7 + 12.5 * HOUR, DEC_1, MarginBreachParams(), id="Sat 12:30"),
+        pytest.param(SAT_7 + 12.5 * HOUR, DEC_1, HALF_CV, id="Sat 12:30, cv 0.5"),
+        pytest.param(SAT_7 + DAY + 20.5 * HOUR, DEC_1, MarginBreachParams(), id="Sun 20:30"),
+        # The last day: counts and history past what their weights are worth.
+        pytest.param(NOV_30 + 10.5 * HOUR, DEC_1, MarginBreachParams(), id="Nov 30 10:30"),
+        # The last hour: nothing after it, so no band.
+        pytest.param(NOV_30 + 23.5 * HOUR, DEC_1, MarginBreachParams(), id="Nov 30 23:30"),
+    ],
+)
+def test_the_projection_is_every_hour_left_at_its_slot_with_the_band_of_the_docstring(
+    now, period_end, params
+):
+    state = shaped_until(now, params)
+    expected = hour_by_hour(state, now, period_end, params)
+    assert projection(state, now, period_end, params) == pytest.approx(expected, rel=1e-9)
+    assert expected[0] > 0
+
+
+def test_the_band_is_the_same_share_of_the_projection_for_a_customer_4096_times_smaller():
+    # Powers of two scale every figure exactly: a customer of a few cents a month has the
+    # same relative band as one of hundreds of dollars.
+    now = NOV_2 + 14.5 * HOUR
+    rest, sd = projection(shaped_until(now, HALF_CV), now, DEC_1, HALF_CV)
+    small = projection(shaped_until(now, HALF_CV, scale=2.0**-12), now, DEC_1, HALF_CV)
+    assert sd > 0
+    assert small == (rest * 2.0**-12, sd * 2.0**-12)
+    assert small[0] < 1.0
