@@ -246,6 +246,8 @@ HALF_CV = MarginBreachParams(unseen_hour_cv=0.5)
         # The first hour closed: little history, most of the day unseen.
         pytest.param(NOV_2 + 1.5 * HOUR, DEC_1, MarginBreachParams(), id="Mon 01:30"),
         pytest.param(NOV_2 + 14.5 * HOUR, DEC_1, HALF_CV, id="Mon 14:30"),
+        # At the end of an hour: none of it left.
+        pytest.param(NOV_2 + 15 * HOUR, DEC_1, HALF_CV, id="Mon 15:00"),
         # To a period end later the same day: only today's hours before it.
         pytest.param(NOV_2 + 14.5 * HOUR, NOV_2 + 20 * HOUR, HALF_CV, id="Mon 14:30 to 20:00"),
         pytest.param(NOV_2 + 3.5 * DAY, DEC_1, HALF_CV, id="Thu 12:00"),
