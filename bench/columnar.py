@@ -61,8 +61,14 @@ DAYS = 0.25  # both cases span the same 6 hours: the rate sets the event count
 Rows = dict[tuple[int, RowKey], list[float]]
 
 
+_PRICES: list[PriceTable] = []
+
+
 def prices() -> PriceTable:
-    return PriceTable.load(CONFIG_DIR / "prices.yaml")
+    """A fresh table (its caches and unknown-model counts empty), the YAML read once."""
+    if not _PRICES:
+        _PRICES.append(PriceTable.load(CONFIG_DIR / "prices.yaml"))
+    return PriceTable.from_config(_PRICES[0].config)
 
 
 # --- traffic -----------------------------------------------------------------------------
@@ -167,7 +173,7 @@ def reference(case: Case) -> int:
         lines, disk = open_lines(path)
         with lines, disk:
             for raw in lines:
-                try:
+                try:  # noqa: SIM105 - a with block per line would cost the loop time
                     loads(raw)
                 except orjson.JSONDecodeError:
                     pass
@@ -278,11 +284,12 @@ def timed(path: str, case: Case, settings: Settings, chunk_mb: float) -> tuple[f
     return time.perf_counter() - started, time.process_time() - cpu
 
 
-def peak_rss(path: str, case: Case, chunk_mb: float) -> dict[str, float]:
+def peak_rss(path: str, case: Case, chunk_mb: float, threads: int) -> dict[str, float]:
     """Peak RSS (MiB) of one run of ``path`` in a fresh process, and above its imports."""
     done = subprocess.run(
         [sys.executable, __file__, "--rss-of", path, "--usage", str(case.usage),
-         "--errors", str(case.errors), "--chunk-mb", str(chunk_mb)],
+         "--errors", str(case.errors), "--chunk-mb", str(chunk_mb),
+         "--threads", str(threads)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -322,7 +329,7 @@ def measure(case: Case, settings: Settings, paths: list[str], args: argparse.Nam
             "all_seconds": [w for w, _ in runs[p]],
         }
         if not args.no_rss:
-            figures[p]["rss"] = peak_rss(p, case, args.chunk_mb)
+            figures[p]["rss"] = peak_rss(p, case, args.chunk_mb, args.threads)
     current_outcome = outcomes["current"]
     return {
         "case": case.name,
@@ -339,14 +346,15 @@ def measure(case: Case, settings: Settings, paths: list[str], args: argparse.Nam
 def report(result: dict[str, Any]) -> None:
     d = result["density"]
     print(f"\n{result['case']}: {result['lines']:,} lines, {result['customers']:,} customers, "
-          f"{d['keys']:,} keys, median {d['median_events_per_key_minute']:.2f} events per key "
-          f"per minute, {d['share_of_keys_under_1_per_minute']:.0%} of keys under 1/min")  # fmt: skip
+          f"{d['keys']:,} keys, median {d['median_events_per_key_minute']:.2f} events per key"
+          f" per minute, {d['share_of_keys_under_1_per_minute']:.0%} of keys under 1/min")
     for path, f in result["figures"].items():
         rss = f.get("rss")
         memory = (f", peak RSS {rss['peak_mib']:,.0f} MiB ({rss['above_imports_mib']:+,.0f} "
                   "above imports)") if rss else ""  # fmt: skip
-        print(f"  {path:<10} {f['events_per_s']:>10,.0f} events/s  ratio {f['ratio_to_reference']:.2f}"
-              f"  (median {f['seconds']:.2f} s, CPU {f['cpu_seconds']:.2f} s){memory}")  # fmt: skip
+        print(f"  {path:<10} {f['events_per_s']:>10,.0f} events/s"
+              f"  ratio {f['ratio_to_reference']:.2f}  (median {f['seconds']:.2f} s,"
+              f" CPU {f['cpu_seconds']:.2f} s){memory}")  # fmt: skip
     for path, c in result["checks"].items():
         verdict = "agrees with current" if c["agree"] else "DIFFERS from current"
         print(f"  {path}: {verdict}: {c['rows']:,} rows, {c['rejected']} rejected lines, "
@@ -367,11 +375,15 @@ def main() -> int:
     parser.add_argument("--chunk-mb", type=float, default=8.0, help="decompressed MiB a batch")
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--no-rss", action="store_true", help="skip the peak RSS runs")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads for polars and pyarrow (0: their default, all cores)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "columnar.json"))
     parser.add_argument("--rss-of", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--usage", help=argparse.SUPPRESS)
     parser.add_argument("--errors", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        limit_threads(args.threads)
     if args.rss_of:
         return rss_child(args)
     paths = ["reference", "current", *args.engines.split(",")]
@@ -390,10 +402,21 @@ def main() -> int:
     out.write_text(json.dumps({
         "python": platform.python_version(), "machine": platform.machine(),
         "versions": _versions(), "events": args.events, "repeat": args.repeat,
-        "chunk_mb": args.chunk_mb, "agree": agree, "cases": results,
+        "chunk_mb": args.chunk_mb, "threads": args.threads, "agree": agree, "cases": results,
     }, indent=2) + "\n")  # fmt: skip
     print(f"wrote {out}")
     return 0 if agree else 1
+
+
+def limit_threads(n: int) -> None:
+    """Run polars and pyarrow on ``n`` threads (before polars is imported)."""
+    import os
+
+    os.environ["POLARS_MAX_THREADS"] = str(n)
+    import pyarrow
+
+    pyarrow.set_cpu_count(n)
+    pyarrow.set_io_thread_count(n)
 
 
 def _versions() -> dict[str, str]:
