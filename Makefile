@@ -54,4 +54,5 @@ include mk/chromium.mk
 include mk/prometheus.mk
 include mk/fuzz.mk
 include mk/bench-detection.mk
+include mk/bench-columnar.mk
 include mk/mutation.mk

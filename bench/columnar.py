@@ -55,7 +55,10 @@ from stream.offline.replay import open_lines, replay_files  # noqa: E402
 from stream.offline.simulate import SimConfig, simulate  # noqa: E402
 from stream.settings import CONFIG_DIR, Settings  # noqa: E402
 
-ENGINES = {"polars": PolarsEngine, "pyarrow": ArrowEngine}
+ENGINES: dict[str, type[PolarsEngine] | type[ArrowEngine]] = {
+    "polars": PolarsEngine,
+    "pyarrow": ArrowEngine,
+}
 PATHS = ["reference", "current", *ENGINES]
 DAYS = 0.25  # both cases span the same 6 hours: the rate sets the event count
 Rows = dict[tuple[int, RowKey], list[float]]
@@ -244,7 +247,8 @@ def compare(expected: Outcome, got: Outcome) -> dict[str, Any]:
                          for a, b in zip(want[k], have[k], strict=True))]  # fmt: skip
     a, b = rejected(expected), rejected(got)
     return {
-        "agree": not (missing or extra or differ) and a == b
+        "agree": not (missing or extra or differ)
+        and a == b
         and expected.duplicates == got.duplicates,
         "rows": len(want),
         "rows_missing": len(missing),
@@ -264,9 +268,9 @@ def density(outcome: Outcome, width_s: float) -> dict[str, float]:
     rows = sums_of(outcome)
     buckets = [b for b, _ in rows]
     minutes = (max(buckets) - min(buckets) + 1) * width_s / 60 if buckets else 1
-    per_key: Counter[RowKey] = Counter()
+    per_key: dict[RowKey, float] = {}
     for (_, key), row in rows.items():
-        per_key[key] += row[1]
+        per_key[key] = per_key.get(key, 0.0) + row[1]
     rates = [n / minutes for n in per_key.values()]
     return {
         "keys": len(per_key),
@@ -345,9 +349,11 @@ def measure(case: Case, settings: Settings, paths: list[str], args: argparse.Nam
 
 def report(result: dict[str, Any]) -> None:
     d = result["density"]
-    print(f"\n{result['case']}: {result['lines']:,} lines, {result['customers']:,} customers, "
-          f"{d['keys']:,} keys, median {d['median_events_per_key_minute']:.2f} events per key"
-          f" per minute, {d['share_of_keys_under_1_per_minute']:.0%} of keys under 1/min")
+    print(
+        f"\n{result['case']}: {result['lines']:,} lines, {result['customers']:,} customers, "
+        f"{d['keys']:,} keys, median {d['median_events_per_key_minute']:.2f} events per key"
+        f" per minute, {d['share_of_keys_under_1_per_minute']:.0%} of keys under 1/min"
+    )
     for path, f in result["figures"].items():
         rss = f.get("rss")
         memory = (f", peak RSS {rss['peak_mib']:,.0f} MiB ({rss['above_imports_mib']:+,.0f} "
@@ -375,8 +381,12 @@ def main() -> int:
     parser.add_argument("--chunk-mb", type=float, default=8.0, help="decompressed MiB a batch")
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--no-rss", action="store_true", help="skip the peak RSS runs")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="threads for polars and pyarrow (0: their default, all cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads for polars and pyarrow (0: their default, all cores)",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "columnar.json"))
     parser.add_argument("--rss-of", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--usage", help=argparse.SUPPRESS)

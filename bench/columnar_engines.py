@@ -108,6 +108,7 @@ RFC3339 = (
 )
 JSON_NUMBER = r"^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$"
 EPOCH_MS_THRESHOLD = 1e11
+NO_LINES = np.zeros(0, dtype=np.int64)
 
 
 def read_chunks(path: Path, block_bytes: int) -> Iterator[bytes]:
@@ -336,8 +337,6 @@ class Outcome:
     suspects: int
 
 
-
-
 # ---------------------------------------------------------------------------------------
 # polars
 
@@ -399,10 +398,12 @@ class PolarsEngine:
             # ignore_errors: a value of another type reads as null (the counts then send the
             # line to the model); only what is not JSON fails the read.
             lambda buf: pl.read_ndjson(io.BytesIO(buf), schema=schema, ignore_errors=True),
-            len, data, offsets,
+            len,
+            data,
+            offsets,
         )
         decoded = pl.concat([t for _, t in pieces]) if pieces else pl.DataFrame(schema=schema)
-        line = np.concatenate([np.arange(a, a + len(t)) for a, t in pieces] or [[]])
+        line = np.concatenate([np.arange(a, a + len(t)) for a, t in pieces] or [NO_LINES])
         line = line.astype(np.int64)
         raw = _polars_lines(data, offsets).select(_polars_counts(RawPlan.of(data)))
         if len(line) != n:
@@ -518,10 +519,14 @@ def _polars_counts_agree(kind: str) -> Any:
     extra = pl.col("_keys") - present
     tags = pl.col("tags")
     is_object = tags.str.starts_with("{").fill_null(False)
+    # polars writes an object read as text back as JSON with ": " after each key: its
+    # entries, which must be all the extra keys (polars reads a string in a number field
+    # as null, and keeps the first of a repeated key: either leaves an extra key).
+    entries = pl.when(is_object).then(tags.str.count_matches('": ', literal=True)).otherwise(0)
     return (
-        (extra == pl.col("_strings") - held)
-        & (extra <= MAX_TAGS)
-        & ((extra == 0) | is_object)
+        (extra == entries)
+        & (pl.col("_strings") - held == entries)
+        & (entries <= MAX_TAGS)
         & (tags.is_null() | (is_object & ~tags.str.contains(LONG_TAG)))
         & ~pl.col("_odd")
     )
@@ -543,8 +548,10 @@ def _polars_ts() -> Any:
     number = pl.when(number > EPOCH_MS_THRESHOLD).then(number / 1000.0).otherwise(number)
     # polars reads a JSON number into a String column as its text: which one it was is
     # told by the raw line, through _polars_valid's match of the shapes.
-    return pl.when(ts.str.contains(RFC3339)).then(as_date).otherwise(
-        pl.when(ts.str.contains(JSON_NUMBER)).then(number)
+    return (
+        pl.when(ts.str.contains(RFC3339))
+        .then(as_date)
+        .otherwise(pl.when(ts.str.contains(JSON_NUMBER)).then(number))
     )
 
 
@@ -696,7 +703,7 @@ class ArrowEngine:
         )  # fmt: skip
         decoded = (pa.concat_tables([t for _, t in pieces]) if pieces
                    else schema.empty_table())  # fmt: skip
-        line = np.concatenate([np.arange(a, a + t.num_rows) for a, t in pieces] or [[]])
+        line = np.concatenate([np.arange(a, a + t.num_rows) for a, t in pieces] or [NO_LINES])
         line = line.astype(np.int64)
         # The raw lines as a string array over the chunk's bytes, no copy (newlines kept).
         raw = pa.StringArray.from_buffers(n, pa.py_buffer(offsets.astype(np.int32)),
@@ -734,8 +741,10 @@ class ArrowEngine:
         events = events.filter(keep)
         ts = events["ts"].to_numpy()
         self.memory.remember(ids.filter(keep), ts)
-        pairs = events.select(["provider", "model"]).group_by(["provider", "model"]).aggregate(
-            [([], "count_all")]
+        pairs = (
+            events.select(["provider", "model"])
+            .group_by(["provider", "model"])
+            .aggregate([([], "count_all")])
         )
         pair_rows = list(zip(pairs["provider"].to_pylist(), pairs["model"].to_pylist(),
                              strict=True))  # fmt: skip
