@@ -279,3 +279,32 @@ def test_the_band_is_the_same_share_of_the_projection_for_a_customer_4096_times_
     assert sd > 0
     assert small == (rest * 2.0**-12, sd * 2.0**-12)
     assert small[0] < 1.0
+
+
+def test_the_month_to_date_starts_again_on_the_billing_day_with_its_first_bucket():
+    state = feed_hours([1.0] * 4, start=NOV_30 + 22 * HOUR)  # 22:00 to 01:00 on December 1
+    assert state.cost_usd == 2.0
+
+
+def test_an_alert_decided_at_the_end_of_an_hour_projects_only_the_hours_after_it():
+    # $0.50 an hour in hour-wide buckets, projected from 03:00 with no band: $0.50 x 696
+    # hours x 1.65 = $574.20 to serve, over the $500 a $1,000 plan allows from the bucket
+    # of 02:00; the fifth (06:00) fires. Its end is 07:00: nothing of its hour is left to
+    # project, so the figures are exact.
+    params = MarginBreachParams(
+        unseen_hour_cv=0.0, unseen_weekend_cv=0.0, min_cv=0.0, min_history_s=3 * HOUR
+    )
+    terms = MarginTerms(price_usd=1000.0)
+    state = MarginBreachState()
+    out = []
+    for h in range(8):
+        out += margin_breach.update(state, NOV_2 + h * HOUR, HOUR, 0.5, terms, params)
+    (firing,) = out
+    assert (firing.status, firing.severity) == ("firing", "warning")
+    assert firing.starts_at == NOV_2 + 2 * HOUR
+    v = firing.values
+    assert v["cost_to_date_usd"] == pytest.approx(7 * 0.5 * 1.65, rel=1e-12)
+    for name in ("projected_cost_to_serve_usd", "projection_low_usd", "projection_high_usd"):
+        assert v[name] == pytest.approx(696 * 0.5 * 1.65, rel=1e-12)
+    assert v["projection_sd_usd"] == 0.0
+    assert v["burn_rate_usd_per_hour"] == pytest.approx(0.5 * 1.65, rel=1e-12)
