@@ -380,6 +380,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs (median reported)")
     parser.add_argument("--chunk-mb", type=float, default=8.0, help="decompressed MiB a batch")
     parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--cases", default="dense,sparse")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak RSS runs")
     parser.add_argument(
         "--threads",
@@ -400,8 +401,9 @@ def main() -> int:
     settings = Settings()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, customers in (("dense", args.dense_customers),
-                                ("sparse", args.sparse_customers)):  # fmt: skip
+        cases = {"dense": args.dense_customers, "sparse": args.sparse_customers}
+        for name in args.cases.split(","):
+            customers = cases[name]
             case = make_case(Path(tmp), name, customers, args.events, args.seed)
             results.append(measure(case, settings, paths, args))
             report(results[-1])
