@@ -308,3 +308,63 @@ def test_an_alert_decided_at_the_end_of_an_hour_projects_only_the_hours_after_it
         assert v[name] == pytest.approx(696 * 0.5 * 1.65, rel=1e-12)
     assert v["projection_sd_usd"] == 0.0
     assert v["burn_rate_usd_per_hour"] == pytest.approx(0.5 * 1.65, rel=1e-12)
+
+
+def halved_at_the_weekend(terms: MarginTerms, resolve_gap: float):
+    """A week of hour-wide buckets, $0.50 an hour on weekdays and $0.25 at the weekend,
+    with no overhead and no band, projected from 03:00: (hour decided, decision) pairs.
+
+    Month-end is $348 ($0.50 x 696 hours) until the first Saturday hour teaches the
+    weekend factor (1/2); from Saturday 01:00 it is $300 (the 192 weekend hours left at
+    half) and stays there, the spend being what was projected."""
+    params = MarginBreachParams(
+        unseen_hour_cv=0.0,
+        unseen_weekend_cv=0.0,
+        min_cv=0.0,
+        min_history_s=3 * HOUR,
+        resolve_gap=resolve_gap,
+    )
+    state = MarginBreachState()
+    out = []
+    for h in range(7 * 24):
+        t = NOV_2 + h * HOUR
+        usd = 0.25 if is_weekend(int(t // DAY)) else 0.5
+        out += [(h, d) for d in margin_breach.update(state, t, HOUR, usd, terms, params)]
+    return out
+
+
+SAT_01 = 5 * 24 + 1  # hours from Monday 00:00
+PLAN_640 = MarginTerms(640.0, overhead_ratio=0.0)
+FREE_320 = MarginTerms(0.0, overhead_ratio=0.0, cost_cap_usd=320.0)
+
+
+@pytest.mark.parametrize(
+    ("terms", "resolve_gap", "resolved"),
+    [
+        # A $640 plan allows $320. At $300 the margin is 0.53125: exactly the target (0.5)
+        # plus a gap of 0.03125 is not under it, so the warning resolves after 30 calm
+        # buckets; with a gap of 0.0625 it stays open.
+        pytest.param(PLAN_640, 0.03125, True, id="$640, at"),
+        pytest.param(PLAN_640, 0.0625, False, id="$640, under"),
+        # A free plan capped at $320: $300 is exactly the cap less 6.25 %, so it resolves;
+        # less 12.5 % ($280) it does not.
+        pytest.param(FREE_320, 0.0625, True, id="free, at"),
+        pytest.param(FREE_320, 0.125, False, id="free, under"),
+    ],
+)
+def test_an_alert_resolves_once_the_projection_is_back_at_the_limit_less_the_gap(
+    terms, resolve_gap, resolved
+):
+    decisions = halved_at_the_weekend(terms, resolve_gap)
+    assert [(h, d.status, d.severity, d.starts_at) for h, d in decisions[:1]] == [
+        (6, "firing", "warning", NOV_2 + 2 * HOUR)  # from 02:00, the fifth bucket over
+    ]
+    assert decisions[0][1].values["projected_cost_to_serve_usd"] == 348.0
+    if not resolved:
+        assert len(decisions) == 1
+        return
+    ((h, d),) = decisions[1:]
+    assert (h, d.status, d.ends_at) == (SAT_01 + 29, "resolved", NOV_2 + SAT_01 * HOUR)
+    assert d.values["projected_cost_to_serve_usd"] == 300.0
+    assert d.values["projected_margin"] == (0.53125 if terms.price_usd else -1.0)
+    assert d.values["confidence"] == 0.0
