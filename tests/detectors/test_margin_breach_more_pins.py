@@ -2,8 +2,9 @@
 
 Costs are multiples of powers of two, so the single-precision profile holds them exactly
 and most figures below are exact: what an hour teaches the profile, the level, the
-weekend factor and the spread, step by step; and the projection written out hour by hour
-as the module docstring states it, against the detector's per-slot sums.
+weekend factor and the spread, step by step; the projection written out hour by hour as
+the module docstring states it, against the detector's per-slot sums; and alerts whose
+figures and resolve boundaries come out exact.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ LEARN = MarginBreachParams(
 SAT_7 = NOV_2 + 5 * DAY
 
 
-def feed_hours(usd, params=LEARN, start=NOV_2, state=None, width=HOUR):
+def feed_hours(usd, params=LEARN, start=NOV_2, width=HOUR):
     """One bucket of ``width`` seconds per entry of ``usd`` from ``start``: the state."""
-    state = state or MarginBreachState()
+    state = MarginBreachState()
     for i, cost in enumerate(usd):
         assert margin_breach.update(state, start + i * width, width, cost, QUIET, params) == []
     return state
