@@ -357,6 +357,8 @@ def measure(case: Case, settings: Settings, paths: list[str], args: argparse.Nam
         "density": density(current_outcome, settings.buckets.width_s),
         "figures": figures,
         "checks": checks,
+        # where an engine's time goes, s per stage, from its first (untimed) run
+        "stages": {p: outcomes[p].stages for p in paths[2:]},
     }
 
 
@@ -381,6 +383,10 @@ def report(result: dict[str, Any]) -> None:
               f"{c['suspects']} suspect lines judged one by one")  # fmt: skip
         if not c["agree"]:
             print(f"    {json.dumps({k: v for k, v in c.items() if k != 'reasons'})}")
+    for path, stages in result["stages"].items():
+        total = sum(stages.values()) or 1.0
+        shares = ", ".join(f"{k} {v:.2f} s ({v / total:.0%})" for k, v in stages.items())
+        print(f"  {path} stages: {shares}")
     print(f"  rejected by reason: {dict(next(iter(result['checks'].values()))['reasons'])}")
 
 

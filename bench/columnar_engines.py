@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,6 +326,20 @@ def rows_of(table: dict[str, list[Any]]) -> dict[tuple[int, RowKey], list[float]
             zip(keys, values, strict=True)}  # fmt: skip
 
 
+class Stages:
+    """Seconds per stage of an engine: each ``mark`` charges the time since the last one
+    to the stage it names (a few marks a chunk: no cost worth counting)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self.last
+        self.last = now
+
+
 @dataclass
 class Outcome:
     """What an engine read: per-(bucket, key) sums (columns ``KEYS + SUMS``), dead letters,
@@ -335,6 +350,7 @@ class Outcome:
     duplicates: int
     lines: int
     suspects: int
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------
@@ -372,6 +388,7 @@ class PolarsEngine:
         self.memory = HashMemory(ingest.settings.dedup_horizon_s)
         self.per_line = PerLine(ingest)
         self.duplicates = self.lines = self.suspects = 0
+        self.stages = Stages()
 
     def run(self, sources: list[tuple[str, Path]]) -> Outcome:
         import polars as pl
@@ -380,12 +397,15 @@ class PolarsEngine:
         for kind, path in sources:
             schema = _polars_schema(kind)
             for data in read_chunks(path, self.chunk_bytes):
+                self.stages.mark("gunzip")
                 events = self._events(kind, schema, data)
                 if events.height:
                     partials.append(self._sums(events))
         sums = pl.concat(partials).group_by(KEYS).agg(pl.col(SUMS).sum()) if partials else None
+        self.stages.mark("merge")
         return Outcome(sums, self.per_line.dead_letters, self.duplicates,
-                       self.lines - self.per_line.blank, self.suspects)  # fmt: skip
+                       self.lines - self.per_line.blank, self.suspects,
+                       self.stages.seconds)  # fmt: skip
 
     def _events(self, kind: str, schema: dict[str, Any], data: bytes) -> Any:
         """The chunk's accepted events (columns :data:`EVENT`), in file order."""
@@ -403,25 +423,30 @@ class PolarsEngine:
             offsets,
         )
         decoded = pl.concat([t for _, t in pieces]) if pieces else pl.DataFrame(schema=schema)
+        self.stages.mark("decode")
         line = np.concatenate([np.arange(a, a + len(t)) for a, t in pieces] or [NO_LINES])
         line = line.astype(np.int64)
         raw = _polars_lines(data, offsets).select(_polars_counts(RawPlan.of(data)))
         if len(line) != n:
             raw = raw[line]
+        self.stages.mark("raw counts")
         decoded = decoded.hstack(raw).with_columns(
             line=pl.Series(line, dtype=pl.Int64), _ts=_polars_ts()
         )
         good = decoded.select(_polars_valid(kind, self.limit)).to_series()
+        self.stages.mark("validate")
         bad_utf8 = bad_utf8_lines(data, offsets)
         if bad_utf8:
             good = good & ~pl.Series(np.isin(line, bad_utf8))
         suspects = np.sort(np.concatenate([line[~good.to_numpy()], refused]).astype(np.int64))
         self.suspects += len(suspects)
         events = _polars_events(kind, decoded.filter(good))
+        self.stages.mark("validate")
         accepted = self.per_line.judge(kind, data, offsets, suspects)
         if accepted:
             extra = pl.DataFrame(accepted, schema=events.schema, orient="row")
             events = pl.concat([events, extra]).sort("line")
+        self.stages.mark("per-line path")
         return events
 
     def _sums(self, events: Any) -> Any:
@@ -435,9 +460,11 @@ class PolarsEngine:
         self.duplicates += int((~fresh).sum())
         events = events.filter(pl.Series(fresh))
         self.memory.remember(hashes[fresh], events["ts"].to_numpy())
+        self.stages.mark("dedup")
         pairs = events.select("provider", "model").unique().rows()
         table = pl.DataFrame(price_rows(self.prices, pairs))
         events = events.join(table, on=["provider", "model"], how="left")
+        self.stages.mark("price join")
         unknown = events.filter(~pl.col("known") & pl.col("cost_usd").is_null())
         if unknown.height:
             count_unknown(self.prices, unknown.group_by("provider", "model").len().rows())
@@ -450,7 +477,7 @@ class PolarsEngine:
         cost = pl.coalesce(pl.col("cost_usd"), tokens)
         failed, attempt = pl.col("failed"), pl.col("attempt")
         bucket = pl.Series(exact_bucket(events["ts"].to_numpy(), self.width))
-        return (
+        sums = (
             events.with_columns(bucket=bucket, cost=cost)
             .group_by(KEYS)
             .agg(
@@ -468,6 +495,8 @@ class PolarsEngine:
             )
             .with_columns(pl.col(SUMS).cast(pl.Float64))
         )
+        self.stages.mark("sum")
+        return sums
 
 
 def _polars_lines(data: bytes, offsets: np.ndarray) -> Any:
@@ -668,6 +697,7 @@ class ArrowEngine:
         self.memory = StringMemory(ingest.settings.dedup_horizon_s)
         self.per_line = PerLine(ingest)
         self.duplicates = self.lines = self.suspects = 0
+        self.stages = Stages()
 
     def run(self, sources: list[tuple[str, Path]]) -> Outcome:
         import pyarrow as pa
@@ -676,6 +706,7 @@ class ArrowEngine:
         for kind, path in sources:
             schema = _arrow_schema(kind)
             for data in read_chunks(path, self.chunk_bytes):
+                self.stages.mark("gunzip")
                 events = self._events(kind, schema, data)
                 if events.num_rows:
                     partials.append(self._sums(events))
@@ -685,8 +716,10 @@ class ArrowEngine:
             sums = total.aggregate([(s, "sum") for s in SUMS]).rename_columns(
                 {f"{s}_sum": s for s in SUMS}
             )
+        self.stages.mark("merge")
         return Outcome(sums, self.per_line.dead_letters, self.duplicates,
-                       self.lines - self.per_line.blank, self.suspects)  # fmt: skip
+                       self.lines - self.per_line.blank, self.suspects,
+                       self.stages.seconds)  # fmt: skip
 
     def _events(self, kind: str, schema: Any, data: bytes) -> Any:
         import pyarrow as pa
@@ -703,6 +736,7 @@ class ArrowEngine:
         )  # fmt: skip
         decoded = (pa.concat_tables([t for _, t in pieces]) if pieces
                    else schema.empty_table())  # fmt: skip
+        self.stages.mark("decode")
         line = np.concatenate([np.arange(a, a + t.num_rows) for a, t in pieces] or [NO_LINES])
         line = line.astype(np.int64)
         # The raw lines as a string array over the chunk's bytes, no copy (newlines kept).
@@ -711,7 +745,9 @@ class ArrowEngine:
         if len(line) != n:
             raw = raw.take(pa.array(line))
         ts, ts_text, ts_present = _arrow_ts(raw, data.count(b'"ts":') == n)
+        self.stages.mark("validate")
         counts = _arrow_counts_agree(decoded, raw, ts_text, ts_present, RawPlan.of(data))
+        self.stages.mark("raw counts")
         checks = [counts, pc.less(pc.binary_length(raw), self.limit + 1)]  # + its newline
         good = pc.and_kleene(pc.and_kleene(*checks), _arrow_valid(kind, decoded, ts))
         good = good.fill_null(False).to_numpy(zero_copy_only=False)
@@ -721,12 +757,14 @@ class ArrowEngine:
         suspects = np.sort(np.concatenate([line[~good], refused]).astype(np.int64))
         self.suspects += len(suspects)
         events = _arrow_events(kind, decoded, ts, line).filter(pa.array(good))
+        self.stages.mark("validate")
         accepted = self.per_line.judge(kind, data, offsets, suspects)
         if accepted:
             extra = pa.Table.from_pylist(
                 [dict(zip(EVENT, row, strict=True)) for row in accepted], schema=events.schema
             )
             events = pa.concat_tables([events, extra]).sort_by("line")
+        self.stages.mark("per-line path")
         return events
 
     def _sums(self, events: Any) -> Any:
@@ -741,6 +779,7 @@ class ArrowEngine:
         events = events.filter(keep)
         ts = events["ts"].to_numpy()
         self.memory.remember(ids.filter(keep), ts)
+        self.stages.mark("dedup")
         pairs = (
             events.select(["provider", "model"])
             .group_by(["provider", "model"])
@@ -750,6 +789,7 @@ class ArrowEngine:
                              strict=True))  # fmt: skip
         table = pa.table(price_rows(self.prices, pair_rows))
         events = events.join(table, keys=["provider", "model"], join_type="left outer")
+        self.stages.mark("price join")
         unknown = events.filter(pc.and_(pc.invert(events["known"]), pc.is_null(events["cost_usd"])))
         if unknown.num_rows:
             counted = unknown.group_by(["provider", "model"]).aggregate([([], "count_all")])
@@ -780,9 +820,11 @@ class ArrowEngine:
             "cached_tokens": col("cached_input_tokens").cast(count),
         }  # fmt: skip
         grouped = pa.table(columns).group_by(KEYS, use_threads=False)
-        return grouped.aggregate([(s, "sum") for s in SUMS]).rename_columns(
+        sums = grouped.aggregate([(s, "sum") for s in SUMS]).rename_columns(
             {f"{s}_sum": s for s in SUMS}
         )
+        self.stages.mark("sum")
+        return sums
 
 
 def _arrow_ts(raw: Any, once: bool) -> tuple[Any, Any, Any]:
