@@ -10,6 +10,7 @@ figures and resolve boundaries come out exact.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -21,7 +22,17 @@ from detectors.margin_breach import (
     is_weekend,
     projection,
 )
-from tests.detectors.test_margin_breach_pins import DAY, DEC_1, HOUR, NOV_2, NOV_30
+from tests.detectors.test_margin_breach_pins import (
+    DAY,
+    DEC_1,
+    EXACT,
+    HOUR,
+    MINUTE,
+    NOV_2,
+    NOV_30,
+    PER_MIN,
+    SERVE,
+)
 
 QUIET = MarginTerms(price_usd=1e9)  # never fires: learning only
 # Clipped at 2 spreads; an unseen hour of the day counts a spread of 0.5, a weekend not
@@ -369,3 +380,73 @@ def test_an_alert_resolves_once_the_projection_is_back_at_the_limit_less_the_gap
     assert d.values["projected_cost_to_serve_usd"] == 300.0
     assert d.values["projected_margin"] == (0.53125 if terms.price_usd else -1.0)
     assert d.values["confidence"] == 0.0
+
+
+# Skipped buckets and escalation --------------------------------------------------------------
+
+
+def test_skipped_buckets_of_an_open_alert_decide_as_empty_buckets_would():
+    # The pins' alert over its allowance by half a minute's cost to serve, with no resolve
+    # gap: every minute without spend is calm. After 03:10 the next bucket is 03:45: the
+    # 34 minutes between are judged as empty buckets, and the alert resolves within them
+    # (the 30th calm minute, 03:40), exactly as if they had come with $0.
+    params = replace(EXACT, min_history_s=3 * HOUR, resolve_gap=0.0)
+    terms = MarginTerms(price_usd=2 * (SERVE - 0.00825))
+    skipped, explicit = MarginBreachState(), MarginBreachState()
+    out_skipped, out_explicit = [], []
+    for m in range(226):
+        t = NOV_2 + m * MINUTE
+        usd = PER_MIN if m < 191 else 0.0
+        if m < 191 or m == 225:
+            out_skipped += margin_breach.update(skipped, t, MINUTE, usd, terms, params)
+        out_explicit += margin_breach.update(explicit, t, MINUTE, usd, terms, params)
+    assert [(d.status, d.ends_at) for d in out_skipped] == [
+        ("firing", None),
+        ("resolved", NOV_2 + 191 * MINUTE),
+    ]
+    assert out_skipped == out_explicit
+    assert skipped.to_dict() == explicit.to_dict()
+
+
+def spike_then_silence(spike_hour: int):
+    """Monday at $0.50 an hour in hour-wide buckets (no overhead, no band, projected from
+    03:00: month-end $348) with one $64.50 hour, then nothing from Tuesday 00:00. A $400
+    plan allowing $300 warns from 02:00; $412 is over the price (critical) from the spike
+    on. Once Tuesday's first hour is learned ($0 against $0.50) the level is 0 and
+    month-end is the $76 spent: calm at once (one calm bucket resolves).
+
+    (hour decided, status, severity, start, end) of each decision, and the critical
+    streak after each hour."""
+    params = replace(EXACT, min_history_s=3 * HOUR, calm_buckets=1)
+    terms = MarginTerms(400.0, overhead_ratio=0.0, margin_target=0.25)
+    state = MarginBreachState()
+    out, streaks = [], []
+    for h in range(27):
+        usd = 64.5 if h == spike_hour else (0.5 if h < 24 else 0.0)
+        decisions = margin_breach.update(state, NOV_2 + h * HOUR, HOUR, usd, terms, params)
+        out += [(h, d.status, d.severity, d.starts_at, d.ends_at) for d in decisions]
+        streaks.append(state.critical_streak)
+    return out, streaks
+
+
+def test_a_warning_resolves_on_the_calm_bucket_right_after_a_critical_one():
+    # 23:00 and Tuesday 00:00 are critical (2 of the 5 that escalate); 01:00 is calm.
+    decisions, streaks = spike_then_silence(23)
+    assert decisions == [
+        (6, "firing", "warning", NOV_2 + 2 * HOUR, None),
+        (25, "resolved", "warning", NOV_2 + 2 * HOUR, NOV_2 + 25 * HOUR),
+    ]
+    assert streaks[22:] == [0, 1, 2, 0, 0]
+
+
+def test_an_escalation_ends_the_critical_streak():
+    # 19:00 to 23:00 are the 5 critical buckets: the warning becomes critical at 23:00,
+    # from 19:00, and nothing is left of the streak.
+    decisions, streaks = spike_then_silence(19)
+    assert decisions == [
+        (6, "firing", "warning", NOV_2 + 2 * HOUR, None),
+        (23, "resolved", "warning", NOV_2 + 2 * HOUR, NOV_2 + 19 * HOUR),
+        (23, "firing", "critical", NOV_2 + 19 * HOUR, None),
+        (25, "resolved", "critical", NOV_2 + 19 * HOUR, NOV_2 + 25 * HOUR),
+    ]
+    assert streaks[18:] == [0, 1, 2, 3, 4, 0, 0, 0, 0]
