@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from statistics import NormalDist
 
 import pytest
 
@@ -32,6 +33,7 @@ from tests.detectors.test_margin_breach_pins import (
     NOV_30,
     PER_MIN,
     SERVE,
+    feed,
 )
 
 QUIET = MarginTerms(price_usd=1e9)  # never fires: learning only
@@ -450,3 +452,50 @@ def test_an_escalation_ends_the_critical_streak():
         (25, "resolved", "critical", NOV_2 + 19 * HOUR, NOV_2 + 25 * HOUR),
     ]
     assert streaks[18:] == [0, 1, 2, 3, 4, 0, 0, 0, 0]
+
+
+def test_a_free_plans_warning_turns_critical_once_the_actual_is_over_the_cap_not_at_it():
+    # $0.50 an hour in hour-wide buckets against a $4 cap: projected over it from 02:00 (a
+    # warning); the actual is $4 exactly at 07:00 and over it from 08:00, the first of the
+    # 5 critical buckets that escalate at 12:00.
+    params = replace(EXACT, min_history_s=3 * HOUR)
+    terms = MarginTerms(0.0, overhead_ratio=0.0, cost_cap_usd=4.0)
+    state = MarginBreachState()
+    out = []
+    for h in range(16):
+        decisions = margin_breach.update(state, NOV_2 + h * HOUR, HOUR, 0.5, terms, params)
+        out += [(h, d.status, d.severity, d.starts_at, d.ends_at) for d in decisions]
+    assert out == [
+        (6, "firing", "warning", NOV_2 + 2 * HOUR, None),
+        (12, "resolved", "warning", NOV_2 + 2 * HOUR, NOV_2 + 8 * HOUR),
+        (12, "firing", "critical", NOV_2 + 8 * HOUR, None),
+    ]
+
+
+def test_a_critical_alert_on_a_plan_under_a_dollar_is_as_sure_as_its_band_of_the_price():
+    # 2^-16 USD a minute (about $1.05 to serve a month), priced 0.1 % under the band's low
+    # end after a day and a half: a warning on day 1, critical on day 2. The critical alert
+    # is 95 % sure of month-end over the $0.93 price; the warning it replaces, all but sure
+    # of month-end over the $0.46 allowance.
+    per_min, params = 2.0**-16, MarginBreachParams()
+    _, state = feed([per_min] * 36 * 60, QUIET, params)
+    rest, sd = projection(state, NOV_2 + 36 * HOUR, DEC_1, params)
+    low = (36 * 60 * per_min + rest - NormalDist().inv_cdf(0.95) * sd) * 1.65
+    price = low * 0.999
+    decisions, _ = feed([per_min] * 31 * 60, MarginTerms(price_usd=price), params)
+    assert [(d.status, d.severity) for _, d in decisions] == [
+        ("firing", "warning"),
+        ("resolved", "warning"),
+        ("firing", "critical"),
+    ]
+    (_, resolved), (_, critical) = decisions[1:]
+    assert price < 1.0
+
+    def sure(values, level):
+        band = NormalDist(values["projected_cost_to_serve_usd"], values["projection_sd_usd"])
+        return 1.0 - band.cdf(level)
+
+    assert critical.values["confidence"] == pytest.approx(sure(critical.values, price), rel=1e-9)
+    assert 0.95 <= critical.values["confidence"] < 0.99
+    assert resolved.values["confidence"] == pytest.approx(sure(resolved.values, price / 2))
+    assert resolved.values["confidence"] > 0.999
