@@ -45,7 +45,13 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.columnar_engines import ArrowEngine, Outcome, PolarsEngine, rows_of  # noqa: E402
+from bench.columnar_engines import (  # noqa: E402
+    ArrowEngine,
+    ChunkEngine,
+    Outcome,
+    PolarsEngine,
+    rows_of,
+)
 from stream.core.buckets import RowKey  # noqa: E402
 from stream.core.ingest import ERRORS, USAGE, DeadLetter, Ingest  # noqa: E402
 from stream.core.pipeline import Pipeline  # noqa: E402
@@ -54,7 +60,7 @@ from stream.offline.replay import open_lines, replay_files  # noqa: E402
 from stream.offline.simulate import SimConfig, simulate  # noqa: E402
 from stream.settings import CONFIG_DIR, Settings  # noqa: E402
 
-ENGINES: dict[str, type[PolarsEngine] | type[ArrowEngine]] = {
+ENGINES: dict[str, type[ChunkEngine]] = {
     "polars": PolarsEngine,
     "pyarrow": ArrowEngine,
 }

@@ -374,10 +374,13 @@ def _polars_schema(kind: str) -> dict[str, Any]:
     return schema
 
 
-class PolarsEngine:
-    """Columnar ingest with polars alone (``read_ndjson`` per chunk, expressions after)."""
+class ChunkEngine:
+    """What both engines share: read each file in chunks, decode and sum each chunk into
+    partial rows, merge the partials. An engine gives its de-duplication memory and the
+    steps that differ: the schema, the chunk's events, their row count, sums and merge."""
 
-    name = "polars"
+    name = ""
+    memory_type: type[HashMemory] = HashMemory
 
     def __init__(self, ingest: Ingest, width_s: float, chunk_bytes: int) -> None:
         self.ingest = ingest
@@ -385,27 +388,57 @@ class PolarsEngine:
         self.width = width_s
         self.chunk_bytes = chunk_bytes
         self.limit = ingest.settings.max_event_bytes
-        self.memory = HashMemory(ingest.settings.dedup_horizon_s)
+        self.memory = self.memory_type(ingest.settings.dedup_horizon_s)
         self.per_line = PerLine(ingest)
         self.duplicates = self.lines = self.suspects = 0
         self.stages = Stages()
 
     def run(self, sources: list[tuple[str, Path]]) -> Outcome:
-        import polars as pl
-
         partials = []
         for kind, path in sources:
-            schema = _polars_schema(kind)
+            schema = self._schema(kind)
             for data in read_chunks(path, self.chunk_bytes):
                 self.stages.mark("gunzip")
                 events = self._events(kind, schema, data)
-                if events.height:
+                if self._height(events):
                     partials.append(self._sums(events))
-        sums = pl.concat(partials).group_by(KEYS).agg(pl.col(SUMS).sum()) if partials else None
+        sums = self._merge(partials) if partials else None
         self.stages.mark("merge")
         return Outcome(sums, self.per_line.dead_letters, self.duplicates,
                        self.lines - self.per_line.blank, self.suspects,
                        self.stages.seconds)  # fmt: skip
+
+    def _schema(self, kind: str) -> Any:
+        raise NotImplementedError
+
+    def _events(self, kind: str, schema: Any, data: bytes) -> Any:
+        raise NotImplementedError
+
+    def _height(self, events: Any) -> int:
+        raise NotImplementedError
+
+    def _sums(self, events: Any) -> Any:
+        raise NotImplementedError
+
+    def _merge(self, partials: list[Any]) -> Any:
+        raise NotImplementedError
+
+
+class PolarsEngine(ChunkEngine):
+    """Columnar ingest with polars alone (``read_ndjson`` per chunk, expressions after)."""
+
+    name = "polars"
+
+    def _schema(self, kind: str) -> Any:
+        return _polars_schema(kind)
+
+    def _height(self, events: Any) -> int:
+        return int(events.height)
+
+    def _merge(self, partials: list[Any]) -> Any:
+        import polars as pl
+
+        return pl.concat(partials).group_by(KEYS).agg(pl.col(SUMS).sum())
 
     def _events(self, kind: str, schema: dict[str, Any], data: bytes) -> Any:
         """The chunk's accepted events (columns :data:`EVENT`), in file order."""
@@ -683,43 +716,25 @@ class StringMemory(HashMemory):
             del self.blocks[g]
 
 
-class ArrowEngine:
+class ArrowEngine(ChunkEngine):
     """Columnar ingest with pyarrow (``pyarrow.json.read_json`` per chunk, compute after)."""
 
     name = "pyarrow"
+    memory_type = StringMemory
 
-    def __init__(self, ingest: Ingest, width_s: float, chunk_bytes: int) -> None:
-        self.ingest = ingest
-        self.prices = ingest.prices
-        self.width = width_s
-        self.chunk_bytes = chunk_bytes
-        self.limit = ingest.settings.max_event_bytes
-        self.memory = StringMemory(ingest.settings.dedup_horizon_s)
-        self.per_line = PerLine(ingest)
-        self.duplicates = self.lines = self.suspects = 0
-        self.stages = Stages()
+    def _schema(self, kind: str) -> Any:
+        return _arrow_schema(kind)
 
-    def run(self, sources: list[tuple[str, Path]]) -> Outcome:
+    def _height(self, events: Any) -> int:
+        return int(events.num_rows)
+
+    def _merge(self, partials: list[Any]) -> Any:
         import pyarrow as pa
 
-        partials = []
-        for kind, path in sources:
-            schema = _arrow_schema(kind)
-            for data in read_chunks(path, self.chunk_bytes):
-                self.stages.mark("gunzip")
-                events = self._events(kind, schema, data)
-                if events.num_rows:
-                    partials.append(self._sums(events))
-        sums = None
-        if partials:
-            total = pa.concat_tables(partials).group_by(KEYS, use_threads=False)
-            sums = total.aggregate([(s, "sum") for s in SUMS]).rename_columns(
-                {f"{s}_sum": s for s in SUMS}
-            )
-        self.stages.mark("merge")
-        return Outcome(sums, self.per_line.dead_letters, self.duplicates,
-                       self.lines - self.per_line.blank, self.suspects,
-                       self.stages.seconds)  # fmt: skip
+        total = pa.concat_tables(partials).group_by(KEYS, use_threads=False)
+        return total.aggregate([(s, "sum") for s in SUMS]).rename_columns(
+            {f"{s}_sum": s for s in SUMS}
+        )
 
     def _events(self, kind: str, schema: Any, data: bytes) -> Any:
         import pyarrow as pa
