@@ -216,8 +216,9 @@ class NotifyStage:
                 await self.give_up()
             wake_at = self.flush_due()
             timeout = poll_s if wake_at is None else min(poll_s, max(0.0, wake_at - time.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=max(0.01, timeout))
+            with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
+                async with asyncio.timeout(max(0.01, timeout)):
+                    await self.wake.wait()
 
     def alerts_page(self) -> dict[str, Any]:
         """``/alerts``: firing alerts and their state, and the notifier's groups."""

@@ -171,8 +171,9 @@ class ConfigWatcher:
     async def run(self, apply: Callable[[Settings], Awaitable[None]], poll_s: float) -> None:
         """Look every ``poll_s`` seconds (at once on :meth:`hangup`) and apply changes."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=poll_s)
+            with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
+                async with asyncio.timeout(poll_s):
+                    await self.wake.wait()
             forced = self.wake.is_set()
             self.wake.clear()
             if forced:

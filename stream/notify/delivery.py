@@ -192,10 +192,14 @@ class Delivery:
         receivers. What is still pending stays queued (start() resumes it)."""
         if drain_s > 0:
             await self.wait_idle(drain_s)
-        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks = {lane.task for lane in self._lanes.values() if lane.task is not None}
+        while tasks:  # again for a task that took its cancel for something else's
+            for task in tasks:
+                task.cancel()
+            done, tasks = await asyncio.wait(tasks, timeout=1.0)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("delivery task ended", exc_info=task.exception())
         for lane in self._lanes.values():
             lane.task = None
             if lane.in_flight is not None:  # interrupted: first in line again
@@ -287,9 +291,10 @@ class Delivery:
         if refs is None and self._refs_for is not None:
             refs = dict(self._refs_for(n) or {})
         try:
-            return await asyncio.wait_for(
-                lane.receiver.send(n, dict(refs or {})), lane.settings.attempt_timeout_s
-            )
+            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel that comes in
+            # the turn the send completes, and the lane would outlive stop()
+            async with asyncio.timeout(lane.settings.attempt_timeout_s):
+                return await lane.receiver.send(n, dict(refs or {}))
         except TimeoutError:
             return DeliveryResult(ok=False, detail="attempt timed out")
         except Exception as err:  # connection refused, reset, DNS...: worth retrying

@@ -314,3 +314,41 @@ def test_counters_are_exported_as_metrics_per_receiver() -> None:
         assert metrics.value("spendwatch_receiver_circuit_open", receiver="hook") == 0
         rendered = metrics.render()
         assert all(name in rendered for name in METRIC_HELP)
+
+
+class _HeldReceiver:
+    """A receiver whose one send the test completes by hand, to time a stop against it.
+
+    A loopback server can't put an answer and a cancel in the same turn of the event loop;
+    this is the one case here that needs that exact timing."""
+
+    def __init__(self) -> None:
+        self.answer: asyncio.Future[DeliveryResult] | None = None
+        self.closed = False
+
+    async def send(self, notification: Notification, refs: dict[str, str]) -> DeliveryResult:
+        self.answer = asyncio.get_running_loop().create_future()
+        return await self.answer
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def test_stop_returns_when_the_answer_and_the_cancel_come_in_the_same_turn() -> None:
+    # Python 3.11's asyncio.wait_for returns the inner result when it completed in the
+    # turn the waiter was cancelled, swallowing the cancel: the lane then waited for work
+    # for ever and stop() (and the worker's shutdown, and CI) hung.
+    receiver = _HeldReceiver()
+
+    async def go() -> tuple[bool, bool]:
+        delivery = Delivery({"held": receiver}, [hook("held", "http://127.0.0.1:9/")])
+        await delivery.start()
+        delivery.enqueue(notification("held"))
+        await until(lambda: receiver.answer is not None)
+        assert receiver.answer is not None
+        receiver.answer.set_result(DeliveryResult(ok=True))
+        stopped = asyncio.ensure_future(delivery.stop())  # cancels in this same turn
+        done, _ = await asyncio.wait([stopped], timeout=2)
+        return stopped in done, receiver.closed
+
+    assert asyncio.run(go()) == (True, True)
