@@ -468,13 +468,20 @@ def _outlook(
     weekend_days = _weekend_days(first_full, end_day) if end_day > first_full else 0
     # Whole days left, a weekend day counting as the weekend factor.
     full = max(0, end_day - first_full) - weekend_days + weekend_days * week
+    # The last day's slots before an end that is not a midnight (none when it ends today).
+    tail_slots = end_hour - end_day * SLOTS if end_day > day else 0
+    tail_weekend = is_weekend(end_day)
+    tail = week if tail_weekend else 1.0
     memory = _memory(a_profile)
     mean = state.profile_mean()
     # Per slot: hours left x its profile (USD); the unseen ones at the mean, as one block.
-    units = unseen = shape = day_base = later_base = 0.0
+    units = unseen = shape = day_base = later_base = tail_base = 0.0
     for slot, (usd, count) in enumerate(zip(state.profile, state.seen, strict=True)):
         later = now_slot < slot < last_slot
         hours = full + today if later else full
+        in_tail = slot < tail_slots
+        if in_tail:
+            hours += tail
         if count:
             units += hours * usd
             shape += hours * hours / (count if count < memory else memory)
@@ -483,8 +490,10 @@ def _outlook(
             unseen += hours * usd
         day_base += usd
         later_base += usd if later else 0.0
+        tail_base += usd if in_tail else 0.0
     units += unseen
     weekend = weekend_days * week * day_base + (today * later_base if weekend_today else 0.0)
+    weekend += tail * tail_base if tail_weekend else 0.0
     relative = 0.0
     if units > 0:
         spread = state.spread(params)

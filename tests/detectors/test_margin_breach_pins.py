@@ -202,6 +202,26 @@ def test_the_projection_is_the_rest_of_the_hour_and_every_hour_left_at_the_profi
     assert projection(state, NOV_2 + 180 * MINUTE, NOV_2 + 13 * HOUR, EXACT) == pytest.approx(
         (0.6 * 10, 0.0), rel=1e-6
     )
+    # To an end that is not a midnight, more than a day away: its last, partial day counts.
+    assert projection(state, NOV_2 + 180 * MINUTE, NOV_2 + 36 * HOUR, EXACT) == pytest.approx(
+        (0.6 * 33, 0.0), rel=1e-6
+    )
+    assert projection(state, NOV_2 + 180 * MINUTE, NOV_2 + 73 * HOUR, EXACT) == pytest.approx(
+        (0.6 * 70, 0.0), rel=1e-6
+    )
+
+
+def test_a_partial_last_day_at_a_weekend_is_projected_at_the_weekend_factor():
+    # As the test below: three weeks at $0.60 on weekdays and $0.30 at weekends, to Friday
+    # 2026-11-20 12:00; to Saturday 06:00 is 12 weekday hours and 6 weekend ones.
+    usd = [
+        PER_MIN * (0.5 if datetime.fromtimestamp(NOV_2 + m * MINUTE, UTC).weekday() >= 5 else 1.0)
+        for m in range(18 * 1440 + 12 * 60)
+    ]
+    _, state = feed(usd, MarginTerms(price_usd=1e9), EXACT)
+    now = NOV_2 + 18 * DAY + 12 * HOUR
+    rest, _ = projection(state, now, now + 18 * HOUR, EXACT)
+    assert rest == pytest.approx(0.6 * 12 + 0.3 * 6, rel=1e-3)
 
 
 def test_a_weekend_day_is_projected_at_the_weekend_factor_today_included():
