@@ -426,10 +426,91 @@ def update(
         gap = min(int(round((t - last_t) / width)) - 1, MAX_GAP_BUCKETS)
         if gap > 0:
             decisions: list[Decision] = []
-            for i in range(gap, 0, -1):
+            quiet = zero_is_quiet(params)
+            i = gap
+            while i > 0:
+                if quiet and state.episode is None:
+                    i -= _learn_quiet(state, t, i, width, params)
+                    if i == 0:
+                        break
                 decisions += _judge_and_learn(state, 0.0, _bucket(t - i * width, width, params))
+                i -= 1
             return decisions + _judge_and_learn(state, spend, _bucket(t, width, params))
     return _judge_and_learn(state, spend, _bucket(t, width, params))
+
+
+def _learn_quiet(
+    state: SpendSpikeState, t: float, count: int, width: float, params: SpendSpikeParams
+) -> int:
+    """Learn zero-spend buckets ``t - count * width`` .. ``t - width`` in order as
+    :func:`_judge_and_learn` would, as long as none of them can breach; how many it learnt.
+
+    A zero bucket of a key without an episode, judged up-only with the absolute rule off
+    or above zero (:func:`zero_is_quiet`), breaches by no point rule; nor by the
+    sustained rule once its spent sum is below zero (a zero bucket adds minus what was
+    expected, so it stays there), and nothing is building (the residual is not above
+    zero while the baseline is not below it). Such a bucket decides nothing and is learnt
+    as it is: here the learning alone, the same expressions in the same order (so the
+    same single-precision numbers), without the judging. The first bucket that can't be
+    shown quiet is left to the caller.
+    """
+    baseline = state.baseline
+    stats = baseline.stats
+    end = len(stats)
+    seasonal = baseline.seasonal
+    sustain, level = params.sustain_s is not None, params.sustain_level_s is not None
+    first = _bucket(t - count * width, width, params)
+    alpha, clip_z = first.alpha, first.clip_z
+    decay, decay_var, level_decay, level_max = (
+        first.decay,
+        first.decay_var,
+        first.level_decay,
+        first.level_max,
+    )
+    at_spent, at_clipped, at_var = end - _S_SPENT, end - _S_CLIPPED, end - _S_VAR
+    at_level_spent, at_level_expected = end - _L_SPENT, end - _L_EXPECTED
+    done = 0
+    while done < count:
+        if sustain and not stats[at_spent] < 0.0:
+            break
+        bucket_t = t - (count - done) * width  # as the caller's loop writes it
+        at = _SLOTS + 3 * (int(bucket_t // SECONDS_PER_SLOT) % SLOTS_PER_DAY) if seasonal else 0
+        if seasonal and stats[at + 2] >= _MIN_SLOT_COUNT:
+            mean, sd = float(stats[at]), math.sqrt(max(0.0, stats[at + 1]))
+        else:
+            mean, sd = float(stats[_MEAN]), math.sqrt(max(0.0, stats[_VAR]))
+        if mean < 0.0:
+            break
+        stats[end - (RECENT - int(bucket_t // width) % RECENT)] = 0.0
+        if sustain:
+            expected = mean
+            if level:
+                level_spent, level_expected = stats[at_level_spent], stats[at_level_expected]
+                if level_spent > level_expected > 0.0:
+                    expected = mean * min(level_spent / level_expected, level_max)
+                stats[at_level_spent] = level_decay * level_spent + 0.0
+                stats[at_level_expected] = level_decay * level_expected + mean
+            sd_eff = max(sd, 0.05 * mean, 1e-9)
+            residual = 0.0 - expected
+            stats[at_clipped] = decay * stats[at_clipped] + min(residual, clip_z * sd_eff)
+            stats[at_var] = decay_var * stats[at_var] + sd_eff * sd_eff
+            stats[at_spent] = decay * stats[at_spent] + residual
+        stats[_N] += 1
+        weight = max(alpha, 1.0 / int(stats[_N]))
+        d = 0.0 - stats[_MEAN]
+        stats[_MEAN] += weight * d
+        stats[_VAR] = (1.0 - weight) * (stats[_VAR] + weight * d * d)
+        if seasonal:
+            slot_count = int(stats[at + 2]) + 1
+            stats[at + 2] = min(slot_count, 1 << 24)
+            weight = max(alpha, 1.0 / slot_count)
+            d = 0.0 - stats[at]
+            stats[at] += weight * d
+            stats[at + 1] = (1.0 - weight) * (stats[at + 1] + weight * d * d)
+        done += 1
+    if done:
+        state.last_t = t - (count - done + 1) * width
+    return done
 
 
 def _no_data(last_t: float, t: float, width: float, params: SpendSpikeParams) -> list[Decision]:

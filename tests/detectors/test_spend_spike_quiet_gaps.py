@@ -1,0 +1,144 @@
+"""A key's quiet gap is learnt without judging it, with the same numbers as judging it.
+
+``spend_spike.update`` replays the buckets a key skipped as zero spend. While such a
+bucket can't breach (no episode, up-only, the sustained rule's spent sum below zero) it
+is learnt by ``_learn_quiet``, which leaves the judging out; the reference here judges and
+learns every skipped bucket with ``_judge_and_learn``, as update did before. Both must
+give the same decisions and byte-identical state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors import spend_spike
+from detectors.decision import Decision
+from detectors.spend_spike import SpendSpikeParams, SpendSpikeState
+
+MINUTE = 60.0
+T0 = 1_793_577_600.0  # 2026-11-02T00:00:00Z
+
+
+def reference_update(
+    state: SpendSpikeState, t: float, width: float, spend: float, params: SpendSpikeParams
+) -> list[Decision]:
+    """update() as it was: every skipped bucket judged and learnt on its own."""
+    last_t = state.last_t
+    if last_t is not None:
+        if t <= last_t:
+            return []
+        gap = min(int(round((t - last_t) / width)) - 1, spend_spike.MAX_GAP_BUCKETS)
+        decisions: list[Decision] = []
+        for i in range(gap, 0, -1):
+            bucket = spend_spike._bucket(t - i * width, width, params)
+            decisions += spend_spike._judge_and_learn(state, 0.0, bucket)
+        bucket = spend_spike._bucket(t, width, params)
+        return decisions + spend_spike._judge_and_learn(state, spend, bucket)
+    return spend_spike._judge_and_learn(state, spend, spend_spike._bucket(t, width, params))
+
+
+BASE = SpendSpikeParams(warmup_s=3 * 3600.0, min_excess_usd_per_hour=0.5)
+VARIANTS = {
+    "defaults": SpendSpikeParams(),
+    "short warm-up": BASE,
+    "not seasonal": replace(BASE, seasonal=False),
+    "no level": replace(BASE, sustain_level_s=None),
+    "no sustained rule": replace(BASE, sustain_s=None),
+    "absolute off": replace(BASE, absolute_usd_per_hour=None),
+    "cheap absolute": replace(BASE, absolute_usd_per_hour=30.0, consecutive=1),
+    "quick sums": replace(BASE, sustain_s=120.0, sustain_usd_per_month=1.0),
+}
+
+# A key's life: (minutes since the last bucket, spend). Long and short gaps, quiet and
+# busy stretches, spikes that open episodes the gaps then have to resolve.
+steps = st.lists(
+    st.tuples(
+        st.one_of(st.integers(1, 3), st.integers(4, 200), st.integers(1000, 1600)),
+        st.one_of(
+            st.floats(0.0, 0.05),
+            st.floats(0.05, 0.3),
+            st.sampled_from([0.0, 1.0, 5.0]),
+        ),
+    ),
+    min_size=1,
+    max_size=120,
+)
+
+
+def run(params: SpendSpikeParams, life: list[tuple[int, float]], update) -> tuple:
+    state = SpendSpikeState.new(params)
+    decisions: list[Decision] = []
+    t = T0
+    for minutes, spend in life:
+        t += minutes * MINUTE
+        decisions += update(state, t, MINUTE, spend, params)
+    return state.to_dict(), decisions
+
+
+@settings(max_examples=60, deadline=None)
+@given(variant=st.sampled_from(sorted(VARIANTS)), busy=st.integers(0, 2000), life=steps)
+def test_a_quiet_gap_is_learnt_as_judging_every_bucket_would(variant, busy, life):
+    params = VARIANTS[variant]
+    # A history first (every minute), so gaps come to a warm key with a baseline.
+    history = [(1, 0.02 + 0.01 * (m % 7)) for m in range(busy)]
+    assert run(params, history + life, spend_spike.update) == run(
+        params, history + life, reference_update
+    )
+
+
+def test_the_quiet_path_learns_most_of_a_long_gap():
+    # It is there to be used: after a day of steady spend, 1,000 quiet minutes are learnt
+    # by _learn_quiet, not judged one by one (the reference judges all of them).
+    params = SpendSpikeParams()
+    state = SpendSpikeState.new(params)
+    for m in range(1440):
+        spend_spike.update(state, T0 + m * MINUTE, MINUTE, 0.05, params)
+    judged = []
+    original = spend_spike._judge_and_learn
+
+    def counting(state, spend, bucket):
+        judged.append(bucket.t)
+        return original(state, spend, bucket)
+
+    spend_spike._judge_and_learn = counting
+    try:
+        spend_spike.update(state, T0 + 2440 * MINUTE, MINUTE, 0.05, params)
+    finally:
+        spend_spike._judge_and_learn = original
+    assert len(judged) < 10  # the first skipped bucket or so, and the new one
+    assert judged[-1] == T0 + 2440 * MINUTE
+
+
+def test_a_gap_that_starts_with_an_excess_building_is_judged_and_fires_as_before():
+    # The sustained rule's sums as a lasting excess leaves them, the key quiet after it: the
+    # first skipped buckets can still breach, so they are judged, not learnt quietly.
+    params = replace(BASE, seasonal=False, consecutive=1)
+
+    def building() -> SpendSpikeState:
+        state = SpendSpikeState.new(params)
+        for m in range(600):
+            spend_spike.update(state, T0 + m * MINUTE, MINUTE, 0.02 + 0.01 * (m % 3), params)
+        stats, end = state.baseline.stats, len(state.baseline.stats)
+        stats[end - spend_spike._S_CLIPPED] = 5.0  # far above the baseline, for a while
+        stats[end - spend_spike._S_SPENT] = 5.0
+        return state
+
+    new, reference = building(), building()
+    later = T0 + 700 * MINUTE
+    fired = spend_spike.update(new, later, MINUTE, 0.02, params)
+    assert fired == reference_update(reference, later, MINUTE, 0.02, params)
+    assert new.to_dict() == reference.to_dict()
+    assert fired and fired[0].status == "firing" and fired[0].starts_at == T0 + 600 * MINUTE
+
+
+def test_a_series_below_zero_is_judged_through_its_gaps():
+    # Unit-free series may go below zero with gaps filled as zeros (skip_gaps off): a zero
+    # is then above the baseline and may be building an excess, so it is judged.
+    params = replace(BASE, seasonal=False, sustain_usd_per_month=0.0, min_excess_usd_per_hour=0.0)
+    life = [(1, -1.0 - 0.1 * (m % 5)) for m in range(400)] + [(30, -1.0), (45, -1.2)]
+    new, reference = run(params, life, spend_spike.update), run(params, life, reference_update)
+    assert new == reference
+    assert any(d.status == "firing" for d in reference[1])
