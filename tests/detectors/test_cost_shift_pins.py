@@ -1,0 +1,193 @@
+"""cost_shift's rules pinned on both sides of each boundary, on noise-free traffic whose
+figures can be worked out by hand.
+
+Most tests run the detector with both windows of one second (``window_s`` = ``calm_s`` =
+1): e^-600 vanishes next to any sum, so with 10-minute steps each window holds the step
+alone, and the figures judged are the step's own. A day of 80 requests a step at $1 a
+request teaches a baseline of exactly $1 a request (cost and requests are the same numbers,
+decayed alike), with no noise, so the standard error is 0 and z does not bind unless a
+test gives the baseline noise. A probe of 96 requests is 576 requests an hour, more than the
+long-run 480 an hour, so the excess is projected at 576 an hour: at $1.25 a request that is
+$0.25 x 576 = $144/h, x 730 h = $105,120 a month, all exact in binary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from detectors import cost_shift
+from detectors.attribution import Usage
+from detectors.cost_shift import CostShiftParams, CostShiftState
+
+DT = 600.0  # a 10-minute step
+HOUR = 3600.0
+DAY = 86_400.0
+START = 1_793_577_600.0  # 2026-11-02T00:00:00Z
+BASE_N = 80.0  # requests a step while the baseline learns: 480 an hour
+PROBE_N = 96.0  # requests in a probe step: 576 an hour
+# Each window holds the step alone; judged at once, no warm-up, no flap damping.
+EXACT = CostShiftParams(
+    window_s=1.0,
+    calm_s=1.0,
+    warmup_s=0.0,
+    min_baseline_requests=0.0,
+    min_duration_s=0.0,
+    rearm_s=0.0,
+)
+MONTHLY_AT_125 = 0.25 * 576 * 730  # $105,120: a $1.25 probe's excess over a month
+
+
+def usage(unit: float, n: float, *, attempts: float | None = None) -> Usage:
+    """``n`` successful requests at ``unit`` USD each, 1,000 input and 200 output tokens."""
+    return Usage(unit * n, n, n if attempts is None else attempts, 1000 * n, 0.0, 200 * n)
+
+
+def warmed(params: CostShiftParams, days: int = 1) -> tuple[CostShiftState, float]:
+    """A key that learnt ``days`` of 80 requests a step at $1 each; the next step's start."""
+    state = CostShiftState.new(params)
+    steps = int(days * DAY / DT)
+    for i in range(steps):
+        assert cost_shift.update(state, START + i * DT, DT, usage(1.0, BASE_N), params) == []
+    return state, START + steps * DT
+
+
+def copy(state: CostShiftState) -> CostShiftState:
+    return CostShiftState.from_dict(state.to_dict())
+
+
+def probe(params: CostShiftParams, unit: float, n: float = PROBE_N):
+    """The decisions of one step of ``n`` requests at ``unit`` after a day at $1."""
+    return probed(params, unit, n)[0]
+
+
+def probed(params: CostShiftParams, unit: float, n: float = PROBE_N):
+    """(decisions, state, its start) of one step of ``n`` requests at ``unit`` after a day."""
+    state, t = warmed(params)
+    return cost_shift.update(state, t, DT, usage(unit, n), params), state, t
+
+
+def above(x: float) -> float:
+    return math.nextafter(x, math.inf)
+
+
+def test_the_exact_baseline_is_one_dollar_a_request_and_576_an_hour_is_the_probe_rate():
+    """The premise of the figures below: a day at $1 a request expects $1 a request."""
+    state, t = warmed(EXACT)
+    assert state.unit_cost_at(t) == 1.0
+    assert state.average_requests_per_s(t, EXACT) * HOUR < 576
+
+
+# What must hold to fire --------------------------------------------------------------------
+
+
+def test_a_shift_of_exactly_min_ratio_fires_and_one_just_below_does_not():
+    """unit / baseline - 1 >= min_ratio: $1.25 against $1 is exactly 25 % and fires;
+    $1.2421875 (24.2 %) does not (both exact in binary, as is 96 x each)."""
+    [firing] = probe(EXACT, 1.25)
+    assert (firing.status, firing.values["ratio"]) == ("firing", 1.25)
+    assert probe(EXACT, 1.2421875) == []
+    # min_ratio is the parameter, not 25 %: at 50 % the same $1.25 is not a shift.
+    assert probe(replace(EXACT, min_ratio=0.5), 1.25) == []
+    assert [d.status for d in probe(replace(EXACT, min_ratio=0.5), 1.5)] == ["firing"]
+
+
+def test_the_monthly_excess_floor_is_inclusive_and_uses_the_windows_rate():
+    """excess x volume x 730 h >= warning_usd_per_month: $0.25 x 576/h x 730 = $105,120
+    fires at a floor of exactly that, not a cent's fraction above it."""
+    at_floor = replace(EXACT, warning_usd_per_month=MONTHLY_AT_125, critical_usd_per_month=1e9)
+    [firing] = probe(at_floor, 1.25)
+    assert firing.severity == "warning"
+    assert firing.values["excess_usd_per_month"] == MONTHLY_AT_125
+    over = replace(at_floor, warning_usd_per_month=above(MONTHLY_AT_125))
+    decisions, state, _ = probed(over, 1.25)
+    assert decisions == []
+    # Under the floor in the recent window too: no breach starts building either.
+    assert state.breach_since is None
+
+
+def test_critical_from_exactly_critical_usd_per_month():
+    """Critical when the projected excess is >= critical_usd_per_month, else warning."""
+    at = replace(EXACT, warning_usd_per_month=0.0, critical_usd_per_month=MONTHLY_AT_125)
+    assert [d.severity for d in probe(at, 1.25)] == ["critical"]
+    over = replace(at, critical_usd_per_month=above(MONTHLY_AT_125))
+    assert [d.severity for d in probe(over, 1.25)] == ["warning"]
+
+
+def test_a_quiet_step_is_projected_at_the_long_run_rate_not_its_own():
+    """volume = max(window's rate, long-run average rate): 64 requests in a step (384/h)
+    at $1.50 are judged at the key's average of ~481/h, so the excess a month is
+    $0.50 x average x 730 exactly, and the annotation's requests/hour is still 384."""
+    state, t = warmed(EXACT)
+    dry = copy(state)  # an empty step decays the baseline as the probe will, adds nothing
+    cost_shift.update(dry, t, DT, Usage(0.0, 0.0, 0.0, 0.0, 0.0, 0.0), EXACT)
+    volume = dry.average_requests_per_s(t, EXACT) * HOUR
+    assert 384 < volume < 576
+    monthly = 0.5 * volume * 730
+    at = replace(EXACT, warning_usd_per_month=monthly, critical_usd_per_month=1e9)
+    [firing] = cost_shift.update(copy(state), t, DT, usage(1.5, 64.0), at)
+    assert firing.values["requests_per_hour"] == 384.0
+    assert firing.values["money_at_risk_usd_per_hour"] == 0.5 * volume
+    assert firing.values["excess_usd_per_month"] == monthly
+    over = replace(at, warning_usd_per_month=above(monthly))
+    assert cost_shift.update(copy(state), t, DT, usage(1.5, 64.0), over) == []
+
+
+def test_min_requests_in_the_window_is_inclusive():
+    """96 requests in the window meet min_requests=96; 96.5 are needed for more."""
+    assert [d.status for d in probe(replace(EXACT, min_requests=PROBE_N), 1.5)] == ["firing"]
+    assert probe(replace(EXACT, min_requests=PROBE_N + 0.5), 1.5) == []
+
+
+def test_warm_up_counts_history_to_the_end_of_the_step_judged():
+    """A key is judged once it has warmup_s of history by the end of the step: the day of
+    144 steps plus the probe is 145 steps; a warm-up of exactly that fires, a second more
+    does not."""
+    history = 145 * DT
+    assert [d.status for d in probe(replace(EXACT, warmup_s=history), 1.5)] == ["firing"]
+    assert probe(replace(EXACT, warmup_s=history + 1.0), 1.5) == []
+
+
+def test_min_baseline_requests_is_inclusive():
+    """The baseline must hold min_baseline_requests (its EW count, as the probe sees it
+    after the hour's decay): exactly that many fires, any more does not."""
+    state, t = warmed(EXACT)
+    dry = copy(state)
+    cost_shift.update(dry, t, DT, Usage(0.0, 0.0, 0.0, 0.0, 0.0, 0.0), EXACT)
+    learnt = dry.learnt_requests
+    assert 144 * BASE_N * 0.85 < learnt < 144 * BASE_N  # a day, decayed by a 7-day memory
+    enough = replace(EXACT, min_baseline_requests=learnt)
+    [firing] = cost_shift.update(copy(state), t, DT, usage(1.5, PROBE_N), enough)
+    assert firing.status == "firing"
+    short = replace(EXACT, min_baseline_requests=above(learnt))
+    assert cost_shift.update(copy(state), t, DT, usage(1.5, PROBE_N), short) == []
+
+
+def noisy_baseline(params: CostShiftParams) -> tuple[CostShiftState, float]:
+    """A day whose steps alternate $0.90 and $1.10 a request: a baseline with noise."""
+    state = CostShiftState.new(params)
+    for i in range(144):
+        unit = 0.9 if i % 2 else 1.1
+        cost_shift.update(state, START + i * DT, DT, usage(unit, BASE_N), params)
+    return state, START + DAY
+
+
+def test_min_z_is_inclusive_and_z_is_the_excess_over_its_standard_error():
+    """z = (unit - base) / sqrt(variance per request / n), the variance learnt as the
+    squared deviations over the requests (long[6] / long[1]): a probe at exactly min_z
+    fires, one at the next float above does not."""
+    state, t = noisy_baseline(EXACT)
+    unit = 1.5
+    # The probe's figures as it will be judged: a copy that cannot fire shows them (its
+    # breach is building, so it does not learn the step either).
+    dry = copy(state)
+    assert cost_shift.update(dry, t, DT, usage(unit, PROBE_N), replace(EXACT, min_z=1e9)) == []
+    short, long = dry.short, dry.long
+    n = short[1]
+    mean, base = short[0] / n, short[6] / n
+    z = (mean - base) / math.sqrt(long[6] / long[1] / n)
+    assert long[6] > 0 and 3 < z < 1e6
+    [firing] = cost_shift.update(copy(state), t, DT, usage(unit, PROBE_N), replace(EXACT, min_z=z))
+    assert firing.values["z"] == z
+    refused = replace(EXACT, min_z=above(z))
+    assert cost_shift.update(copy(state), t, DT, usage(unit, PROBE_N), refused) == []
