@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import pytest
+
 from detectors import cost_shift
 from detectors.attribution import Usage
 from detectors.cost_shift import CostShiftParams, CostShiftState
@@ -191,3 +193,258 @@ def test_min_z_is_inclusive_and_z_is_the_excess_over_its_standard_error():
     assert firing.values["z"] == z
     refused = replace(EXACT, min_z=above(z))
     assert cost_shift.update(copy(state), t, DT, usage(unit, PROBE_N), refused) == []
+
+
+# What an alert says ------------------------------------------------------------------------
+
+DRIVERS = ("volume", "input_tokens", "output_tokens", "model_mix", "cache", "retries")
+
+
+def core(values: dict[str, float]) -> dict[str, float]:
+    """The figures every cost_shift decision carries (the attribution's left out)."""
+    return {
+        k: v
+        for k, v in values.items()
+        if not k.endswith(("_pct", "_usd_per_hour")) or k == "money_at_risk_usd_per_hour"
+    }
+
+
+def test_a_firing_alert_reports_the_level_now_its_threshold_and_its_projection():
+    """observed / baseline / ratio are the recent window's unit cost, the baseline's and
+    their quotient; threshold is baseline x (1 + min_ratio); money is the excess at the
+    projected volume, per hour and x 730 a month; z of a baseline without noise (an
+    infinite z) is reported as 0. The attribution's drivers add up to the money."""
+    decisions, _, t = probed(EXACT, 1.25)
+    [firing] = decisions
+    assert (firing.alertname, firing.status, firing.severity) == (
+        "cost_shift",
+        "firing",
+        "critical",
+    )
+    assert (firing.starts_at, firing.ends_at) == (t, None)
+    assert core(firing.values) == {
+        "observed": 1.25,
+        "baseline": 1.0,
+        "ratio": 1.25,
+        "z": 0.0,
+        "threshold": 1.25,
+        "money_at_risk_usd_per_hour": 144.0,
+        "excess_usd_per_month": MONTHLY_AT_125,
+        "requests_per_hour": 576.0,
+        "window_observed": 1.25,
+    }
+    split = sum(firing.values[f"excess_{d}_usd_per_hour"] for d in DRIVERS)
+    assert math.isclose(split, 144.0, rel_tol=1e-9)
+    assert firing.notes["attribution"].startswith("+$144.00/h: model mix +25 %")
+
+
+def test_a_resolved_alert_reports_the_calm_step_with_no_negative_money_and_no_attribution():
+    """The calm step's figures: $0.50 against $1 is a ratio of 0.5, money clipped at 0
+    (a saving is not money at risk), z 0 (no noise, not above); the attribution is only
+    for firing. The alert ends where the calm began, and the breach is over."""
+    decisions, state, t = probed(EXACT, 1.25)
+    [resolved] = cost_shift.update(state, t + DT, DT, usage(0.5, PROBE_N), EXACT)
+    assert (resolved.alertname, resolved.status, resolved.severity) == (
+        "cost_shift",
+        "resolved",
+        "critical",
+    )
+    assert (resolved.starts_at, resolved.ends_at) == (t, t + DT)
+    assert resolved.values == {
+        "observed": 0.5,
+        "baseline": 1.0,
+        "ratio": 0.5,
+        "z": 0.0,
+        "threshold": 1.25,
+        "money_at_risk_usd_per_hour": 0.0,
+        "excess_usd_per_month": 0.0,
+        "requests_per_hour": 576.0,
+        "window_observed": 0.5,
+    }
+    assert resolved.notes == {}
+    assert state.episode is None and state.breach_since is None
+
+
+def test_a_step_without_requests_calms_an_open_alert_and_reports_zeros():
+    """No successful request: no unit cost to judge (0, not a division by zero), and
+    the recent window has nothing to hold the alert open with."""
+    _, state, t = probed(EXACT, 1.25)
+    nothing = Usage(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    [resolved] = cost_shift.update(state, t + DT, DT, nothing, EXACT)
+    assert (resolved.status, resolved.ends_at) == ("resolved", t + DT)
+    assert resolved.values == dict.fromkeys(
+        (
+            "observed",
+            "baseline",
+            "ratio",
+            "z",
+            "threshold",
+            "money_at_risk_usd_per_hour",
+            "excess_usd_per_month",
+            "requests_per_hour",
+            "window_observed",
+        ),
+        0.0,
+    )
+    assert state.breach_since is None
+
+
+def test_a_single_request_is_judged_like_any_other_once_min_requests_allows_it():
+    """min_requests=1: one request at $100 against $1 (spend over the hour's usual) is a
+    99x shift; with a noisy baseline its standard error is a whole request's noise, so a
+    z bar of 1,000 holds it."""
+    one = replace(EXACT, min_requests=1.0)
+    [firing] = probe(one, 100.0, n=1.0)
+    assert firing.values["requests_per_hour"] == pytest.approx(6.0)  # 1 in 10 minutes
+    assert (firing.values["observed"], firing.values["window_observed"]) == (100.0, 100.0)
+    assert firing.values["baseline"] == 1.0
+    assert "attribution" in firing.notes
+    state, t = noisy_baseline(one)
+    assert cost_shift.update(state, t, DT, usage(100.0, 1.0), replace(one, min_z=1000.0)) == []
+
+
+# Escalation, flaps, calm -------------------------------------------------------------------
+
+WARN_AT_125 = replace(EXACT, critical_usd_per_month=above(MONTHLY_AT_125))  # $1.25: warning
+
+
+def steps(state: CostShiftState, t: float, units: list[float], params: CostShiftParams):
+    """Feed one 96-request step per unit cost from ``t``; the decisions of each."""
+    return [
+        cost_shift.update(state, t + i * DT, DT, usage(unit, PROBE_N), params)
+        for i, unit in enumerate(units)
+    ]
+
+
+def test_a_warning_escalates_once_to_critical_as_two_alerts():
+    """$1.25 is a warning (under the critical floor by a hair); $1.50 is worth twice it:
+    the warning resolves and a critical alert fires at that step, which then stays one
+    alert until unit cost comes back."""
+    state, t = warmed(WARN_AT_125)
+    out = steps(state, t, [1.25, 1.5, 1.5, 0.5], WARN_AT_125)
+    [warning], [ended, critical], held, [resolved] = out
+    assert (warning.status, warning.severity, warning.starts_at) == ("firing", "warning", t)
+    assert (ended.status, ended.severity, ended.starts_at, ended.ends_at) == (
+        "resolved",
+        "warning",
+        t,
+        t + DT,
+    )
+    assert (critical.status, critical.severity, critical.starts_at) == (
+        "firing",
+        "critical",
+        t + DT,
+    )
+    assert "attribution" in critical.notes
+    assert held == []
+    assert (resolved.status, resolved.severity, resolved.starts_at, resolved.ends_at) == (
+        "resolved",
+        "critical",
+        t + DT,
+        t + 3 * DT,
+    )
+    assert state.episode is None
+
+
+def test_a_breach_in_the_rearm_hold_is_a_flap_not_an_escalation():
+    """rearm_s=1800 holds a calm alert for 3 steps. A critical-sized breach right after a
+    calm step is a flap of the warning (counted, no new alert); the next breaching step,
+    with no calm behind it, escalates. The critical alert then resolves after 3 calm
+    steps, ending where its calm began."""
+    params = replace(WARN_AT_125, rearm_s=1800.0)
+    state, t = warmed(params)
+    out = steps(state, t, [1.25, 1.0, 1.5, 1.5, 1.0, 1.0, 1.0], params)
+    assert [len(d) for d in out] == [1, 0, 0, 2, 0, 0, 1]
+    ended, critical = out[3]
+    assert (ended.status, ended.severity, ended.ends_at) == ("resolved", "warning", t + 3 * DT)
+    assert ended.values["flaps"] == 1.0
+    assert (critical.status, critical.severity, critical.starts_at) == (
+        "firing",
+        "critical",
+        t + 3 * DT,
+    )
+    [resolved] = out[6]
+    assert (resolved.severity, resolved.starts_at, resolved.ends_at) == (
+        "critical",
+        t + 3 * DT,
+        t + 4 * DT,
+    )
+
+
+def test_calm_s_of_two_steps_needs_two_calm_steps_to_resolve():
+    """calm_s=1200 with 10-minute steps: the alert resolves on the 2nd calm step, ending
+    at the 1st. (The recent window then remembers 20 minutes: $2 fires at once, $0.50
+    steps bring it under +12.5 % at the first of them.)"""
+    params = replace(EXACT, calm_s=1200.0)
+    state, t = warmed(params)
+    out = steps(state, t, [2.0, 0.5, 0.5], params)
+    assert [[d.status for d in step] for step in out] == [["firing"], [], ["resolved"]]
+    assert out[2][0].ends_at == t + DT
+
+
+@pytest.mark.parametrize(
+    ("unit", "warning", "held"),
+    [
+        (1.125, MONTHLY_AT_125, True),  # +12.5 %, worth half the floor: still elevated
+        (1.1171875, MONTHLY_AT_125, False),  # just under half of min_ratio
+        (1.125, above(MONTHLY_AT_125), False),  # just under half of the floor
+    ],
+)
+def test_an_open_alert_stays_open_while_the_recent_window_is_at_half_the_bars(unit, warning, held):
+    """An open alert is calm when the recent unit cost is under baseline x (1 +
+    min_ratio / 2) or its excess under half of warning_usd_per_month: $1.125 is exactly
+    +12.5 % and $0.125 x 576 x 730 = $52,560, half of $105,120."""
+    params = replace(EXACT, warning_usd_per_month=warning)
+    state, t = warmed(params)
+    fired, then = steps(state, t, [1.5, unit], params)
+    assert [d.status for d in fired] == ["firing"]
+    assert [d.status for d in then] == ([] if held else ["resolved"])
+
+
+@pytest.mark.parametrize(
+    ("unit", "warning", "held"),
+    [
+        (1.125, MONTHLY_AT_125, True),
+        (1.1171875, MONTHLY_AT_125, False),
+        (1.125, above(MONTHLY_AT_125), False),
+    ],
+)
+def test_a_building_breach_lasts_through_a_step_at_half_the_bars(unit, warning, held):
+    """min_duration_s=1800 (3 steps). A step that is elevated (half of min_ratio and of
+    the floor) but not breaching keeps the breach's start; one under resets it, so the
+    third step fires only when held, as an alert that began at the first."""
+    params = replace(EXACT, warning_usd_per_month=warning, min_duration_s=1800.0)
+    state, t = warmed(params)
+    first, middle, third = steps(state, t, [1.5, unit, 1.5], params)
+    assert first == [] and middle == []
+    if held:
+        [firing] = third
+        assert (firing.status, firing.starts_at) == ("firing", t)
+    else:
+        assert third == []
+        assert state.breach_since == t + 2 * DT
+
+
+def test_while_a_breach_builds_or_an_alert_is_open_nothing_is_learnt_and_history_waits():
+    """The baseline does not learn a building breach (its count stays as an empty step
+    leaves it) and time not learnt is not history: ``since`` moves on by each step."""
+    params = replace(EXACT, min_duration_s=1800.0)
+    state, t = warmed(params)
+    dry = copy(state)
+    cost_shift.update(dry, t, DT, Usage(0.0, 0.0, 0.0, 0.0, 0.0, 0.0), params)
+    assert steps(state, t, [1.5], params) == [[]]
+    assert state.breach_since == t
+    assert state.learnt_requests == dry.learnt_requests
+    assert state.since == START  # the step that started the breach was still history
+    out = steps(state, t + DT, [1.5, 1.5, 1.5], params)
+    assert [len(d) for d in out] == [0, 1, 0]
+    assert state.learnt_requests == dry.learnt_requests
+    assert state.since == START + 3 * DT
+
+
+def test_a_step_at_or_before_the_last_one_is_ignored():
+    """Steps at or before the last one are ignored: the same start twice changes nothing."""
+    state, t = warmed(EXACT)
+    before = state.to_dict()
+    assert cost_shift.update(state, t - DT, DT, usage(5.0, PROBE_N), EXACT) == []
+    assert state.to_dict() == before
