@@ -448,3 +448,197 @@ def test_a_step_at_or_before_the_last_one_is_ignored():
     before = state.to_dict()
     assert cost_shift.update(state, t - DT, DT, usage(5.0, PROBE_N), EXACT) == []
     assert state.to_dict() == before
+
+
+# Accepting a new level ---------------------------------------------------------------------
+
+NOTHING = Usage(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+# A dearer request: $1.50, 1.25 attempts, 1,500 input (300 of them cached), 250 output.
+DEARER = Usage(1.5 * PROBE_N, PROBE_N, 1.25 * PROBE_N, 1500 * PROBE_N, 300 * PROBE_N, 250 * PROBE_N)
+
+
+def test_accept_from_restarts_the_baseline_at_the_current_level_and_closes_the_alert():
+    """From accept_from the baseline's unit cost is scaled by the short window's shift
+    (here the step at $1.50 alone: x 1.5), its per-request attempts and tokens are the
+    window's, and the open alert resolves at that time with only ``accepted_at``."""
+    state, t = warmed(EXACT)
+    [firing] = cost_shift.update(state, t, DT, DEARER, EXACT)
+    accepting = replace(EXACT, accept_from=t + DT)
+    [resolved] = cost_shift.update(state, t + DT, DT, NOTHING, accepting)
+    assert (resolved.alertname, resolved.status, resolved.severity) == (
+        "cost_shift",
+        "resolved",
+        firing.severity,
+    )
+    assert (resolved.starts_at, resolved.ends_at) == (t, t + DT)
+    assert resolved.values == {"accepted_at": t + DT}
+    assert resolved.notes == {"resolved_by": "accept_from"}
+    assert state.accepted == t + DT and state.breach_since is None
+    assert state.unit_cost_at(t + DT) == pytest.approx(1.5, rel=1e-6)
+    long = state.long
+    per_request = [long[i] / long[1] for i in (2, 3, 4, 5)]
+    assert per_request == pytest.approx([1.25, 1500.0, 300.0, 250.0], rel=1e-6)
+    # The new level is quiet.
+    assert cost_shift.update(state, t + 2 * DT, DT, DEARER, accepting) == []
+
+
+def test_accepting_scales_the_learnt_noise_with_the_level():
+    """A dollar's noise at $1 is 1.5 dollars' at $1.50: the squared deviations scale by
+    the shift squared, the costs by the shift."""
+    state, t = noisy_baseline(EXACT)
+    cost_shift.update(state, t, DT, DEARER, EXACT)
+    shift = state.short[0] / state.short[6]
+    assert shift == pytest.approx(1.5, rel=0.02)
+    cost, squares = state.long[0], state.long[6]
+    cost_shift.update(state, t + DT, DT, NOTHING, replace(EXACT, accept_from=t + DT))
+    assert state.long[0] == pytest.approx(cost * shift, rel=1e-6)
+    assert state.long[6] == pytest.approx(squares * shift * shift, rel=1e-6)
+
+
+def test_accept_from_applies_from_the_step_that_contains_it():
+    """accept_from at the end of a step (t + dt) is not in it: accepted by the next."""
+    state, t = warmed(EXACT)
+    accepting = replace(EXACT, accept_from=t + DT)
+    assert cost_shift.update(state, t, DT, usage(1.0, BASE_N), accepting) == []
+    assert state.accepted is None
+    cost_shift.update(state, t + DT, DT, usage(1.0, BASE_N), accepting)
+    assert state.accepted == t + DT
+
+
+def test_accepting_does_not_hide_a_new_shift_in_the_same_step():
+    """Accepted at $1.50, a step at $3 is a new 100 % shift: the step that accepts
+    resolves the old alert and fires the new one."""
+    state, t = warmed(EXACT)
+    cost_shift.update(state, t, DT, DEARER, EXACT)
+    out = cost_shift.update(
+        state, t + DT, DT, usage(3.0, PROBE_N), replace(EXACT, accept_from=t + DT)
+    )
+    assert [(d.status, d.starts_at) for d in out] == [("resolved", t), ("firing", t + DT)]
+    assert out[0].notes == {"resolved_by": "accept_from"}
+
+
+def test_accepting_a_window_of_one_request_still_rescales():
+    """The shift is taken from whatever the short window holds, one request included."""
+    one = replace(EXACT, min_requests=1.0)
+    state, t = warmed(one)
+    cost_shift.update(state, t, DT, usage(1.5, PROBE_N), one)
+    cost_shift.update(state, t + DT, DT, usage(1.5, 1.0), one)
+    cost_shift.update(state, t + 2 * DT, DT, NOTHING, replace(one, accept_from=t + 2 * DT))
+    assert state.unit_cost_at(t + 2 * DT) == pytest.approx(1.5, rel=1e-6)
+
+
+def test_accepting_a_free_baseline_leaves_it_free():
+    """A key whose requests cost nothing has no unit cost to scale: accepting keeps it."""
+    state = CostShiftState.new(EXACT)
+    for i in range(6):
+        cost_shift.update(state, START + i * DT, DT, usage(0.0, BASE_N), EXACT)
+    accepting = replace(EXACT, accept_from=START + 6 * DT)
+    assert cost_shift.update(state, START + 6 * DT, DT, NOTHING, accepting) == []
+    assert state.accepted == START + 6 * DT
+    assert state.unit_cost_at(START + 6 * DT) == 0.0
+
+
+def test_accept_after_s_is_inclusive_and_ends_the_alert_that_long_after_it_began():
+    """An alert open accept_after_s (1200 s: its own step and the next) is accepted at
+    the end of that second step, by that step; nothing is left building."""
+    params = replace(EXACT, accept_after_s=1200.0)
+    state, t = warmed(params)
+    fired, accepted = steps(state, t, [1.5, 1.5], params)
+    assert [d.status for d in fired] == ["firing"]
+    [resolved] = accepted
+    assert (resolved.status, resolved.ends_at) == ("resolved", t + 1200.0)
+    assert resolved.values == {"accepted_at": t + 1200.0}
+    assert resolved.notes == {"resolved_by": "accept_after_s"}
+    assert state.episode is None and state.breach_since is None
+
+
+def test_an_escalation_accepted_in_its_own_step_reports_all_three_transitions():
+    """accept_after_s of one step: the critical alert an escalation fires is accepted at
+    the end of the step that fired it, after the warning it replaced."""
+    params = replace(WARN_AT_125, accept_after_s=DT)
+    state, t = warmed(params)
+    [warning] = cost_shift.update(state, t, DT, usage(1.25, PROBE_N), params)
+    out = cost_shift.update(state, t + DT, DT, usage(1.5, PROBE_N), params)
+    assert [(d.status, d.severity, d.starts_at, d.ends_at) for d in out] == [
+        ("resolved", "warning", t, t + DT),
+        ("firing", "critical", t + DT, None),
+        ("resolved", "critical", t + DT, t + 2 * DT),
+    ]
+    assert out[1].values["observed"] == 1.5
+    assert out[2].notes == {"resolved_by": "accept_after_s"}
+
+
+def test_a_naive_accept_from_is_refused_with_the_reason():
+    from pydantic import TypeAdapter
+
+    with pytest.raises(ValueError, match="no UTC offset"):
+        TypeAdapter(CostShiftParams).validate_python({"accept_from": "2026-11-02T10:00:00"})
+
+
+# Memory: the windows, the baseline, the hours ----------------------------------------------
+
+
+def test_the_windows_forget_at_their_own_time_constants():
+    """Each of the six sums decays by e^(-gap / window_s) in the short window and
+    e^(-gap / calm_s) in the recent one: half an hour later, e^-0.5 and e^-2."""
+    params = CostShiftParams()  # window_s 3600, calm_s 900
+    state = CostShiftState.new(params)
+    cost_shift.update(state, START, DT, DEARER, params)
+    cost_shift.update(state, START + 1800.0, DT, NOTHING, params)
+    assert list(state.short)[:6] == pytest.approx([x * math.exp(-0.5) for x in DEARER], rel=1e-6)
+    assert list(state.recent)[:6] == pytest.approx([x * math.exp(-2.0) for x in DEARER], rel=1e-6)
+
+
+def test_the_baseline_forgets_by_whole_hours_at_baseline_days():
+    """The baseline and its hours decay when the hour changes, by the hours since: 48
+    hours later with baseline_days=1, by e^-2; within the hour, not at all."""
+    params = CostShiftParams(baseline_days=1.0)
+    state = CostShiftState.new(params)
+    cost_shift.update(state, START, DT, usage(1.0, 100.0), params)
+    cost_shift.update(state, START + 3000.0, DT, NOTHING, params)
+    assert state.learnt_requests == 100.0
+    cost_shift.update(state, START + 48 * HOUR + 1800.0, DT, NOTHING, params)
+    assert state.learnt_requests == pytest.approx(100.0 * math.exp(-2.0), rel=1e-6)
+    assert state.hours[1] == pytest.approx(100.0 * math.exp(-2.0), rel=1e-6)
+
+
+def test_the_unit_cost_profile_is_per_utc_hour():
+    """A day whose 02:00-03:00 UTC requests cost $3 (the rest $1): the next day expects
+    the dear unit cost from 02:00:00 to 02:59:59 only (shrunk a little towards the day's)."""
+    params = CostShiftParams()
+    state = CostShiftState.new(params)
+    for i in range(144):
+        t = START + i * DT
+        unit = 3.0 if 2 * HOUR <= t - START < 3 * HOUR else 1.0
+        cost_shift.update(state, t, DT, usage(unit, BASE_N), params)
+    day2 = START + DAY
+    edges = (2 * HOUR - 1, 2 * HOUR, 3 * HOUR - 1, 3 * HOUR)
+    expected = [state.unit_cost_at(day2 + s) for s in edges]
+    # The hour's $1,440 for 480 requests and the day's $12,480 for 11,520, shrunk with a
+    # prior of 100 requests (the 7-day memory has decayed the hours unevenly: 3 %).
+    cheap, dear = (480 + 100 * 12480 / 11520) / 580, (1440 + 100 * 12480 / 11520) / 580
+    assert expected == pytest.approx([cheap, dear, dear, cheap], rel=0.03)
+
+
+def test_the_noise_is_learnt_from_the_second_step_as_squared_deviations():
+    """The first step has nothing to deviate from; the second (one request at $2 where
+    $1 was expected) adds (2 - 1)^2 = 1 (not warm yet, so not clipped)."""
+    params = replace(EXACT, warmup_s=DAY)
+    state = CostShiftState.new(params)
+    cost_shift.update(state, START, DT, usage(1.0, 1.0), params)
+    assert state.long[6] == 0.0
+    cost_shift.update(state, START + DT, DT, usage(2.0, 1.0), params)
+    assert state.long[6] == 1.0
+
+
+@pytest.mark.parametrize(("warmup_s", "learnt"), [(0.0, 1.125 * PROBE_N), (2 * DAY, 1.2 * PROBE_N)])
+def test_once_warm_a_dear_step_is_learnt_clipped_at_half_of_min_ratio(warmup_s, learnt):
+    """A step at +20 % (under min_ratio, so it is learnt): once warm, and with no noise
+    to allow more, learnt at +12.5 % (1 + min_ratio / 2); before warm-up, in full."""
+    params = replace(EXACT, warmup_s=warmup_s)
+    state, t = warmed(params)
+    dry = copy(state)
+    cost_shift.update(dry, t, DT, NOTHING, params)
+    assert cost_shift.update(state, t, DT, usage(1.2, PROBE_N), params) == []
+    assert state.long[0] - dry.long[0] == pytest.approx(learnt, abs=0.01)
+    assert state.hours[0] - dry.hours[0] == pytest.approx(learnt, abs=0.01)
