@@ -1,0 +1,34 @@
+"""bench/replay.py runs end to end on tiny traffic and reports each figure with its
+reference from the same run (the figures themselves are the bench's, not the test's)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_replay_bench_prints_ratios_to_the_bare_loop_and_the_sweep(tmp_path: Path) -> None:
+    out = tmp_path / "replay.json"
+    args = ["--days", "1.07", "--customers", "20", "--rate", "200", "--repeat", "1"]
+    args += ["--sweep", "20,400", "--sweep-events", "3000", "--keys", "300", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "replay.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(out.read_text())
+    speed = result["throughput"]
+    assert 0 < speed["ratio"] < 2 and speed["bare_events_per_s"] > speed["events_per_s"] / 2
+    assert speed["keys"] > 20 and 0 <= speed["sparse_key_share"] <= 1
+    rows = result["sweep"]
+    assert [r["customers"] for r in rows] == [20, 400]
+    assert all(0 < r["ratio"] < 2 and r["events"] > 2000 for r in rows)
+    assert rows[1]["keys"] > rows[0]["keys"]  # more customers, more keys, same events
+    assert [m["endpoints_per_customer"] for m in result["memory"]] == [2, 1]
+    assert "of the bare loop" in done.stdout and "slower per CPU second" in done.stdout
