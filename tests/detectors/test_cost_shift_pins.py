@@ -642,3 +642,86 @@ def test_once_warm_a_dear_step_is_learnt_clipped_at_half_of_min_ratio(warmup_s, 
     assert cost_shift.update(state, t, DT, usage(1.2, PROBE_N), params) == []
     assert state.long[0] - dry.long[0] == pytest.approx(learnt, abs=0.01)
     assert state.hours[0] - dry.hours[0] == pytest.approx(learnt, abs=0.01)
+
+
+# The hour's window decides, the recent one says what is happening now ----------------------
+
+# The hour's window as configured by default; the recent window still the step alone.
+HOURLY = replace(EXACT, window_s=3600.0)
+
+
+def test_critical_is_judged_on_the_recent_window_once_it_alone_has_min_requests():
+    """A jump to $3: the hour's window, still mostly $1 requests, is ~36 % over (worth
+    ~$130k a month), the step alone 200 % (~$700k). Critical at $500k: it is once the
+    recent window holds min_requests (96 of 96), not when it holds fewer (96 of 96.5),
+    then the hour's figure is all there is."""
+    for min_requests, severity in ((PROBE_N, "critical"), (PROBE_N + 0.5, "warning")):
+        params = replace(HOURLY, critical_usd_per_month=500_000.0, min_requests=min_requests)
+        state, t = warmed(params)
+        [firing] = cost_shift.update(state, t, DT, usage(3.0, PROBE_N), params)
+        window = firing.values["window_observed"]
+        assert 1.3 < window < 1.4  # the hour's window: $1.30-1.40 a request
+        assert firing.values["excess_usd_per_month"] > 600_000  # the step's, reported
+        assert firing.severity == severity, min_requests
+
+
+def test_an_open_alert_calms_on_a_step_without_requests_though_the_hour_is_still_dear():
+    """The recent window judges an open alert: with no request in it, it is calm (the
+    hour's window, still dear, does not hold the alert open)."""
+    state, t = warmed(HOURLY)
+    [firing] = cost_shift.update(state, t, DT, usage(3.0, PROBE_N), HOURLY)
+    assert firing.status == "firing"
+    [resolved] = cost_shift.update(state, t + DT, DT, NOTHING, HOURLY)
+    assert (resolved.status, resolved.ends_at) == ("resolved", t + DT)
+    assert resolved.values["window_observed"] > 1.25  # the hour's window: still a shift
+
+
+def test_an_open_alert_calms_on_the_recent_windows_one_request_not_the_hours_level():
+    """One request at $0.50 is the recent window: it is what is observed now, and the
+    alert resolves although the hour's window is still well over +25 %."""
+    state, t = warmed(HOURLY)
+    cost_shift.update(state, t, DT, usage(3.0, PROBE_N), HOURLY)
+    [resolved] = cost_shift.update(state, t + DT, DT, usage(0.5, 1.0), HOURLY)
+    assert resolved.status == "resolved"
+    assert resolved.values["observed"] == 0.5
+    assert resolved.values["window_observed"] > 1.25
+
+
+def test_a_key_without_a_baseline_is_judged_against_the_expected_cost_it_is_given():
+    """``expected`` (what the step's requests cost at baseline, e.g. a customer's at its
+    endpoints' unit costs) is the baseline: a new key, judged at once, at $2 against $1
+    passed in fires. Nothing learnt, no noise: z is infinite (any min_z passes), and no
+    baseline of its own means no attribution."""
+    params = replace(EXACT, min_z=1e6)
+    state = CostShiftState.new(params)
+    [firing] = cost_shift.update(state, START, DT, usage(2.0, PROBE_N), params, PROBE_N * 1.0)
+    assert (firing.values["observed"], firing.values["baseline"]) == (2.0, 1.0)
+    assert firing.notes == {}
+
+
+def test_a_baseline_of_one_request_is_a_baseline():
+    """One request learnt at $1 is enough (with no warm-up or minimum) to judge $3 a
+    request a shift, split by driver, and accepting scales it to $3."""
+    state = CostShiftState.new(EXACT)
+    cost_shift.update(state, START, DT, usage(1.0, 1.0), EXACT)
+    assert state.learnt_requests == 1.0
+    [firing] = cost_shift.update(state, START + DT, DT, usage(3.0, PROBE_N), EXACT)
+    assert firing.values["baseline"] == 1.0
+    assert "attribution" in firing.notes
+    accepting = replace(EXACT, accept_from=START + 2 * DT)
+    cost_shift.update(state, START + 2 * DT, DT, NOTHING, accepting)
+    assert state.unit_cost_at(START + 2 * DT) == pytest.approx(3.0, rel=1e-6)
+
+
+def test_failed_attempts_that_cost_without_a_success_are_noise_in_the_baseline():
+    """A step of $1 of failed attempts and no success deviates by $1 from the $0 its (no)
+    requests should cost: variance 1 per learnt request (one), so 96 requests at $4 against
+    $2 are (4 - 2) / sqrt(1 / 96) = 19.6 standard errors: over a z bar of 19, not of 20."""
+    for min_z, fires in ((19.0, True), (20.0, False)):
+        params = replace(EXACT, warmup_s=2 * DT, min_z=min_z)  # not clipped while learning
+        state = CostShiftState.new(params)
+        cost_shift.update(state, START, DT, usage(1.0, 1.0), params)
+        cost_shift.update(state, START + DT, DT, Usage(1.0, 0.0, 1.0, 1000.0, 0.0, 0.0), params)
+        assert (state.long[6], state.learnt_requests) == (1.0, 1.0)
+        out = cost_shift.update(state, START + 2 * DT, DT, usage(4.0, PROBE_N), params)
+        assert bool(out) is fires, min_z
