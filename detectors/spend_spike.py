@@ -446,13 +446,13 @@ def _learn_quiet(
     :func:`_judge_and_learn` would, as long as none of them can breach; how many it learnt.
 
     A zero bucket of a key without an episode, judged up-only with the absolute rule off
-    or above zero (:func:`zero_is_quiet`), breaches by no point rule; nor by the
-    sustained rule once its spent sum is below zero (a zero bucket adds minus what was
-    expected, so it stays there), and nothing is building (the residual is not above
-    zero while the baseline is not below it). Such a bucket decides nothing and is learnt
-    as it is: here the learning alone, the same expressions in the same order (so the
-    same single-precision numbers), without the judging. The first bucket that can't be
-    shown quiet is left to the caller.
+    or above zero (:func:`zero_is_quiet`), breaches by no point rule, and nothing builds
+    up in it (its residual is not above zero while the baseline is not below it). Nor can
+    the sustained rule fire once its spent sum is below zero or worth less than the
+    rule's floor: a zero bucket decays the sum and takes off what was expected. Such a
+    bucket decides nothing and is learnt as it is: here the learning alone, the same
+    expressions in the same order (so the same single-precision numbers), without the
+    judging. The first bucket that can't be shown quiet is left to the caller.
     """
     baseline = state.baseline
     stats = baseline.stats
@@ -470,8 +470,12 @@ def _learn_quiet(
     at_spent, at_clipped, at_var = end - _S_SPENT, end - _S_CLIPPED, end - _S_VAR
     at_level_spent, at_level_expected = end - _L_SPENT, end - _L_EXPECTED
     done = 0
+    spent_per_hour, sustain_floor = first.spent_per_hour, first.sustain_floor
     while done < count:
-        if sustain and not stats[at_spent] < 0.0:
+        # The spent sum after this bucket is at most decay x what it is (minus what is
+        # expected): below zero, or worth less than the rule's floor, it can't fire.
+        spent = stats[at_spent]
+        if sustain and not (spent < 0.0 or spent * decay * spent_per_hour < sustain_floor):
             break
         bucket_t = t - (count - done) * width  # as the caller's loop writes it
         at = _SLOTS + 3 * (int(bucket_t // SECONDS_PER_SLOT) % SLOTS_PER_DAY) if seasonal else 0

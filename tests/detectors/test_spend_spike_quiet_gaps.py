@@ -142,3 +142,26 @@ def test_a_series_below_zero_is_judged_through_its_gaps():
     new, reference = run(params, life, spend_spike.update), run(params, life, reference_update)
     assert new == reference
     assert any(d.status == "firing" for d in reference[1])
+
+
+def test_with_no_floor_a_spent_sum_at_zero_is_not_taken_for_quiet():
+    # With the sustained rule's floor at 0 a spent sum of exactly 0 is at the floor, and a
+    # clipped sum far above the baseline still fires the rule on an empty bucket: the gap
+    # is judged (only a sum strictly below the floor is quiet).
+    params = replace(BASE, seasonal=False, consecutive=1, sustain_usd_per_month=0.0)
+
+    def at_the_floor() -> SpendSpikeState:
+        state = SpendSpikeState.new(params)
+        for m in range(600):
+            spend_spike.update(state, T0 + m * MINUTE, MINUTE, 0.0, params)
+        stats, end = state.baseline.stats, len(state.baseline.stats)
+        stats[end - spend_spike._S_CLIPPED] = 100.0
+        stats[end - spend_spike._S_SPENT] = 0.0
+        return state
+
+    new, reference = at_the_floor(), at_the_floor()
+    later = T0 + 700 * MINUTE
+    fired = spend_spike.update(new, later, MINUTE, 0.0, params)
+    assert fired == reference_update(reference, later, MINUTE, 0.0, params)
+    assert new.to_dict() == reference.to_dict()
+    assert fired and fired[0].status == "firing" and fired[0].starts_at == T0 + 600 * MINUTE
