@@ -470,3 +470,35 @@ def test_update_many_decides_and_learns_as_update(
     assert decided[4] and decided[4][0].severity == "critical"  # a spike
     slow = [d for ds in decided for d in ds if "sustained_z" in d.values]
     assert bool(slow) is lasting
+
+
+@pytest.mark.parametrize("how", BOTH)
+@pytest.mark.parametrize("sustain_s", [None, 1200.0])
+def test_a_key_that_spent_nothing_fires_on_any_spend_worth_the_floor(how, sustain_s):
+    """A day of $0 learns a baseline of $0: any spend is infinitely many times it (reported
+    as ratio 0, not a number to print), z is the spend over the 1e-9 floor of the sd, and
+    $0.50 a minute is $30/h over it: critical. The spike is learnt clipped (the baseline
+    stays $0); calm at $0 resolves after 15 buckets of flap damping, with ratio 1 (nothing
+    over nothing)."""
+    params = replace(SPIKE, sustain_s=sustain_s)
+    decisions, state = probe(DAY, 0.0, [0.5] * 3 + [0.0] * 15, params, how)
+    assert [(d.status, d.severity, d.starts_at, d.ends_at) for d in decisions] == [
+        ("firing", "critical", at(DAY), None),
+        ("resolved", "critical", at(DAY), at(DAY + 3)),
+    ]
+    common = {"baseline": 0.0, "baseline_sd": 0.0, "threshold": 0.0, "bucket_s": 60.0}
+    assert decisions[0].values == {
+        **common,
+        "observed": 0.5,
+        "ratio": 0.0,
+        "z": 0.5 / 1e-9,
+        "money_at_risk_usd_per_hour": 30.0,
+    }
+    assert decisions[1].values == {
+        **common,
+        "observed": 0.0,
+        "ratio": 1.0,
+        "z": 0.0,
+        "money_at_risk_usd_per_hour": 0.0,
+    }
+    assert state.to_dict()["baseline"]["stats"][1:3] == [0.0, 0.0]
