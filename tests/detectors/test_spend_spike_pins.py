@@ -502,3 +502,150 @@ def test_a_key_that_spent_nothing_fires_on_any_spend_worth_the_floor(how, sustai
         "money_at_risk_usd_per_hour": 0.0,
     }
     assert state.to_dict()["baseline"]["stats"][1:3] == [0.0, 0.0]
+
+
+# The sustained rule, one bucket at a time ----------------------------------------------------
+
+# The fast rule off and clipping out of the way (clip_z 1000: a bucket counts in full; the
+# baseline's sd is 0, so the breaching bucket is still learnt at the baseline), one bucket
+# to fire, the level not followed (it would expect a little more after the excess): the
+# sums are written down from the rule.
+ONE = replace(
+    SPIKE, min_excess_usd_per_hour=1e9, clip_z=1000.0, consecutive=1, sustain_level_s=None
+)
+DECAY = math.exp(-MINUTE / 1200.0)  # the sums' weight per bucket (sustain_s 1,200 s)
+
+
+def lasting_z(residual: float, base: float, samples: float) -> float:
+    """The sustained z of one bucket ``residual`` over a flat baseline after a day: the
+    clipped sum is the residual; its variance is the steady sum of (5 % of the baseline)^2
+    per bucket, plus the baseline mean's error, (sum of weights)^2 sd^2 / samples."""
+    sd = 0.05 * base
+    return residual / math.sqrt(sd * sd / (1 - DECAY**2) + sd * sd / (1 - DECAY) ** 2 / samples)
+
+
+def lasting_excess(residual: float) -> float:
+    """USD/h of one bucket's residual in the spent sum: its EW mean x buckets an hour."""
+    return residual * (1 - DECAY) * PER_HOUR
+
+
+def test_a_lasting_excess_reports_the_figures_of_its_window():
+    """$12 a minute over $1 (an hour of the day seen 60 times: the error of its mean counts
+    with 60 samples): the window's z and excess by hand, the money at risk the window's,
+    critical as a spike of 12x would be, and it is the sustained rule's own episode."""
+    decisions, state = probe(DAY, 1.0, [12.0], ONE)
+    assert [(d.status, d.severity, d.starts_at) for d in decisions] == [
+        ("firing", "critical", at(DAY))
+    ]
+    values = dict(decisions[0].values)
+    assert values.pop("sustained_z") == pytest.approx(lasting_z(11.0, 1.0, 60), rel=1e-5)
+    excess = lasting_excess(11.0)
+    assert values.pop("sustained_excess_usd_per_hour") == pytest.approx(excess, rel=1e-6)
+    assert values.pop("money_at_risk_usd_per_hour") == pytest.approx(excess, rel=1e-6)
+    assert values == {
+        "observed": 12.0,
+        "baseline": 1.0,
+        "baseline_sd": 0.0,
+        "ratio": 12.0,
+        "z": (12.0 - 1.0) / (0.05 * 1.0),
+        "threshold": 1.2,
+        "bucket_s": 60.0,
+        "sustain_s": 1200.0,
+    }
+    assert state.slow and state.episode is not None and state.episode.firing
+    assert state.to_dict()["baseline"]["stats"][1:3] == [1.0, 0.0]
+
+
+# (2 - alpha) / alpha: the most samples an EW mean stands for; 19 at alpha 0.1 (a flat
+# baseline of 1/144 day of one-minute buckets: 10 buckets).
+SHORT_MEMORY = replace(ONE, seasonal=False, baseline_days=1 / 144)
+LASTING_CASES = [
+    # (params, base, residual of the bucket, fires): each floor on both sides
+    # 5 sd, the mean's error counted with the hour's 60 buckets (the 1.5x asked little)
+    *[
+        pytest.param(
+            replace(ONE, sustain_margin=0.01),
+            1.0,
+            5.0 * 1.0 / lasting_z(1.0, 1.0, 60) * f,
+            f > 1,
+            id=f"5 sd, 60 samples x{f}",
+        )
+        for f in (1.01, 0.99)
+    ],
+    # ... and with the 19 an EW mean of alpha 0.1 stands for (not its 1,440 buckets)
+    *[
+        pytest.param(
+            replace(SHORT_MEMORY, sustain_margin=0.01),
+            1.0,
+            5.0 * 1.0 / lasting_z(1.0, 1.0, 19) * f,
+            f > 1,
+            id=f"5 sd, 19 samples x{f}",
+        )
+        for f in (1.01, 0.99)
+    ],
+    # 1.5x: the window's excess at least half the baseline, per hour
+    *[
+        pytest.param(ONE, 1.0, 0.5 / (1 - DECAY) * f, f > 1, id=f"1.5x x{f}")
+        for f in (1.005, 0.995)
+    ],
+    # $100 a month (730 h) over a $0.06/h baseline, where the 1.01x asks less
+    *[
+        pytest.param(
+            replace(ONE, sustain_margin=0.01),
+            1 / 1024,
+            100 / 730 / ((1 - DECAY) * PER_HOUR) * f,
+            f > 1,
+            id=f"$100/month x{f}",
+        )
+        for f in (1.01, 0.99)
+    ],
+]
+
+
+@pytest.mark.parametrize("how", BOTH)
+@pytest.mark.parametrize(("params", "base", "residual", "fires"), LASTING_CASES)
+def test_a_lasting_excess_fires_at_each_floor_of_its_window(params, base, residual, fires, how):
+    """The sustained rule fires when its window's z is >= 5, its excess >= $100/month and
+    >= 0.5x the baseline per hour, all of it written down for one bucket."""
+    decisions, _ = probe(DAY, base, [base + residual], params, how)
+    assert [(d.status, "sustained_z" in d.values) for d in decisions] == (
+        [("firing", True)] if fires else []
+    )
+
+
+def test_a_lasting_excess_stays_open_while_its_window_holds_half_its_floors():
+    """After the $12 bucket, calm at $1: the window's excess decays by DECAY a bucket and
+    holds the alert open while >= half of 0.5x the baseline ($15/h; z stays over 2 far
+    longer): 32.19 x DECAY^k >= 15 until k = 15, so the calm begins 16 buckets after the
+    excess and the resolve, after 15 buckets of flap damping, ends there."""
+    last = max(k for k in range(60) if lasting_excess(11.0) * DECAY**k >= 0.25 * PER_HOUR)
+    assert last == 15
+    decisions, state = probe(DAY, 1.0, [12.0] + [1.0] * (last + 15), ONE)
+    assert [(d.status, d.ends_at) for d in decisions] == [
+        ("firing", None),
+        ("resolved", at(DAY + last + 1)),
+    ]
+    resolved = decisions[1].values
+    assert resolved["sustained_excess_usd_per_hour"] < 0.25 * PER_HOUR
+    assert resolved["sustained_z"] >= 2.0
+    assert not state.slow and state.episode is None
+    # Over, the window keeps what it learnt (a lasting excess's sums are not cleared).
+    assert tail(state, S_SPENT) == pytest.approx(11.0 * DECAY ** (last + 15), rel=1e-4)
+    # One bucket short of the resolve it is still open.
+    decisions, state = probe(DAY, 1.0, [12.0] + [1.0] * (last + 14), ONE)
+    assert [d.status for d in decisions] == ["firing"] and state.slow
+
+
+def test_a_spike_is_not_held_open_by_the_sums_it_filled():
+    """The same $12 bucket with the fast rule on is a spike: its calm begins at the next
+    bucket, although the sums would still say 'lasting' there (32.19 x DECAY >= $30/h), and
+    the resolve has no figures of the window."""
+    params = replace(ONE, min_excess_usd_per_hour=3.0)
+    assert lasting_excess(11.0) * DECAY >= 0.5 * PER_HOUR
+    decisions, state = probe(DAY, 1.0, [12.0] + [1.0] * 15, params)
+    assert [(d.status, d.ends_at) for d in decisions] == [
+        ("firing", None),
+        ("resolved", at(DAY + 1)),
+    ]
+    assert all("sustained_z" not in d.values for d in decisions)
+    assert not state.slow
