@@ -649,3 +649,32 @@ def test_a_spike_is_not_held_open_by_the_sums_it_filled():
     ]
     assert all("sustained_z" not in d.values for d in decisions)
     assert not state.slow
+
+
+# update(): order and gaps ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "gap", "learnt"),
+    [
+        # a gap's buckets are learnt as zero spend, the last 1,440 of them at most
+        pytest.param(SPIKE, 5, 10 + 5 + 1, id="5 zeros"),
+        pytest.param(SPIKE, 2000, 10 + 1440 + 1, id="at most 1,440 zeros"),
+        # with skip_gaps they are neither judged nor learnt
+        pytest.param(replace(SPIKE, skip_gaps=True), 5, 10 + 1, id="skipped"),
+    ],
+)
+def test_update_learns_a_gap_and_ignores_buckets_out_of_order(params, gap, learnt):
+    """A bucket at or before the last one judged is ignored (nothing decided, nothing
+    learnt); a bucket ``gap`` buckets after the last is preceded by the gap's zeros."""
+    state = SpendSpikeState.new(params)
+    for i in range(10):
+        spend_spike.update(state, at(i), MINUTE, 1.0, params)
+    before = state.to_dict()
+    for t in (at(9), at(3)):
+        assert spend_spike.update(state, t, MINUTE, 100.0, params) == []
+        assert state.to_dict() == before
+    assert spend_spike.update(state, at(10 + gap), MINUTE, 1.0, params) == []
+    assert state.last_t == at(10 + gap)
+    assert state.to_dict()["baseline"]["stats"][0] == learnt
+    assert state.recent(MINUTE)[-1] == 1.0
