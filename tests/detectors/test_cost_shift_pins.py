@@ -13,6 +13,7 @@ $0.25 x 576 = $144/h, x 730 h = $105,120 a month, all exact in binary.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 
@@ -578,15 +579,27 @@ def test_a_naive_accept_from_is_refused_with_the_reason():
 # Memory: the windows, the baseline, the hours ----------------------------------------------
 
 
+_FRESH = itertools.count()
+
+
+def fresh_gap(about: float) -> float:
+    """A gap between steps not seen before in this process (``about`` + k / 1024 s): the
+    detector remembers its decay factors per gap and time constant, so this one's are
+    computed here, whatever ran before."""
+    return about + next(_FRESH) / 1024
+
+
 def test_the_windows_forget_at_their_own_time_constants():
     """Each of the six sums decays by e^(-gap / window_s) in the short window and
-    e^(-gap / calm_s) in the recent one: half an hour later, e^-0.5 and e^-2."""
+    e^(-gap / calm_s) in the recent one: about half an hour later, e^-0.5 and e^-2."""
     params = CostShiftParams()  # window_s 3600, calm_s 900
     state = CostShiftState.new(params)
+    gap = fresh_gap(1800.0)
     cost_shift.update(state, START, DT, DEARER, params)
-    cost_shift.update(state, START + 1800.0, DT, NOTHING, params)
-    assert list(state.short)[:6] == pytest.approx([x * math.exp(-0.5) for x in DEARER], rel=1e-6)
-    assert list(state.recent)[:6] == pytest.approx([x * math.exp(-2.0) for x in DEARER], rel=1e-6)
+    cost_shift.update(state, START + gap, DT, NOTHING, params)
+    short, recent = math.exp(-gap / 3600.0), math.exp(-gap / 900.0)
+    assert list(state.short)[:6] == pytest.approx([x * short for x in DEARER], rel=1e-6)
+    assert list(state.recent)[:6] == pytest.approx([x * recent for x in DEARER], rel=1e-6)
 
 
 def test_the_baseline_forgets_by_whole_hours_at_baseline_days():
@@ -725,3 +738,29 @@ def test_failed_attempts_that_cost_without_a_success_are_noise_in_the_baseline()
         assert (state.long[6], state.learnt_requests) == (1.0, 1.0)
         out = cost_shift.update(state, START + 2 * DT, DT, usage(4.0, PROBE_N), params)
         assert bool(out) is fires, min_z
+
+
+def test_while_a_breach_lasts_only_a_step_with_the_hours_window_over_min_ratio_fires_it():
+    """min_duration_s=1800. $3 starts a breach; steps at +15 % hold it (elevated) while the
+    hour's window sinks under +25 %; a step at +30 % then breaches in the recent window
+    only: the hour's window decides, so nothing fires until it is over +25 % again, and
+    the alert then begins where the breach did."""
+    params = replace(HOURLY, min_duration_s=1800.0)
+    state, t = warmed(params)
+    out = steps(state, t, [3.0] + [1.15] * 5 + [1.3], params)
+    assert all(d == [] for d in out)
+    assert state.short[0] / state.short[6] - 1 < 0.25
+    assert state.breach_since == t
+    [firing] = cost_shift.update(state, t + 7 * DT, DT, usage(3.0, PROBE_N), params)
+    assert (firing.status, firing.starts_at) == ("firing", t)
+
+
+@pytest.mark.parametrize(("unit", "held"), [(1.125, True), (1.1, False)])
+def test_a_building_breach_needs_the_recent_window_elevated_too(unit, held):
+    """After $3 the hour's window stays ~+31 %, elevated; the step alone decides whether
+    the breach goes on: +12.5 % (half of min_ratio) holds it, +10 % ends it."""
+    params = replace(HOURLY, min_duration_s=1800.0)
+    state, t = warmed(params)
+    steps(state, t, [3.0, unit], params)
+    assert state.short[0] / state.short[6] - 1 > 0.3
+    assert state.breach_since == (t if held else None)
