@@ -68,6 +68,10 @@ HOURS_PER_MONTH = 730.0
 MAX_GAP_BUCKETS = 1440
 # SeasonalBaseline.expected's default: an hour's own statistics once it has this many.
 _MIN_SLOT_COUNT = 10
+# A quiet stretch of a key this long (buckets) or longer is learnt at once, in closed
+# form (_learn_quiet_span); a shorter one bucket by bucket (_learn_quiet).
+LONG_QUIET = 64
+_COUNT_CAP = 1 << 24  # a seasonal slot's count stays exact in single precision
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +434,8 @@ def update(
             i = gap
             while i > 0:
                 if quiet and state.episode is None:
-                    i -= _learn_quiet(state, t, i, width, params)
+                    done = _learn_quiet_span(state, t, i, width, params) if i >= LONG_QUIET else 0
+                    i -= done or _learn_quiet(state, t, i, width, params)
                     if i == 0:
                         break
                 decisions += _judge_and_learn(state, 0.0, _bucket(t - i * width, width, params))
@@ -515,6 +520,109 @@ def _learn_quiet(
     if done:
         state.last_t = t - (count - done + 1) * width
     return done
+
+
+def _learn_quiet_span(
+    state: SpendSpikeState, t: float, count: int, width: float, params: SpendSpikeParams
+) -> int:
+    """Learn zero-spend buckets ``t - count * width`` .. ``t - width`` at once: ``count``
+    if the first of them is quiet (as in :func:`_learn_quiet`, and then so is every one
+    after it), else 0 and nothing learnt.
+
+    With nothing spent, each bucket multiplies an exponentially weighted mean, and its
+    mean square, by one minus its weight: after k buckets by the product of those, at
+    whatever weights (1/n while young, alpha after). So the baseline's mean and variance
+    after the stretch, and before each of its buckets (for what the sums expected), come
+    in closed form per hour of the day; the rule's sums and the level are weighted sums
+    of those, taken as dot products. In double precision: the state agrees with learning
+    bucket by bucket to single precision's rounding, not bit for bit.
+    """
+    baseline = state.baseline
+    stats = baseline.stats
+    end = len(stats)
+    first = _bucket(t - count * width, width, params)
+    sustain, level = params.sustain_s is not None, params.sustain_level_s is not None
+    if level and count * width / float(params.sustain_level_s or 1.0) > 500.0:
+        return 0  # its weights would overflow: bucket by bucket instead
+    spent0 = float(stats[end - _S_SPENT])
+    if sustain and not (
+        spent0 < 0.0 or spent0 * first.decay * first.spent_per_hour < first.sustain_floor
+    ):
+        return 0
+    seasonal = baseline.seasonal
+    view = np.frombuffer(stats, dtype=np.float32).astype(np.float64)
+    slots = (
+        view[_SLOTS : _SLOTS + 3 * SLOTS_PER_DAY].reshape(SLOTS_PER_DAY, 3) if seasonal else None
+    )
+    if view[_MEAN] < 0.0 or (slots is not None and (slots[:, 0] < 0.0).any()):
+        return 0  # a baseline below zero: a zero bucket is above it, and may build up
+    alpha = first.alpha
+    steps = np.arange(count, dtype=np.float64)
+    # The whole key: weights by its count, the product before each bucket and after all.
+    n0 = float(view[_N])
+    keep = 1.0 - np.maximum(alpha, 1.0 / (n0 + 1.0 + steps))
+    after = np.cumprod(keep)
+    before = np.concatenate(([1.0], after[:-1]))
+    m0, v0 = float(view[_MEAN]), float(view[_VAR])
+    mean = m0 * before
+    var = before * v0 + before * (1.0 - before) * m0 * m0
+    if slots is not None:
+        times = t - (count - steps) * width  # as the caller's loop writes them
+        hour = (np.floor(times / SECONDS_PER_SLOT).astype(np.int64)) % SLOTS_PER_DAY
+        cuts = np.flatnonzero(np.diff(hour)) + 1
+        for start, stop in zip(
+            np.concatenate(([0], cuts)), np.concatenate((cuts, [count])), strict=True
+        ):
+            slot = slots[hour[start]]
+            c0, sm, sv = slot[2], slot[0], slot[1]
+            seen = np.minimum(c0 + np.arange(stop - start, dtype=np.float64), _COUNT_CAP)
+            slot_after = np.cumprod(1.0 - np.maximum(alpha, 1.0 / (seen + 1.0)))
+            slot_before = np.concatenate(([1.0], slot_after[:-1]))
+            own = seen >= _MIN_SLOT_COUNT  # the hour's statistics, else the key's
+            mean[start:stop] = np.where(own, sm * slot_before, mean[start:stop])
+            var[start:stop] = np.where(
+                own, slot_before * sv + slot_before * (1.0 - slot_before) * sm * sm, var[start:stop]
+            )
+            p = slot_after[-1]
+            slot[0], slot[1] = sm * p, p * sv + p * (1.0 - p) * sm * sm
+            slot[2] = min(c0 + (stop - start), _COUNT_CAP)
+    if sustain:
+        expected = mean
+        if level:
+            decay_l = first.level_decay
+            level_spent, level_expected = (
+                float(view[end - _L_SPENT]),
+                float(view[end - _L_EXPECTED]),
+            )
+            scale = decay_l ** -(steps + 1.0)
+            added = np.cumsum(mean * scale)
+            powers = decay_l**steps
+            spent_l = powers * level_spent
+            expected_l = powers * (level_expected + np.concatenate(([0.0], added[:-1])))
+            busier = (spent_l > expected_l) & (expected_l > 0.0)
+            ratio = np.minimum(spent_l / np.where(busier, expected_l, 1.0), first.level_max)
+            expected = np.where(busier, mean * ratio, mean)
+            last = decay_l**count
+            view[end - _L_SPENT] = last * level_spent
+            view[end - _L_EXPECTED] = last * (level_expected + added[-1])
+        sd_eff = np.maximum(np.maximum(np.sqrt(np.maximum(var, 0.0)), 0.05 * mean), 1e-9)
+        back = count - 1.0 - steps
+        taken = float(np.dot(first.decay**back, expected))
+        view[end - _S_CLIPPED] = first.decay**count * view[end - _S_CLIPPED] - taken
+        view[end - _S_SPENT] = first.decay**count * spent0 - taken
+        view[end - _S_VAR] = first.decay_var**count * view[end - _S_VAR] + float(
+            np.dot(first.decay_var**back, sd_eff * sd_eff)
+        )
+    p = after[-1]
+    view[_N] = min(n0 + count, _COUNT_CAP)
+    view[_MEAN], view[_VAR] = m0 * p, p * v0 + p * (1.0 - p) * m0 * m0
+    if slots is not None:
+        view[_SLOTS : _SLOTS + 3 * SLOTS_PER_DAY] = slots.ravel()
+    for i in range(max(0, count - RECENT), count):  # the recent ring's empty buckets
+        view[end - (RECENT - int((t - (count - i) * width) // width) % RECENT)] = 0.0
+    memoryview(stats).cast("B")[:] = view.astype(np.float32).tobytes()
+    state.last_t = t - width
+    return count
 
 
 def _no_data(last_t: float, t: float, width: float, params: SpendSpikeParams) -> list[Decision]:
