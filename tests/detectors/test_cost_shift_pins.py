@@ -764,3 +764,20 @@ def test_a_building_breach_needs_the_recent_window_elevated_too(unit, held):
     steps(state, t, [3.0, unit], params)
     assert state.short[0] / state.short[6] - 1 > 0.3
     assert state.breach_since == (t if held else None)
+
+
+@pytest.mark.parametrize(("warning", "held"), [(300_000.0, True), (400_000.0, False)])
+def test_a_breach_the_recent_window_started_needs_the_hours_window_worth_half_the_floor(
+    warning, held
+):
+    """$3 after $1: the step alone is worth ~$720k a month, the hour's window (+36 %)
+    ~$130k, under the floor: no breach, but the recent window shows one, so it starts
+    building. A step at $1.80 (~$300k now, the hour's ~$160k) keeps it only while the
+    hour's window is worth half the floor ($150k of $300k) and the recent one too; at a
+    floor of $400k the hour's window is under its half and the breach ends."""
+    params = replace(HOURLY, warning_usd_per_month=warning, min_duration_s=1800.0)
+    state, t = warmed(params)
+    assert steps(state, t, [3.0], params) == [[]]
+    assert state.breach_since == t
+    assert steps(state, t + DT, [1.8], params) == [[]]
+    assert state.breach_since == (t if held else None)
