@@ -567,25 +567,7 @@ def _learn_quiet_span(
     mean = m0 * before
     var = before * v0 + before * (1.0 - before) * m0 * m0
     if slots is not None:
-        times = t - (count - steps) * width  # as the caller's loop writes them
-        hour = (np.floor(times / SECONDS_PER_SLOT).astype(np.int64)) % SLOTS_PER_DAY
-        cuts = np.flatnonzero(np.diff(hour)) + 1
-        for start, stop in zip(
-            np.concatenate(([0], cuts)), np.concatenate((cuts, [count])), strict=True
-        ):
-            slot = slots[hour[start]]
-            c0, sm, sv = slot[2], slot[0], slot[1]
-            seen = np.minimum(c0 + np.arange(stop - start, dtype=np.float64), _COUNT_CAP)
-            slot_after = np.cumprod(1.0 - np.maximum(alpha, 1.0 / (seen + 1.0)))
-            slot_before = np.concatenate(([1.0], slot_after[:-1]))
-            own = seen >= _MIN_SLOT_COUNT  # the hour's statistics, else the key's
-            mean[start:stop] = np.where(own, sm * slot_before, mean[start:stop])
-            var[start:stop] = np.where(
-                own, slot_before * sv + slot_before * (1.0 - slot_before) * sm * sm, var[start:stop]
-            )
-            p = slot_after[-1]
-            slot[0], slot[1] = sm * p, p * sv + p * (1.0 - p) * sm * sm
-            slot[2] = min(c0 + (stop - start), _COUNT_CAP)
+        _slot_runs(slots, t, count, width, alpha, steps, mean, var)
     if sustain:
         expected = mean
         if level:
@@ -623,6 +605,65 @@ def _learn_quiet_span(
     memoryview(stats).cast("B")[:] = view.astype(np.float32).tobytes()
     state.last_t = t - width
     return count
+
+
+def _slot_runs(
+    slots: np.ndarray,
+    t: float,
+    count: int,
+    width: float,
+    alpha: float,
+    steps: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+) -> None:
+    """_learn_quiet_span's hours of the day: each hour's (mean, var, count) in ``slots``
+    learns its empty buckets; ``mean`` and ``var`` (the key's, before each bucket) take
+    the hour's where it has its own statistics (``_MIN_SLOT_COUNT``)."""
+    times = t - (count - steps) * width  # as the caller's loop writes them
+    hour = (np.floor(times / SECONDS_PER_SLOT).astype(np.int64)) % SLOTS_PER_DAY
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(hour)) + 1))
+    if len(np.unique(hour[starts])) < len(starts):  # an hour met twice (a whole day)
+        for start, stop in zip(starts, np.append(starts[1:], count), strict=True):
+            _slot_run(slots, hour[start], slice(start, stop), alpha, mean, var)
+        return
+    # Every run of one hour at once: its counts, and products of (1 - weight) within the
+    # run (a running sum of logs restarted per run; an hour never seen has weight 1, a
+    # product of 0 and a mean of 0).
+    lengths = np.diff(np.append(starts, count))
+    run = np.repeat(np.arange(len(starts)), lengths)
+    slot = slots[hour]
+    seen = np.minimum(slot[:, 2] + (steps - starts[run]), _COUNT_CAP)
+    logs = np.log(np.maximum(1.0 - np.maximum(alpha, 1.0 / (seen + 1.0)), 1e-300))
+    total = np.cumsum(logs)
+    base = (total - logs)[starts][run]
+    before, after = np.exp(total - logs - base), np.exp(total - base)
+    own = seen >= _MIN_SLOT_COUNT  # the hour's statistics, else the key's
+    sm, sv = slot[:, 0], slot[:, 1]
+    np.copyto(mean, sm * before, where=own)
+    np.copyto(var, before * sv + before * (1.0 - before) * sm * sm, where=own)
+    last = np.append(starts[1:], count) - 1
+    p, hours = after[last], hour[starts]
+    sm, sv = sm[last], sv[last]
+    slots[hours, 0], slots[hours, 1] = sm * p, p * sv + p * (1.0 - p) * sm * sm
+    slots[hours, 2] = np.minimum(slot[last, 2] + lengths, _COUNT_CAP)
+
+
+def _slot_run(
+    slots: np.ndarray, hour: int, span: slice, alpha: float, mean: np.ndarray, var: np.ndarray
+) -> None:
+    """One run of buckets in one hour of the day, for _slot_runs."""
+    slot = slots[hour]
+    c0, sm, sv = slot[2], slot[0], slot[1]
+    seen = np.minimum(c0 + np.arange(span.stop - span.start, dtype=np.float64), _COUNT_CAP)
+    after = np.cumprod(1.0 - np.maximum(alpha, 1.0 / (seen + 1.0)))
+    before = np.concatenate(([1.0], after[:-1]))
+    own = seen >= _MIN_SLOT_COUNT
+    mean[span] = np.where(own, sm * before, mean[span])
+    var[span] = np.where(own, before * sv + before * (1.0 - before) * sm * sm, var[span])
+    p = after[-1]
+    slot[0], slot[1] = sm * p, p * sv + p * (1.0 - p) * sm * sm
+    slot[2] = min(c0 + (span.stop - span.start), _COUNT_CAP)
 
 
 def _no_data(last_t: float, t: float, width: float, params: SpendSpikeParams) -> list[Decision]:
