@@ -67,12 +67,11 @@ from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema
 from detectors import attribution
 from detectors import episode as episodes
 from detectors.attribution import Usage
-from detectors.decision import Decision
+from detectors.decision import HOURS_PER_MONTH, Decision
 from detectors.episode import CRITICAL, WARNING, Episode, Transition
 
 NAME = "cost_shift"
 STATE_VERSION = 1
-HOURS_PER_MONTH = 730.0
 # The stream layer hands usage over in steps of about this long (whole buckets): a
 # detector of hour-long windows needs no per-minute judging, and it costs per key.
 STEP_S = 600.0

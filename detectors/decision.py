@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 from detectors.episode import Transition
 
+# 365 x 24 / 12: a rate in USD/h as USD a month, wherever a detector, the simulator or the
+# benchmark says "a month (730 h)".
+HOURS_PER_MONTH = 730.0
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:

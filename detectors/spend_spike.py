@@ -39,7 +39,7 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from detectors import episode as episodes
-from detectors.decision import Decision
+from detectors.decision import HOURS_PER_MONTH, Decision
 from detectors.episode import CRITICAL, WARNING, Episode, Transition
 from detectors.ewstats import (
     _MEAN,
@@ -62,7 +62,6 @@ RECENT = 12
 # sustained rule expects.
 _S_CLIPPED, _S_VAR, _S_SPENT, _L_SPENT, _L_EXPECTED = (RECENT + i for i in range(5, 0, -1))
 TAIL = RECENT + 5
-HOURS_PER_MONTH = 730.0
 # How much of the gap since a key's last bucket is replayed as zero-spend buckets: older
 # zeros have decayed out of a baseline with a few days of memory anyway.
 MAX_GAP_BUCKETS = 1440

@@ -45,11 +45,11 @@ from typing import Any
 import numpy as np
 
 from bench.detection.traffic import Firing, epoch
+from detectors.decision import HOURS_PER_MONTH
 
 BEFORE_S = 60.0  # a firing may start this long before a window (a bucket's worth)
 AFTER_S = 900.0  # or this long after it ends (windows of 5 buckets, hysteresis)
 BUCKET_S = 60.0
-HOURS_PER_MONTH = 730.0
 WORTH_USD_PER_MONTH = 100.0  # the recall target covers incidents worth at least this
 VERDICTS = ("match", "related", "neutral", "false")
 

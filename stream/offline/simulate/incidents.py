@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from detectors.decision import HOURS_PER_MONTH
 from stream.offline.simulate.world import (
     DAY_MS,
     MINUTE_MS,
@@ -27,7 +28,6 @@ RETRY_LOOP_MODEL_SHARE = 0.1  # at most this share of its model's requests, pref
 # Spend incidents preferably add at least this much, USD/h: a spike worth waking someone.
 MATERIAL_USD_PER_HOUR = 5.0
 MIN_GAP_MS = 5 * MINUTE_MS
-HOURS_PER_MONTH = 730  # 365 * 24 / 12: excess USD/h as USD/month
 SWITCH_TARGETS = {"gpt-4o-mini": "gpt-4o", "claude-haiku-4-5": "claude-opus-4-1"}
 
 
