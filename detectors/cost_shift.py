@@ -424,11 +424,14 @@ def update(
     recent[CACHED] = recent[CACHED] * fr + usage[CACHED]
     recent[OUTPUT] = recent[OUTPUT] * fr + usage[OUTPUT]
     recent[EXPECTED] = recent[EXPECTED] * fr + expected
+    bar = 1 + params.min_ratio
     if learning and (
-        short[OK] < params.min_requests or short[COST] < short[EXPECTED] * (1 + params.min_ratio)
+        short[OK] < params.min_requests
+        or (short[COST] < short[EXPECTED] * bar and recent[COST] < recent[EXPECTED] * bar)
     ):
-        # Nothing open or building, and no breach possible: what _decide would conclude
-        # without a word (most keys, most steps), at a fraction of the cost.
+        # Nothing open or building, and neither window shows a shift (the recent one
+        # starts a breach's hour): what _decide would conclude without a word (most
+        # keys, most steps), at a fraction of the cost.
         _learn(state, t, usage, expected, params)
         return decisions
     judged = _judge(state, t, dt, params)
@@ -586,7 +589,8 @@ def _decide(
             and t + dt - opened.started_at >= accept_after
         ):
             end = max(t, opened.started_at + accept_after)
-            return _decisions(transitions, j, params) + _accept(state, end, by="accept_after_s")
+            fired = _decisions(transitions, j, params, state)  # before the baseline moves
+            return fired + _accept(state, end, by="accept_after_s")
     else:
         elevated = (
             j.warm

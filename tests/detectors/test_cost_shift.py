@@ -179,8 +179,9 @@ def test_each_driver_of_unit_cost_fires_and_is_named(name, after, driver):
     pct = {k[len("excess_") : -len("_pct")]: v for k, v in d.values.items() if k.endswith("_pct")}
     assert max(pct, key=pct.__getitem__) == driver, (name, pct)
     if driver == "cache":
-        # (The baseline learnt the first minutes of the change, before it breached.)
-        assert re.search(r"cache hits 5\d % -> [4-7] %", d.notes["attribution"])
+        # The baseline's 60 %: it learns nothing from the first 15-minute window that
+        # shows the change on (it learnt the first minutes before 2026-12-03).
+        assert re.search(r"cache hits 60 % -> [4-7] %", d.notes["attribution"])
 
 
 def exact_switch(factor_per_request: float, per_hour: float, params=PARAMS, days=3.0):
@@ -401,3 +402,23 @@ def test_a_state_is_one_array_of_single_floats_and_refuses_sums_of_the_wrong_len
     assert again.sums[55] == pytest.approx(state.sums[55] + 1.0)
     with pytest.raises(ValueError, match="wrong length"):
         CostShiftState.from_dict({**data, "hours": data["hours"][:-1]})
+
+
+def test_a_shift_the_hour_window_lags_is_timed_from_when_the_15_minute_window_shows_it():
+    # 1.5x per request from day 2 at 10:00, 240 requests an hour in 5-minute steps. The
+    # 15-minute window's ratio is 0.5 x (1 - e^(-steps x 5 / 15)): 0.243 after two steps,
+    # 0.316 after three, so the shift shows in the step at +10 min; the hour's window is
+    # still at 0.08 then (it reaches 0.25 at +40 min). The hour counts from +10 min: the
+    # alert fires when the step at +65 min closes (+70), and starts at +10. (Before
+    # 2026-12-03 a shortcut skipped the judging while the hour's window was under +25 %:
+    # it started at +40 and fired at +100, and the baseline learnt the steps between.)
+    p = CostShiftParams()
+    step, onset = 300.0, START + 2 * DAY + 10 * HOUR
+    state = CostShiftState.new(p)
+    fired = []
+    for i in range(3 * 288):
+        t = START + i * step
+        unit, n = (1.5 if t >= onset else 1.0), 20.0
+        for d in cost_shift.update(state, t, step, Usage(unit * n, n, n, 1000 * n, 0, 200 * n), p):
+            fired.append((t + step - onset, d.status, d.starts_at - onset))
+    assert fired == [(70 * 60.0, "firing", 10 * 60.0)]

@@ -781,3 +781,18 @@ def test_a_breach_the_recent_window_started_needs_the_hours_window_worth_half_th
     assert state.breach_since == t
     assert steps(state, t + DT, [1.8], params) == [[]]
     assert state.breach_since == (t if held else None)
+
+
+def test_a_critical_alert_fired_in_the_step_its_warning_is_accepted_carries_its_attribution():
+    # accept_after_s of one step: the warning at $1.25 is accepted by itself in the step
+    # where $1.50 escalates it; the critical alert fired there still says why (before
+    # 2026-12-03 that one firing had no attribution).
+    params = replace(WARN_AT_125, accept_after_s=DT)
+    state, t = warmed(params)
+    cost_shift.update(state, t, DT, usage(1.25, PROBE_N), params)
+    out = cost_shift.update(state, t + DT, DT, usage(1.5, PROBE_N), params)
+    [critical] = [d for d in out if d.status == "firing"]
+    assert critical.severity == "critical"
+    assert critical.notes["attribution"].startswith("+$")
+    assert "model mix +50 %" in critical.notes["attribution"]
+    assert critical.values["excess_model_mix_pct"] > 0
