@@ -90,7 +90,13 @@ class SpendSpikeParams:
         float, Field(ge=0, description="Fire only when spend above baseline is worth this, USD/h.")
     ] = 3.0
     consecutive: Annotated[
-        int, Field(ge=1, le=60, description="Breaching buckets in a row before firing.")
+        int,
+        Field(
+            ge=1,
+            le=60,
+            description="Breaching buckets in a row before firing (the sustained rule, "
+            "whose window confirms it, fires at once).",
+        ),
     ] = 3
     resolve_margin: Annotated[
         float, Field(ge=0, description="Resolve below baseline x (1 + this) (hysteresis) ...")
@@ -974,7 +980,7 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
             breach,
             elevated,
             severity,
-            consecutive=bucket.consecutive,
+            consecutive=1 if state.slow else bucket.consecutive,
             calm_needed=bucket.calm,
             rearm_buckets=bucket.rearm,
         )

@@ -464,16 +464,16 @@ SUSTAINED_CASES = [
     pytest.param(
         {**NO_FAST_RULE, "sustain_level_s": None},
         SMALL,
-        [10 * SMALL] * 10 + [SMALL] * LASTING,
+        [10 * SMALL] * 9 + [SMALL] * LASTING,
         FIRING,
-        id="3 sd a bucket: 10 buckets at 10x last",
+        id="3 sd a bucket: 9 buckets at 10x last",
     ),
     pytest.param(
         {**NO_FAST_RULE, "sustain_level_s": None},
         SMALL,
-        [10 * SMALL] * 9 + [SMALL] * LASTING,
+        [10 * SMALL] * 8 + [SMALL] * LASTING,
         [],
-        id="3 sd a bucket: 9 buckets at 10x do not",
+        id="3 sd a bucket: 8 buckets at 10x do not",
     ),
     pytest.param(
         {**SLOW, "sustain_s": None},

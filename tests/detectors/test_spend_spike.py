@@ -174,3 +174,26 @@ def test_a_version_4_state_keeps_its_baseline_and_gains_empty_sums():
     assert kept[-TAIL:-RECENT] == [0.0] * (TAIL - RECENT)
     with pytest.raises(ValueError, match="version 3"):
         SpendSpikeState.from_dict({**old, "v": 3})
+
+
+def _first_firing(spends, params):
+    state = SpendSpikeState.new(params)
+    for i, spend in enumerate(spends):
+        for d in spend_spike.update(state, START + i * MINUTE, MINUTE, spend, params):
+            if d.status == "firing":
+                return i, state.slow
+    return None
+
+
+def test_a_lasting_excess_fires_on_its_first_breaching_bucket_a_spike_after_consecutive():
+    # The sustained rule's 20-minute window is its own confirmation: it fires on the first
+    # bucket that breaches, whatever `consecutive` says; a point-rule spike waits for it.
+    quiet = [0.02 + 0.002 * (m % 3) for m in range(DAY_MINUTES + 600)]  # $1.32/h
+    lasting = quiet + [0.022 * 2.5] * 120  # 2.5x: $1.98/h over, under the $3/h floor
+    spike = quiet + [0.022 * 12] * 10  # 12x for 10 minutes: $14.52/h over the floor
+    slow_3 = _first_firing(lasting, SpendSpikeParams(consecutive=3))
+    slow_1 = _first_firing(lasting, SpendSpikeParams(consecutive=1))
+    assert slow_3 is not None and slow_3 == slow_1 and slow_3[1] is True  # the sustained rule
+    fast_3 = _first_firing(spike, SpendSpikeParams(consecutive=3))
+    fast_1 = _first_firing(spike, SpendSpikeParams(consecutive=1))
+    assert fast_3 == (len(quiet) + 2, False) and fast_1 == (len(quiet), False)
