@@ -435,7 +435,14 @@ def update(
         _learn(state, t, usage, expected, params)
         return decisions
     judged = _judge(state, t, dt, params)
-    decisions += _decide(state, t, dt, judged, params)
+    # The recent window as the previous step left it (this step's usage taken out): if
+    # it was already elevated there, a shift shown now began in that step.
+    began = None
+    if last is not None and fr > 0:
+        prev_cost, prev_expected = (recent[COST] - cost) / fr, (recent[EXPECTED] - expected) / fr
+        if prev_expected > 0 and prev_cost >= prev_expected * (1 + params.min_ratio / 2):
+            began = last
+    decisions += _decide(state, t, dt, judged, params, began)
     if state.episode is None and state.breach_since is None:
         _learn(state, t, usage, expected, params)
     return decisions
@@ -541,7 +548,12 @@ def _judge(state: CostShiftState, t: float, dt: float, params: CostShiftParams) 
 
 
 def _decide(
-    state: CostShiftState, t: float, dt: float, j: _Judged, params: CostShiftParams
+    state: CostShiftState,
+    t: float,
+    dt: float,
+    j: _Judged,
+    params: CostShiftParams,
+    began: float | None = None,
 ) -> list[Decision]:
     month = j.excess_per_hour * HOURS_PER_MONTH
     recent_breach, recent_elevated = _recent(state, j, params)
@@ -601,11 +613,12 @@ def _decide(
         # A shift lasts from when the recent window first showed it (the hour's window,
         # which decides, lags a new level by most of its hour) while the recent window
         # stays elevated: a blip there that the hour's window only half follows does not
-        # start the hour early.
+        # start the hour early. From the step before (``began``) when the recent window
+        # was already half way there: the shift began within that step.
         shown = j.warm and recent_breach and j.spend_above_usual
         if breach or shown:
             if state.breach_since is None:
-                state.breach_since = t
+                state.breach_since = began if shown and began is not None else t
         elif not (elevated and recent_elevated):
             state.breach_since = None
         since = state.breach_since

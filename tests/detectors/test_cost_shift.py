@@ -404,14 +404,16 @@ def test_a_state_is_one_array_of_single_floats_and_refuses_sums_of_the_wrong_len
         CostShiftState.from_dict({**data, "hours": data["hours"][:-1]})
 
 
-def test_a_shift_the_hour_window_lags_is_timed_from_when_the_15_minute_window_shows_it():
+def test_a_shift_the_hour_window_lags_is_timed_from_the_step_it_began_in():
     # 1.5x per request from day 2 at 10:00, 240 requests an hour in 5-minute steps. The
-    # 15-minute window's ratio is 0.5 x (1 - e^(-steps x 5 / 15)): 0.243 after two steps,
-    # 0.316 after three, so the shift shows in the step at +10 min; the hour's window is
-    # still at 0.08 then (it reaches 0.25 at +40 min). The hour counts from +10 min: the
-    # alert fires when the step at +65 min closes (+70), and starts at +10. (Before
-    # 2026-12-03 a shortcut skipped the judging while the hour's window was under +25 %:
-    # it started at +40 and fired at +100, and the baseline learnt the steps between.)
+    # 15-minute window's ratio is 0.5 x (1 - e^(-steps x 5 / 15)): 0.142 after one step,
+    # 0.243 after two, 0.316 after three, so the shift shows in the step at +10 min (the
+    # hour's window is still at 0.08 then; it reaches 0.25 at +40 min), and the step
+    # before it, at +5, was already over half the bar (+12.5 %): the shift began there.
+    # The hour counts from +5 min: the alert fires when the step at +60 closes (+65) and
+    # starts at +5. (Before 2026-12-03 a shortcut skipped the judging while the hour's
+    # window was under +25 %: it started at +40 and fired at +100, and the baseline
+    # learnt the steps between; the hour then counted from the step that showed it.)
     p = CostShiftParams()
     step, onset = 300.0, START + 2 * DAY + 10 * HOUR
     state = CostShiftState.new(p)
@@ -421,4 +423,40 @@ def test_a_shift_the_hour_window_lags_is_timed_from_when_the_15_minute_window_sh
         unit, n = (1.5 if t >= onset else 1.0), 20.0
         for d in cost_shift.update(state, t, step, Usage(unit * n, n, n, 1000 * n, 0, 200 * n), p):
             fired.append((t + step - onset, d.status, d.starts_at - onset))
-    assert fired == [(70 * 60.0, "firing", 10 * 60.0)]
+    assert fired == [(65 * 60.0, "firing", 5 * 60.0)]
+
+
+def test_a_shift_is_dated_back_at_most_one_step_and_only_from_a_step_half_way_there():
+    # A 1.5x shift shows in the 15-minute window two steps after onset. If the step
+    # before was over +12.5 % the shift began there (previous test); here each step is
+    # 10 minutes: the onset step ends at 0.5 x (1 - e^(-10/15)) = 0.243 (over +12.5 %)
+    # and the next shows it (0.5 x (1 - e^(-20/15)) = 0.368): the hour counts from the
+    # onset step, not from an earlier one (the step before onset is at 0).
+    p = CostShiftParams()
+    step, onset = 600.0, START + 2 * DAY + 10 * HOUR
+    state = CostShiftState.new(p)
+    fired = []
+    for i in range(3 * 144):
+        t = START + i * step
+        unit, n = (1.5 if t >= onset else 1.0), 40.0
+        for d in cost_shift.update(state, t, step, Usage(unit * n, n, n, 1000 * n, 0, 200 * n), p):
+            fired.append((t + step - onset, d.status, d.starts_at - onset))
+    assert fired == [(60 * 60.0, "firing", 0.0)]
+
+
+@pytest.mark.parametrize(("creep", "from_creep"), [(1.26, True), (1.25, False)])
+def test_the_step_before_counts_from_half_the_bar(creep, from_creep):
+    # One 10-minute step at `creep` x, then 3x: the 3x step shows the shift. The creep
+    # step left the 15-minute window at (creep - 1) x (1 - e^(-10/15)): 0.1265 at 1.26x,
+    # over half the bar (+12.5 %), so the shift is dated from it; 0.1217 at 1.25x is not.
+    p = CostShiftParams()
+    step, onset = 600.0, START + 2 * DAY + 10 * HOUR
+    state = CostShiftState.new(p)
+    starts = []
+    for i in range(3 * 144):
+        t = START + i * step
+        unit = 3.0 if t > onset else creep if t == onset else 1.0
+        n = 40.0
+        for d in cost_shift.update(state, t, step, Usage(unit * n, n, n, 1000 * n, 0, 200 * n), p):
+            starts.append((d.status, d.starts_at - onset))
+    assert starts[:1] == [("firing", 0.0 if from_creep else step)]
