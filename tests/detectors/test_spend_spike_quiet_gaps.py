@@ -54,6 +54,8 @@ VARIANTS = {
     "absolute off": replace(BASE, absolute_usd_per_hour=None),
     "cheap absolute": replace(BASE, absolute_usd_per_hour=30.0, consecutive=1),
     "quick sums": replace(BASE, sustain_s=120.0, sustain_usd_per_month=1.0),
+    # Sums that remember a whole day: every bucket of a long gap shows in the state.
+    "long memories": replace(BASE, sustain_s=86_400.0, sustain_level_s=1e6),
 }
 
 
