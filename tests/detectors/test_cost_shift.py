@@ -404,6 +404,23 @@ def test_a_state_is_one_array_of_single_floats_and_refuses_sums_of_the_wrong_len
         CostShiftState.from_dict({**data, "hours": data["hours"][:-1]})
 
 
+ONSET = START + 2 * DAY + 10 * HOUR  # day 2 at 10:00
+
+
+def shifted(step: float, n: float, unit_at: Callable[[float], float]) -> list[tuple]:
+    """Three days of ``n`` requests a step at ``unit_at(t)`` USD each (default params):
+    each decision as (emitted, status, starts_at), times relative to ONSET."""
+    p = CostShiftParams()
+    state = CostShiftState.new(p)
+    out = []
+    for i in range(int(3 * DAY / step)):
+        t = START + i * step
+        unit = unit_at(t)
+        for d in cost_shift.update(state, t, step, Usage(unit * n, n, n, 1000 * n, 0, 200 * n), p):
+            out.append((t + step - ONSET, d.status, d.starts_at - ONSET))
+    return out
+
+
 def test_a_shift_the_hour_window_lags_is_timed_from_the_step_it_began_in():
     # 1.5x per request from day 2 at 10:00, 240 requests an hour in 5-minute steps. The
     # 15-minute window's ratio is 0.5 x (1 - e^(-steps x 5 / 15)): 0.142 after one step,
@@ -414,15 +431,7 @@ def test_a_shift_the_hour_window_lags_is_timed_from_the_step_it_began_in():
     # starts at +5. (Before 2026-12-03 a shortcut skipped the judging while the hour's
     # window was under +25 %: it started at +40 and fired at +100, and the baseline
     # learnt the steps between; the hour then counted from the step that showed it.)
-    p = CostShiftParams()
-    step, onset = 300.0, START + 2 * DAY + 10 * HOUR
-    state = CostShiftState.new(p)
-    fired = []
-    for i in range(3 * 288):
-        t = START + i * step
-        unit, n = (1.5 if t >= onset else 1.0), 20.0
-        for d in cost_shift.update(state, t, step, Usage(unit * n, n, n, 1000 * n, 0, 200 * n), p):
-            fired.append((t + step - onset, d.status, d.starts_at - onset))
+    fired = shifted(300.0, 20.0, lambda t: 1.5 if t >= ONSET else 1.0)
     assert fired == [(65 * 60.0, "firing", 5 * 60.0)]
 
 
@@ -432,15 +441,7 @@ def test_a_shift_is_dated_back_at_most_one_step_and_only_from_a_step_half_way_th
     # 10 minutes: the onset step ends at 0.5 x (1 - e^(-10/15)) = 0.243 (over +12.5 %)
     # and the next shows it (0.5 x (1 - e^(-20/15)) = 0.368): the hour counts from the
     # onset step, not from an earlier one (the step before onset is at 0).
-    p = CostShiftParams()
-    step, onset = 600.0, START + 2 * DAY + 10 * HOUR
-    state = CostShiftState.new(p)
-    fired = []
-    for i in range(3 * 144):
-        t = START + i * step
-        unit, n = (1.5 if t >= onset else 1.0), 40.0
-        for d in cost_shift.update(state, t, step, Usage(unit * n, n, n, 1000 * n, 0, 200 * n), p):
-            fired.append((t + step - onset, d.status, d.starts_at - onset))
+    fired = shifted(600.0, 40.0, lambda t: 1.5 if t >= ONSET else 1.0)
     assert fired == [(60 * 60.0, "firing", 0.0)]
 
 
@@ -449,14 +450,7 @@ def test_the_step_before_counts_from_half_the_bar(creep, from_creep):
     # One 10-minute step at `creep` x, then 3x: the 3x step shows the shift. The creep
     # step left the 15-minute window at (creep - 1) x (1 - e^(-10/15)): 0.1265 at 1.26x,
     # over half the bar (+12.5 %), so the shift is dated from it; 0.1217 at 1.25x is not.
-    p = CostShiftParams()
-    step, onset = 600.0, START + 2 * DAY + 10 * HOUR
-    state = CostShiftState.new(p)
-    starts = []
-    for i in range(3 * 144):
-        t = START + i * step
-        unit = 3.0 if t > onset else creep if t == onset else 1.0
-        n = 40.0
-        for d in cost_shift.update(state, t, step, Usage(unit * n, n, n, 1000 * n, 0, 200 * n), p):
-            starts.append((d.status, d.starts_at - onset))
-    assert starts[:1] == [("firing", 0.0 if from_creep else step)]
+    fired = shifted(600.0, 40.0, lambda t: 3.0 if t > ONSET else creep if t == ONSET else 1.0)
+    assert [(status, start) for _, status, start in fired[:1]] == [
+        ("firing", 0.0 if from_creep else 600.0)
+    ]
