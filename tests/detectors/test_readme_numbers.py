@@ -58,14 +58,40 @@ SHORT = 36.0
 
 
 @functools.cache
-def flat_history(buckets: int, base: float, width: float) -> dict:
-    """A key's state after ``buckets`` buckets of ``base`` USD from START (as a dict: copy
-    it). A flat history never breaches, so every case's parameters learn it the same."""
-    state = SpendSpikeState.new(SPIKE)
-    for i in range(buckets):
-        assert spend_spike.update(state, START + i * width, width, base, SPIKE) == []
+def flat(history: int, base: float, params: SpendSpikeParams, width: float) -> dict:
+    """A key's state after ``history`` buckets of ``base`` USD from START, learnt with
+    ``params`` (as a dict: copy it). A flat history breaches nothing: it is learnt as it
+    is."""
+    state = SpendSpikeState.new(params)
+    for i in range(history):
+        assert spend_spike.update(state, START + i * width, width, base, params) == []
     assert state.episode is None
     return state.to_dict()
+
+
+def judge(
+    group: list[SpendSpikeState],
+    history: int,
+    spends: list[float],
+    params: SpendSpikeParams,
+    batch: bool,
+    width: float,
+) -> list[Decision]:
+    """``spends`` bucket after bucket from bucket ``history`` on: the decisions. ``batch``:
+    judged by update_many for every key of ``group`` (which must agree), else by update for
+    the first."""
+    keys = len(group) if batch else 1
+    out: list[list[Decision]] = [[] for _ in range(keys)]
+    for i, spend in enumerate(spends, start=history):
+        t = START + i * width
+        if batch:
+            decided = spend_spike.update_many(group, t, width, [spend] * keys, params)
+        else:
+            decided = {0: spend_spike.update(group[0], t, width, spend, params)}
+        for k, decisions in decided.items():
+            out[k] += decisions
+    assert all(o == out[0] for o in out)
+    return out[0]
 
 
 def spike_run(
@@ -76,23 +102,12 @@ def spike_run(
     batch: bool,
     width: float = MINUTE,
 ) -> list[Decision]:
-    """``history`` buckets of ``base`` USD from START, then the ``probe`` buckets: the
-    decisions of the probe. ``batch``: judged by update_many for BATCH identical keys
-    (which must agree), else by update for one."""
-    keys = BATCH if batch else 1
-    learnt = flat_history(history, base, width)
-    states = [SpendSpikeState.from_dict(learnt) for _ in range(keys)]
-    out: list[list[Decision]] = [[] for _ in range(keys)]
-    for i, spend in enumerate(probe, start=history):
-        t = START + i * width
-        if batch:
-            decided = spend_spike.update_many(states, t, width, [spend] * keys, params)
-        else:
-            decided = {0: spend_spike.update(states[0], t, width, spend, params)}
-        for k, decisions in decided.items():
-            out[k] += decisions
-    assert all(o == out[0] for o in out)
-    return out[0]
+    """``history`` buckets of ``base`` USD from START (learnt with the defaults, so every
+    case's parameters start from the same baseline), then the ``probe`` buckets: the
+    decisions of the probe, by update_many for BATCH identical keys or by update for one."""
+    learnt = flat(history, base, SPIKE, width)
+    group = [SpendSpikeState.from_dict(learnt) for _ in range(BATCH if batch else 1)]
+    return judge(group, history, probe, params, batch, width)
 
 
 def fired(decisions: list[Decision]) -> list[tuple[str, str]]:
@@ -556,7 +571,7 @@ def test_the_sustained_rule_follows_a_busier_day_as_the_readme_says(changes, day
 )
 def test_update_many_follows_the_level_exactly_as_update(day):
     params = replace(SPIKE, baseline_days=90.0)
-    learnt = flat_history(DAY, SMALL, MINUTE)
+    learnt = flat(DAY, SMALL, SPIKE, MINUTE)
     batch = [SpendSpikeState.from_dict(learnt) for _ in range(BATCH)]
     alone = SpendSpikeState.from_dict(learnt)
     for i, spend in enumerate(day, start=DAY):

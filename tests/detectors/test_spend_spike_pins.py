@@ -11,7 +11,6 @@ the figures of a decision can be written down from the rules.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import replace
 
@@ -21,7 +20,7 @@ from detectors import spend_spike
 from detectors.decision import Decision
 from detectors.spend_spike import RECENT, SpendSpikeParams, SpendSpikeState
 from tests.detectors.series import DAY_MINUTES, MINUTE, START
-from tests.detectors.test_readme_numbers import BATCH, exactly
+from tests.detectors.test_readme_numbers import BATCH, exactly, flat, judge
 
 DAY = DAY_MINUTES
 PER_HOUR = 3600.0 / MINUTE
@@ -31,17 +30,6 @@ BOTH = ["update", "update_many"]
 # module documents): the clipped excess, its variance, the excess as spent, the level's
 # spend and what the baseline expected of it.
 S_CLIPPED, S_VAR, S_SPENT, L_SPENT, L_EXPECTED = (RECENT + i for i in range(5, 0, -1))
-
-
-@functools.cache
-def flat(history: int, base: float, params: SpendSpikeParams, width: float) -> dict:
-    """A key's state after ``history`` buckets of ``base`` USD from START (as a dict: copy
-    it). A flat history breaches nothing: it is learnt as it is."""
-    state = SpendSpikeState.new(params)
-    for i in range(history):
-        assert spend_spike.update(state, START + i * width, width, base, params) == []
-    assert state.episode is None
-    return state.to_dict()
 
 
 def states(
@@ -63,20 +51,11 @@ def probe(
     """A flat history, then ``spends`` bucket after bucket: the decisions and the state.
     ``how``: judged by update for one key, or by update_many for BATCH identical keys (its
     numpy path), which must agree with each other."""
-    keys = BATCH if how == "update_many" else 1
-    group = states(history, base, params, keys, width)
-    out: list[list[Decision]] = [[] for _ in range(keys)]
-    for i, spend in enumerate(spends, start=history):
-        t = START + i * width
-        if how == "update_many":
-            decided = spend_spike.update_many(group, t, width, [spend] * keys, params)
-        else:
-            decided = {0: spend_spike.update(group[0], t, width, spend, params)}
-        for k, decisions in decided.items():
-            out[k] += decisions
-    assert all(o == out[0] for o in out)
+    batch = how == "update_many"
+    group = states(history, base, params, BATCH if batch else 1, width)
+    decisions = judge(group, history, spends, params, batch, width)
     assert all(s.to_dict() == group[0].to_dict() for s in group)
-    return out[0], group[0]
+    return decisions, group[0]
 
 
 def tail(state: SpendSpikeState, offset: int) -> float:
