@@ -347,6 +347,17 @@ class _Bucket:
     window2: float  # (sum of the weights)^2: the baseline mean's error enters the sum so
     samples: float  # the most values an EW mean stands for (its effective sample size)
 
+    def quiet_sums(self, spent: float) -> bool:
+        """True when the sustained rule can't fire on an empty bucket after a spent sum
+        of ``spent``: the sum after it is at most decay x this (minus what is expected),
+        so below zero or worth less than the rule's floor it stays there (or the rule is
+        off)."""
+        return (
+            not self.sustain
+            or spent < 0.0
+            or spent * self.decay * self.spent_per_hour < self.sustain_floor
+        )
+
     @classmethod
     def of(cls, t: float, width: float, params: SpendSpikeParams) -> _Bucket:
         return cls(
@@ -480,12 +491,8 @@ def _learn_quiet(
     at_spent, at_clipped, at_var = end - _S_SPENT, end - _S_CLIPPED, end - _S_VAR
     at_level_spent, at_level_expected = end - _L_SPENT, end - _L_EXPECTED
     done = 0
-    spent_per_hour, sustain_floor = first.spent_per_hour, first.sustain_floor
     while done < count:
-        # The spent sum after this bucket is at most decay x what it is (minus what is
-        # expected): below zero, or worth less than the rule's floor, it can't fire.
-        spent = stats[at_spent]
-        if sustain and not (spent < 0.0 or spent * decay * spent_per_hour < sustain_floor):
+        if not first.quiet_sums(stats[at_spent]):
             break
         bucket_t = t - (count - done) * width  # as the caller's loop writes it
         at = _SLOTS + 3 * (int(bucket_t // SECONDS_PER_SLOT) % SLOTS_PER_DAY) if seasonal else 0
@@ -550,9 +557,7 @@ def _learn_quiet_span(
     if level and count * width / float(params.sustain_level_s or 1.0) > 500.0:
         return 0  # its weights would overflow: bucket by bucket instead
     spent0 = float(stats[end - _S_SPENT])
-    if sustain and not (
-        spent0 < 0.0 or spent0 * first.decay * first.spent_per_hour < first.sustain_floor
-    ):
+    if not first.quiet_sums(spent0):
         return 0
     seasonal = baseline.seasonal
     view = np.frombuffer(stats, dtype=np.float32).astype(np.float64)
