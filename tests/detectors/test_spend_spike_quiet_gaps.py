@@ -171,25 +171,32 @@ def test_the_quiet_path_learns_most_of_a_long_gap():
     assert judged[-1] == T0 + 2440 * MINUTE
 
 
+def gap_after_sums(
+    params: SpendSpikeParams, spend: float | None, clipped: float, spent: float
+) -> list[Decision]:
+    """600 minutes of ``spend`` (0.02-0.04 when it is None), the sustained rule's sums then
+    set to ``clipped`` and ``spent``, 99 quiet minutes and one of ``spend`` (0.02): the
+    decisions, checked equal to the reference's, with the same state after."""
+    new, reference = SpendSpikeState.new(params), SpendSpikeState.new(params)
+    for state in (new, reference):
+        for m in range(600):
+            usd = 0.02 + 0.01 * (m % 3) if spend is None else spend
+            spend_spike.update(state, T0 + m * MINUTE, MINUTE, usd, params)
+        stats, end = state.baseline.stats, len(state.baseline.stats)
+        stats[end - spend_spike._S_CLIPPED] = clipped
+        stats[end - spend_spike._S_SPENT] = spent
+    later, last = T0 + 700 * MINUTE, 0.02 if spend is None else spend
+    fired = spend_spike.update(new, later, MINUTE, last, params)
+    assert fired == reference_update(reference, later, MINUTE, last, params)
+    assert new.to_dict() == reference.to_dict()
+    return fired
+
+
 def test_a_gap_that_starts_with_an_excess_building_is_judged_and_fires_as_before():
     # The sustained rule's sums as a lasting excess leaves them, the key quiet after it: the
     # first skipped buckets can still breach, so they are judged, not learnt quietly.
     params = replace(BASE, seasonal=False, consecutive=1)
-
-    def building() -> SpendSpikeState:
-        state = SpendSpikeState.new(params)
-        for m in range(600):
-            spend_spike.update(state, T0 + m * MINUTE, MINUTE, 0.02 + 0.01 * (m % 3), params)
-        stats, end = state.baseline.stats, len(state.baseline.stats)
-        stats[end - spend_spike._S_CLIPPED] = 5.0  # far above the baseline, for a while
-        stats[end - spend_spike._S_SPENT] = 5.0
-        return state
-
-    new, reference = building(), building()
-    later = T0 + 700 * MINUTE
-    fired = spend_spike.update(new, later, MINUTE, 0.02, params)
-    assert fired == reference_update(reference, later, MINUTE, 0.02, params)
-    assert new.to_dict() == reference.to_dict()
+    fired = gap_after_sums(params, None, clipped=5.0, spent=5.0)  # far above, for a while
     assert fired and fired[0].status == "firing" and fired[0].starts_at == T0 + 600 * MINUTE
 
 
@@ -208,21 +215,7 @@ def test_with_no_floor_a_spent_sum_at_zero_is_not_taken_for_quiet():
     # clipped sum far above the baseline still fires the rule on an empty bucket: the gap
     # is judged (only a sum strictly below the floor is quiet).
     params = replace(BASE, seasonal=False, consecutive=1, sustain_usd_per_month=0.0)
-
-    def at_the_floor() -> SpendSpikeState:
-        state = SpendSpikeState.new(params)
-        for m in range(600):
-            spend_spike.update(state, T0 + m * MINUTE, MINUTE, 0.0, params)
-        stats, end = state.baseline.stats, len(state.baseline.stats)
-        stats[end - spend_spike._S_CLIPPED] = 100.0
-        stats[end - spend_spike._S_SPENT] = 0.0
-        return state
-
-    new, reference = at_the_floor(), at_the_floor()
-    later = T0 + 700 * MINUTE
-    fired = spend_spike.update(new, later, MINUTE, 0.0, params)
-    assert fired == reference_update(reference, later, MINUTE, 0.0, params)
-    assert new.to_dict() == reference.to_dict()
+    fired = gap_after_sums(params, 0.0, clipped=100.0, spent=0.0)
     assert fired and fired[0].status == "firing" and fired[0].starts_at == T0 + 600 * MINUTE
 
 
