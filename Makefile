@@ -46,6 +46,13 @@ bench-kafka: install kafka-up
 bench-notify: install kafka-up
 	$(PY) bench/notify.py --bootstrap 127.0.0.1:$(or $(KAFKA_PORT),9092)
 
+.PHONY: bench-recovery
+
+## bench-recovery: worker state recovery of 100k and 1M customer records from the changelog
+## (starts its own broker on 127.0.0.1:39792 unless one answers there; ARGS='--keys 100000')
+bench-recovery: install
+	nice $(PY) bench/recovery.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) out .pytest_cache
 
