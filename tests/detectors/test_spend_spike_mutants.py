@@ -1,0 +1,92 @@
+"""spend_spike cases that the mutation run (``make mutation``) showed no test had: each
+pins a behaviour the detector's users see (a decision, a figure, the learnt state that
+later decisions come from) at a place where a changed operator or constant went unseen.
+
+The quiet-gap cases compare with the reference of test_spend_spike_quiet_gaps (every
+skipped bucket judged and learnt on its own), the others with numbers from the rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from detectors import spend_spike
+from detectors.spend_spike import SpendSpikeParams
+from tests.detectors.test_spend_spike_quiet_gaps import (
+    BASE,
+    MINUTE,
+    T0,
+    close,
+    history,
+    reference_update,
+    run,
+    same_decisions,
+)
+
+# A key's life as test_spend_spike_quiet_gaps writes it: (minutes since the last bucket,
+# spend), from T0 (midnight UTC).
+Life = list[tuple[int, float]]
+
+
+def as_judging_every_bucket(params: SpendSpikeParams, life: Life) -> tuple[dict, list]:
+    """The life through update and through the reference: the same decisions and the same
+    state (to single precision's rounding); the state and the decisions."""
+    new_state, new = run(params, life, spend_spike.update)
+    old_state, old = run(params, life, reference_update)
+    assert same_decisions(new, old)
+    assert close(new_state, old_state)
+    return new_state, new
+
+
+# Long quiet gaps (learnt at once, in closed form) ----------------------------------------
+
+
+def test_a_long_quiet_gap_of_a_key_without_hours_of_the_day_is_learnt_as_judged():
+    """Not seasonal: 300 busy minutes, 199 quiet ones, one more: every one of them counts
+    in the key's history, and the baseline is where judging each would leave it."""
+    state, decisions = as_judging_every_bucket(
+        replace(BASE, seasonal=False), history(300) + [(200, 0.03)]
+    )
+    assert decisions == []
+    assert state["baseline"]["stats"][0] == 300 + 199 + 1
+
+
+def test_a_series_below_zero_is_judged_through_a_long_gap():
+    """A unit-free series around -1.2 with a gap of 99 buckets filled as zeros: a zero is
+    far above its baseline, so the gap is judged, and the excess it builds fires there."""
+    params = replace(BASE, seasonal=False, sustain_usd_per_month=0.0, min_excess_usd_per_hour=0.0)
+    life = [(1, -1.0 - 0.1 * (m % 5)) for m in range(400)] + [(100, -1.0)]
+    _, decisions = as_judging_every_bucket(params, life)
+    assert [d.status for d in decisions][:1] == ["firing"]
+    assert T0 + 400 * MINUTE <= decisions[0].starts_at < T0 + 499 * MINUTE  # in the gap
+
+
+def test_a_long_gap_through_an_hour_of_the_day_below_zero_is_judged_there():
+    """Seasonal, one hour of the day (01:00) below zero, the others above: a long gap that
+    crosses 01:00 is an excess over that hour's baseline, judged and fired there."""
+    params = replace(BASE, sustain_usd_per_month=0.0, min_excess_usd_per_hour=0.0)
+    day: Life = [(1, -0.05 if 60 <= m < 120 else 0.05) for m in range(1440)]
+    _, decisions = as_judging_every_bucket(params, day + [(200, 0.05)])
+    assert [d.status for d in decisions][:1] == ["firing"]
+    t0 = run(params, day, reference_update)[0]["last_t"]
+    assert t0 + 60 * MINUTE < decisions[0].starts_at < t0 + 121 * MINUTE
+
+
+def test_a_long_gap_too_long_for_the_level_closed_form_still_counts_every_bucket():
+    """A level that follows within a minute: 1,000 quiet buckets are too many for the
+    closed form (its weights, e^1000, overflow), so they are learnt one by one, every one
+    of them."""
+    params = replace(BASE, sustain_level_s=60.0)
+    state, _ = as_judging_every_bucket(params, history(300) + [(1000, 0.03)])
+    assert state["baseline"]["stats"][0] == 300 + 999 + 1
+
+
+def test_a_day_long_gap_in_which_an_hour_of_the_day_comes_of_age_is_learnt_as_judged():
+    """An hour (23:00) at $0.10, five minutes of 00:00 at $0.05, then a day without data
+    (1,440 buckets, the most a gap replays): 00:00 is met twice, and its 10th bucket, in the
+    gap, is the first judged on the hour's own baseline ($0.025, not the key's $0.089).
+    With sums that remember the whole day the state shows which one it was."""
+    params = replace(BASE, sustain_s=86_400.0, sustain_level_s=1e6)
+    life: Life = [(1, 0.10)] * 60 + [(1, 0.05)] * 5 + [(1441, 0.05)]
+    life[0] = (-60, 0.10)  # 23:00 the day before (T0 - 60 minutes) to 23:59, then 00:00
+    as_judging_every_bucket(params, life)
