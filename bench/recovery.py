@@ -293,7 +293,10 @@ def timed_start(
                 break
             free_gib = memory_kib(None, "MemAvailable") / 2**20
             if free_gib < min_free_gib:
-                result["error"] = f"stopped: the machine had {free_gib:.1f} GiB available left"
+                result["error"] = (
+                    f"stopped: the machine had {free_gib:.1f} GiB available left, the worker"
+                    f" held {memory_kib(proc.pid, 'VmRSS') / 1024:,.0f} MiB"
+                )
                 break
             body = health(port)
             if body is not None and web is None:
@@ -472,7 +475,7 @@ def main() -> int:
     )
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="per worker start")
     parser.add_argument(
-        "--min-free-gib", type=float, default=2.0, help="stop a worker below this much free"
+        "--min-free-gib", type=float, default=3.0, help="stop a worker below this much free"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "recovery.json")
     args = parser.parse_args()
