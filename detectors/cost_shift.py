@@ -68,10 +68,11 @@ from detectors import attribution
 from detectors import episode as episodes
 from detectors.attribution import Usage
 from detectors.decision import HOURS_PER_MONTH, Decision
+from detectors.encoding import pack, unpack
 from detectors.episode import CRITICAL, WARNING, Episode, Transition
 
 NAME = "cost_shift"
-STATE_VERSION = 1
+STATE_VERSION = 2
 # The stream layer hands usage over in steps of about this long (whole buckets): a
 # detector of hour-long windows needs no per-minute judging, and it costs per key.
 STEP_S = 600.0
@@ -229,6 +230,12 @@ class CostShiftParams:
     ] = None
 
 
+# The stored state's parts of the sums (to_dict), and the version that wrote them as JSON
+# lists of numbers (read still: a restarted worker restores what its predecessor wrote).
+_PARTS = {"long": _LONG, "hours": _HOURS, "short": _SHORT, "recent": _RECENT}
+_LISTS_VERSION = 1
+
+
 @dataclass(slots=True)
 class CostShiftState:
     """Per-key state: EW sums (long, per hour, short, recent), the breach, the episode."""
@@ -267,12 +274,11 @@ class CostShiftState:
         return cast(Sums, memoryview(self.sums)[_RECENT])
 
     def to_dict(self) -> dict[str, Any]:
+        """The state as JSON values; each part of the sums as its bytes (encoding.pack)."""
+        sums = self.sums
         return {
             "v": STATE_VERSION,
-            "long": list(self.long),
-            "hours": list(self.hours),
-            "short": list(self.short),
-            "recent": list(self.recent),
+            **{name: pack(sums[part]) for name, part in _PARTS.items()},
             "t": self.t,
             "since": self.since,
             "breach_since": self.breach_since,
@@ -282,13 +288,19 @@ class CostShiftState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CostShiftState:
-        if data.get("v") != STATE_VERSION:
+        """The state written by ``to_dict``, or by version 1 (the sums as lists of numbers)."""
+        if data.get("v") not in (_LISTS_VERSION, STATE_VERSION):
             raise ValueError(f"cost_shift state version {data.get('v')!r} != {STATE_VERSION}")
-        parts = (data["long"], data["hours"], data["short"], data["recent"])
-        if [len(part) for part in parts] != [7, 2 * HOURS, 7, 7]:
-            raise ValueError("cost_shift state: sums of the wrong length")
+        sums = array(SUMS)
+        for name, part in _PARTS.items():
+            try:
+                sums += unpack(SUMS, data[name], part.stop - part.start)
+            except ValueError as e:
+                raise ValueError(
+                    f"cost_shift state: sums {name!r} of the wrong length: {e}"
+                ) from None
         return cls(
-            array(SUMS, [x for part in parts for x in part]),
+            sums,
             data["t"],
             data["since"],
             data["breach_since"],
