@@ -19,6 +19,8 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+from detectors.encoding import pack, unpack
+
 SLOTS_PER_DAY = 24
 SECONDS_PER_SLOT = 86_400 // SLOTS_PER_DAY
 
@@ -142,12 +144,13 @@ class SeasonalBaseline:
         return float(stats[_MEAN]), math.sqrt(max(0.0, stats[_VAR]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seasonal": self.seasonal, "stats": self.stats.tolist(), "tail": self.tail}
+        """The baseline as JSON values, the statistics as their bytes (encoding.pack)."""
+        return {"seasonal": self.seasonal, "stats": pack(self.stats), "tail": self.tail}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SeasonalBaseline:
         return cls(
             seasonal=data["seasonal"],
-            stats=array(TYPECODE, data["stats"]),
+            stats=unpack(TYPECODE, data["stats"]),  # or a list of numbers, as written before
             tail=data.get("tail", 0),
         )

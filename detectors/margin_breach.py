@@ -78,10 +78,14 @@ from pydantic import ConfigDict, Field
 
 from detectors import episode as episodes
 from detectors.decision import Decision
+from detectors.encoding import pack, unpack
 from detectors.episode import CRITICAL, WARNING, Episode, Transition
 
 NAME = "margin_breach"
-STATE_VERSION = 5
+STATE_VERSION = 6
+# Version 5 wrote profile and seen as JSON lists of numbers (6: their bytes, base64); its
+# records are still read, so a restarted worker restores what its predecessor wrote.
+_LISTS_VERSION = 5
 
 HOUR = 3600.0
 DAY = 86_400.0
@@ -279,18 +283,17 @@ class MarginBreachState:
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in _FIELDS}
-        # 9 significant digits tell every single-precision value apart: exact, and short.
-        data["profile"] = [float(f"{usd:.9g}") for usd in self.profile]
-        data["seen"] = self.seen.tolist()
+        data["profile"] = pack(self.profile)
+        data["seen"] = pack(self.seen)
         return {"v": STATE_VERSION, **data, "episode": episodes.to_dict(self.episode)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MarginBreachState:
-        if data.get("v") != STATE_VERSION:
+        if data.get("v") not in (_LISTS_VERSION, STATE_VERSION):
             raise ValueError(f"margin_breach state version {data.get('v')!r} != {STATE_VERSION}")
         fields = {k: data[k] for k in _FIELDS}
-        fields["profile"] = array(PROFILE_TYPE, fields["profile"])
-        fields["seen"] = array(COUNT_TYPE, fields["seen"])
+        fields["profile"] = unpack(PROFILE_TYPE, fields["profile"], SLOTS)
+        fields["seen"] = unpack(COUNT_TYPE, fields["seen"], SLOTS)
         return cls(**fields, episode=episodes.from_dict(data["episode"]))
 
 

@@ -33,11 +33,15 @@ from pydantic import ConfigDict, Field
 
 from detectors import episode as episodes
 from detectors.decision import Decision
+from detectors.encoding import pack, unpack
 from detectors.episode import CRITICAL, WARNING, Episode
 from detectors.ewstats import TYPECODE, ew_update, ew_weight
 
 NAME = "retry_storm"
-STATE_VERSION = 5
+STATE_VERSION = 6
+# Version 5 wrote the stats as a JSON list of numbers (6: their bytes, base64); its records
+# are still read, so a restarted worker restores what its predecessor wrote.
+_LISTS_VERSION = 5
 # Ring fields per bucket (offsets), see BucketCounts.
 _REQ, _FAIL, _RETRY, _LIMITED, _WASTED, _TOP, _FIRST_FAIL, _RETRIED, _TOP_REQ = range(9)
 _FIELDS = 9
@@ -181,17 +185,17 @@ class RetryStormState:
     def to_dict(self) -> dict[str, Any]:
         return {
             "v": STATE_VERSION,
-            "stats": self.stats.tolist(),
+            "stats": pack(self.stats),
             "episode": episodes.to_dict(self.episode),
             "last_t": self.last_t,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RetryStormState:
-        if data.get("v") != STATE_VERSION:
+        if data.get("v") not in (_LISTS_VERSION, STATE_VERSION):
             raise ValueError(f"retry_storm state version {data.get('v')!r} != {STATE_VERSION}")
         return cls(
-            stats=array(TYPECODE, data["stats"]),
+            stats=unpack(TYPECODE, data["stats"]),
             episode=episodes.from_dict(data["episode"]),
             last_t=data["last_t"],
         )

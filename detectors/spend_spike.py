@@ -52,7 +52,10 @@ from detectors.ewstats import (
 )
 
 NAME = "spend_spike"
-STATE_VERSION = 5
+STATE_VERSION = 6
+# Version 5 wrote the baseline's array as a JSON list of numbers (6: its bytes, base64);
+# its records are still read, so a restarted worker restores what its predecessor wrote.
+_LISTS_VERSION = 5
 # The last buckets' spend kept in the state's array, for the alert's sparkline.
 RECENT = 12
 # Before them, the sustained rule's sums, as offsets from the array's end: the clipped
@@ -289,8 +292,9 @@ class SpendSpikeState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpendSpikeState:
-        """The state written by ``to_dict``; a version 4 state (before the sustained
-        rule) keeps its baseline and gains empty sums."""
+        """The state written by ``to_dict``, or by version 5 (the same, the array as a list
+        of numbers); a version 4 state (before the sustained rule) keeps its baseline and
+        gains empty sums."""
         version = data.get("v")
         if version == 4:
             baseline = dict(data["baseline"])
@@ -298,7 +302,7 @@ class SpendSpikeState:
             baseline["stats"] = stats[:-RECENT] + [0.0] * (TAIL - RECENT) + stats[-RECENT:]
             baseline["tail"] = TAIL
             data = {**data, "baseline": baseline}
-        elif version != STATE_VERSION:
+        elif version not in (_LISTS_VERSION, STATE_VERSION):
             raise ValueError(f"spend_spike state version {version!r} != {STATE_VERSION}")
         return cls(
             baseline=SeasonalBaseline.from_dict(data["baseline"]),

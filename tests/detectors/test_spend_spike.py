@@ -160,16 +160,16 @@ def test_a_version_4_state_keeps_its_baseline_and_gains_empty_sums():
     for minute in range(600):
         spend_spike.update(state, minute * 60.0, 60.0, 0.5 + 0.1 * (minute % 7), params)
     new = state.to_dict()
-    stats = new["baseline"]["stats"]
+    stats = state.baseline.stats.tolist()  # version 4 wrote the array as a list
     old = {
         **new,
         "v": 4,
         "baseline": {**new["baseline"], "tail": RECENT, "stats": stats[:-TAIL] + stats[-RECENT:]},
     }
     del old["slow"]
-    upgraded = SpendSpikeState.from_dict(old).to_dict()
-    assert upgraded["v"] == STATE_VERSION
-    kept = upgraded["baseline"]["stats"]
+    upgraded = SpendSpikeState.from_dict(old)
+    assert upgraded.to_dict()["v"] == STATE_VERSION
+    kept = upgraded.baseline.stats.tolist()
     assert kept[:-TAIL] == stats[:-TAIL] and kept[-RECENT:] == stats[-RECENT:]
     assert kept[-TAIL:-RECENT] == [0.0] * (TAIL - RECENT)
     with pytest.raises(ValueError, match="version 3"):

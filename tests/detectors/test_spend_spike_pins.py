@@ -59,7 +59,7 @@ def probe(
 
 
 def tail(state: SpendSpikeState, offset: int) -> float:
-    stats = state.to_dict()["baseline"]["stats"]
+    stats = state.baseline.stats.tolist()
     return stats[len(stats) - offset]
 
 
@@ -92,7 +92,7 @@ def test_a_firing_spike_reports_its_figures_as_the_rules_compute_them(how):
         "bucket_s": 60.0,
     }
     assert state.episode is not None and state.episode.firing and not state.slow
-    assert state.to_dict()["baseline"]["stats"][1] == 1.0  # the spike was learnt clipped
+    assert state.baseline.stats.tolist()[1] == 1.0  # the spike was learnt clipped
 
 
 def test_a_resolving_spike_reports_the_calm_bucket_and_clears_the_spike_from_its_sums():
@@ -252,7 +252,7 @@ def test_an_hour_of_the_day_is_judged_on_its_own_once_it_has_10_buckets(seen, fi
     else:
         assert decisions == []
         mean = (60 * 2.0 + seen * 1.0) / (60 + seen)  # every bucket at 1/n: the plain mean
-        assert group[0].to_dict()["baseline"]["stats"][1] == pytest.approx(
+        assert group[0].baseline.stats.tolist()[1] == pytest.approx(
             (mean * (60 + seen) + 3.0) / (61 + seen), rel=1e-6
         )
 
@@ -281,7 +281,7 @@ def test_the_baseline_remembers_baseline_days(changes, width, alpha):
     for i in range(200):
         spend_spike.update(state, START + i * width, width, 0.0, params)
     spend_spike.update(state, START + 200 * width, width, 24.0, params)
-    stats = state.to_dict()["baseline"]["stats"]
+    stats = state.baseline.stats.tolist()
     assert stats[:2] == [201.0, pytest.approx(24.0 * alpha, rel=1e-6)]
     if params.seasonal:  # the hour's own mean: its count is 201 / 24 buckets, 1/n
         slot = 3 + 3 * int((200 * width) // 3600 % 24)
@@ -340,7 +340,7 @@ def test_a_drop_fires_on_its_rules(changes, base, drop, expected):
         assert d.values["money_at_risk_usd_per_hour"] == 0.0  # nothing is spent too much
         assert d.values["z"] == (drop - base) / (0.05 * base)
         # A drop is learnt clipped (at baseline - 3 sd, sd 0): the baseline stays.
-        assert state.to_dict()["baseline"]["stats"][1:3] == [base, 0.0]
+        assert state.baseline.stats.tolist()[1:3] == [base, 0.0]
 
 
 @pytest.mark.parametrize(
@@ -392,7 +392,7 @@ def test_both_ways_a_spike_says_up_and_an_ordinary_dip_is_learnt_as_it_is():
     ]
     decisions, state = probe(DAY, 1.0, [0.9], params)
     assert decisions == []
-    assert state.to_dict()["baseline"]["stats"][1] == pytest.approx(1.0 - 0.1 / 180, rel=1e-7)
+    assert state.baseline.stats.tolist()[1] == pytest.approx(1.0 - 0.1 / 180, rel=1e-7)
 
 
 AGREE_CASES = [
@@ -480,7 +480,7 @@ def test_a_key_that_spent_nothing_fires_on_any_spend_worth_the_floor(how, sustai
         "z": 0.0,
         "money_at_risk_usd_per_hour": 0.0,
     }
-    assert state.to_dict()["baseline"]["stats"][1:3] == [0.0, 0.0]
+    assert state.baseline.stats.tolist()[1:3] == [0.0, 0.0]
 
 
 # The sustained rule, one bucket at a time ----------------------------------------------------
@@ -532,7 +532,7 @@ def test_a_lasting_excess_reports_the_figures_of_its_window():
         "sustain_s": 1200.0,
     }
     assert state.slow and state.episode is not None and state.episode.firing
-    assert state.to_dict()["baseline"]["stats"][1:3] == [1.0, 0.0]
+    assert state.baseline.stats.tolist()[1:3] == [1.0, 0.0]
 
 
 # (2 - alpha) / alpha: the most samples an EW mean stands for; 19 at alpha 0.1 (a flat
@@ -655,5 +655,5 @@ def test_update_learns_a_gap_and_ignores_buckets_out_of_order(params, gap, learn
         assert state.to_dict() == before
     assert spend_spike.update(state, at(10 + gap), MINUTE, 1.0, params) == []
     assert state.last_t == at(10 + gap)
-    assert state.to_dict()["baseline"]["stats"][0] == learnt
+    assert state.baseline.stats.tolist()[0] == learnt
     assert state.recent(MINUTE)[-1] == 1.0

@@ -86,7 +86,15 @@ def run(params: SpendSpikeParams, life: list[tuple[int, float]], update) -> tupl
     for minutes, spend in life:
         t += minutes * MINUTE
         decisions += update(state, t, MINUTE, spend, params)
-    return state.to_dict(), decisions
+    return readable(state), decisions
+
+
+def readable(state: SpendSpikeState) -> dict:
+    """``to_dict``, the baseline's array as a list of numbers (to_dict packs its bytes):
+    ``close`` compares them to single precision's rounding."""
+    data = state.to_dict()
+    data["baseline"] = {**data["baseline"], "stats": state.baseline.stats.tolist()}
+    return data
 
 
 def history(busy: int, flat: bool = False) -> list[tuple[int, float]]:
