@@ -139,3 +139,20 @@ def test_update_many_judges_a_lasting_excess_under_the_resolve_z_as_update():
     for decisions in agree(params, rows):
         assert decisions[0].status == "firing"
         assert 1.0 <= decisions[0].values["sustained_z"] < params.resolve_z
+
+
+def test_a_new_key_that_spends_once_then_goes_quiet_is_learnt_as_judged():
+    """One bucket of $0.03 (its level's expectation still 0: there was no baseline to
+    expect anything), then 199 quiet minutes: the first of them expects the baseline
+    itself, not a busier level (spend over an expectation of 0 is no ratio)."""
+    state, decisions = as_judging_every_bucket(BASE, [(0, 0.03), (200, 0.03)])
+    assert decisions == []
+    assert state["baseline"]["stats"][0] == 201
+
+
+def test_a_long_gap_after_a_busier_spell_follows_the_level_from_its_first_bucket():
+    """Three hours at $0.01, one at $0.02 (a busier level, followed), then 150 quiet
+    minutes with sums that remember a day: the level's expectation before the gap's first
+    bucket is what the busier hour left, and the state is as judging each bucket leaves it."""
+    params = replace(BASE, sustain_s=86_400.0, sustain_level_s=10_800.0)
+    as_judging_every_bucket(params, [(1, 0.01)] * 180 + [(1, 0.02)] * 60 + [(151, 0.01)])
