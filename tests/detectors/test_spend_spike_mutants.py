@@ -156,3 +156,15 @@ def test_a_long_gap_after_a_busier_spell_follows_the_level_from_its_first_bucket
     bucket is what the busier hour left, and the state is as judging each bucket leaves it."""
     params = replace(BASE, sustain_s=86_400.0, sustain_level_s=10_800.0)
     as_judging_every_bucket(params, [(1, 0.01)] * 180 + [(1, 0.02)] * 60 + [(151, 0.01)])
+
+
+# Short quiet gaps (learnt bucket by bucket) ------------------------------------------------
+
+
+def test_a_short_quiet_gap_after_a_flat_history_counts_the_floor_of_the_sd():
+    """A flat $0.05 a minute (sd 0), then 30 quiet minutes: each adds the floor of the
+    baseline's sd (5 % of it) to the sustained rule's variance, as judging it would, so a
+    later excess is measured against the same spread."""
+    state, decisions = as_judging_every_bucket(BASE, history(300, flat=True) + [(31, 0.05)])
+    assert decisions == []
+    assert state["baseline"]["stats"][0] == 300 + 30 + 1
