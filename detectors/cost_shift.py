@@ -27,9 +27,12 @@ the long-run average rate, so a night-time shift is not judged at night volume) 
 ``warning_usd_per_month``, and spend is above what this hour usually costs (a cheap
 model's traffic stopping raises unit cost but costs nothing). It fires once the breach
 has lasted ``min_duration_s``; critical from ``critical_usd_per_month`` (a warning
-escalates once). While an alert is open or building the baseline does not learn, and
-once warm a dear step is learnt clipped. It resolves when the recent unit cost is below
-baseline x (1 + ``min_ratio`` / 2) for ``calm_s`` (flap damping: ``rearm_s``), or when
+escalates once). Slow creep: a shift of at least half of ``min_ratio`` (the other
+conditions the same, and still half way up in the recent window) fires once it has
+lasted ``creep_duration_s``. While an alert is open or building (a breach or a creep)
+the baseline does not learn, and once warm a dear step is learnt clipped. It resolves
+when the recent unit cost is below baseline x (1 + ``min_ratio`` / 2) for ``calm_s``
+(flap damping: ``rearm_s``), or when
 the new level is accepted: ``accept_from`` (an event time, per key through overrides)
 restarts the key's baseline from the current level at that time and closes its alert;
 ``accept_after_s`` does so by itself after an alert has been open that long.
@@ -172,6 +175,16 @@ class CostShiftParams:
             description="Fire once a breach has lasted this long (event time), seconds.",
         ),
     ] = 3600.0
+    creep_duration_s: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            le=7 * 86_400,
+            description="Slow cost creep: a smaller shift, at least half of min_ratio "
+            "above baseline (the other conditions the same), fires once it has lasted "
+            "this long, seconds (null: never).",
+        ),
+    ] = 10_800.0
     min_requests: Annotated[
         float,
         Field(gt=0, description="Successful requests the short window needs (EW count)."),
@@ -436,7 +449,8 @@ def update(
     recent[CACHED] = recent[CACHED] * fr + usage[CACHED]
     recent[OUTPUT] = recent[OUTPUT] * fr + usage[OUTPUT]
     recent[EXPECTED] = recent[EXPECTED] * fr + expected
-    bar = 1 + params.min_ratio
+    # Where creep is judged, half the ratio already starts a breach.
+    bar = 1 + (params.min_ratio if params.creep_duration_s is None else params.min_ratio / 2)
     if learning and (
         short[OK] < params.min_requests
         or (short[COST] < short[EXPECTED] * bar and recent[COST] < recent[EXPECTED] * bar)
@@ -586,6 +600,7 @@ def _decide(
     rearm_n = episodes.rearm_buckets(params.rearm_s, dt)
     episode = state.episode
     transitions: list[Transition] = []
+    crept = False
     if episode is not None and episode.firing:
         if episode.severity == WARNING and breach and critical and episode.calm == 0:
             # Escalation: the warning resolves and a critical alert fires (two alerts).
@@ -628,13 +643,32 @@ def _decide(
         # start the hour early. From the step before (``began``) when the recent window
         # was already half way there: the shift began within that step.
         shown = j.warm and recent_breach and j.spend_above_usual
-        if breach or shown:
+        # Creep: half the ratio, with the money, the evidence and the spend, still
+        # elevated now; it fires only after creep_duration_s.
+        creep = (
+            params.creep_duration_s is not None
+            and j.warm
+            and j.evidence
+            and j.ratio >= params.min_ratio / 2
+            and j.z >= params.min_z
+            and month >= params.warning_usd_per_month
+            and j.spend_above_usual
+            and recent_elevated
+        )
+        if breach or shown or creep:
             if state.breach_since is None:
                 state.breach_since = began if shown and began is not None else t
         elif not (elevated and recent_elevated):
             state.breach_since = None
         since = state.breach_since
         lasted = breach and since is not None and t + dt - since >= params.min_duration_s
+        crept = bool(
+            not lasted
+            and creep
+            and since is not None
+            and t + dt - since >= (params.creep_duration_s or math.inf)
+        )
+        lasted = lasted or crept
         severity = CRITICAL if critical else WARNING
         state.episode, transitions = episodes.advance(
             episode,
@@ -650,7 +684,7 @@ def _decide(
         )
     if any(tr.status == "resolved" for tr in transitions):
         state.breach_since = None
-    return _decisions(transitions, j, params, state)
+    return _decisions(transitions, j, params, state, crept)
 
 
 def _recent(state: CostShiftState, j: _Judged, params: CostShiftParams) -> tuple[bool, bool]:
@@ -669,7 +703,10 @@ def _decisions(
     j: _Judged,
     params: CostShiftParams,
     state: CostShiftState | None = None,
+    crept: bool = False,
 ) -> list[Decision]:
+    """The transitions as decisions; ``crept``: fired by the creep rule (its bar is half
+    the ratio's, and the alert says so)."""
     if not transitions:
         return []
     # Figures of the level now (the recent window); the hour's window was judged.
@@ -678,7 +715,7 @@ def _decisions(
         "baseline": j.now_base,
         "ratio": j.now / j.now_base if j.now_base > 0 else 0.0,
         "z": j.z if math.isfinite(j.z) else 0.0,
-        "threshold": j.now_base * (1.0 + params.min_ratio),
+        "threshold": j.now_base * (1.0 + params.min_ratio / (2 if crept else 1)),
         "money_at_risk_usd_per_hour": max(0.0, j.now_excess_per_hour),
         "excess_usd_per_month": max(0.0, j.now_excess_per_hour * HOURS_PER_MONTH),
         "requests_per_hour": j.rate_per_hour,
@@ -688,6 +725,9 @@ def _decisions(
     for tr in transitions:
         mine = values
         notes: dict[str, str] = {}
+        if crept and tr.status == "firing":
+            hours = (params.creep_duration_s or 0.0) / 3600
+            notes["rule"] = f"creep: >= +{params.min_ratio / 2:.1%} for {hours:g} h"
         if tr.status == "firing" and state is not None:
             split = shift_attribution(state, j)
             if split is not None:
