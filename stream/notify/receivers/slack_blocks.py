@@ -115,6 +115,8 @@ def _alert_blocks(alert: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"type": "context", "elements": [_plain(f"Recent: {bars}")]})
     if why := alert["annotations"].get("attribution"):  # why spend moved, by driver
         out.append({"type": "context", "elements": [_plain(f"Why: {why}", 1900)]})
+    if rule := alert["annotations"].get("rule"):  # a rule other than the main one fired
+        out.append({"type": "context", "elements": [_plain(f"Rule: {rule}", 300)]})
     return out
 
 
