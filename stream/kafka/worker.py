@@ -137,6 +137,7 @@ class Worker:
         )
         self.ingest_stage = IngestStage(settings, self.prices)
         self.unknown_logged: set[tuple[str, str]] = set()
+        self.known_changelogs: set[str] = set()  # changelog topics the producer knows
         events_topic = self.events.get_topic_name()
         self.intake = Intake(settings, self.ingest_stage, self.metrics, events_topic)
         self.states = CustomerStates(self.state_table)  # type: ignore[arg-type]
@@ -239,6 +240,7 @@ class Worker:
 
     async def detect_batch(self, batch: list[Any]) -> None:
         started = time.perf_counter()
+        await self.learn_changelog_topics(self.state_table)
         async with self.detect_lock:
             late = self.late_events()
             touched: set[int] = set()
@@ -337,6 +339,7 @@ class Worker:
         await self.notify.reload(new, built)
 
     async def global_batch(self, batch: list[Any]) -> None:
+        await self.learn_changelog_topics(self.global_table)
         if self.global_stage is None:
             self.global_stage = GlobalStage(self.settings, self.settings.kafka.topics.partitions)
             snapshot = self.global_table.get(GLOBAL_KEY)
@@ -448,12 +451,20 @@ class Worker:
         return any(tp.topic == name for tp in self.app.assignor.assigned_actives())
 
     async def learn_notify_topics(self) -> None:
-        """Have the producer fetch the notify tables' changelog metadata: a table made with
-        ``use_partitioner`` picks the changelog partition from it when written outside a
-        stream (the notifier writes on delivery), and fails while it is unknown."""
+        """The notify tables' changelog metadata, before the notifier writes on delivery."""
+        await self.learn_changelog_topics(self.notify.alerts_table, self.notify.nflog_table)
+
+    async def learn_changelog_topics(self, *tables: Any) -> None:
+        """Have the producer fetch the tables' changelog metadata once: a table made with
+        ``use_partitioner`` picks the changelog partition from it on every write (in a
+        stream too), and fails while it is unknown, as it can be on a worker's first
+        batch when the broker is slow to answer."""
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        for table in (self.notify.alerts_table, self.notify.nflog_table):
-            await producer.partitions_for(table.changelog_topic.get_topic_name())  # type: ignore[attr-defined]
+        for table in tables:
+            name = table.changelog_topic.get_topic_name()
+            if name not in self.known_changelogs:
+                await producer.partitions_for(name)
+                self.known_changelogs.add(name)
 
     def notify_ready(self) -> bool:
         app = self.app
