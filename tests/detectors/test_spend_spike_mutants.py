@@ -10,10 +10,22 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from detectors import spend_spike
 from detectors.ewstats import SeasonalBaseline
-from detectors.spend_spike import SpendSpikeParams
-from tests.detectors.test_spend_spike_pins import SPIKE, agree
+from detectors.spend_spike import SpendSpikeParams, SpendSpikeState
+from tests.detectors.test_spend_spike_pins import (
+    DAY,
+    DECAY,
+    DOWN,
+    ONE,
+    SPIKE,
+    agree,
+    at,
+    lasting_excess,
+    probe,
+)
 from tests.detectors.test_spend_spike_quiet_gaps import (
     BASE,
     MINUTE,
@@ -168,3 +180,51 @@ def test_a_short_quiet_gap_after_a_flat_history_counts_the_floor_of_the_sd():
     state, decisions = as_judging_every_bucket(BASE, history(300, flat=True) + [(31, 0.05)])
     assert decisions == []
     assert state["baseline"]["stats"][0] == 300 + 30 + 1
+
+
+# update() judging one key ------------------------------------------------------------------
+
+
+def test_a_lasting_excess_stays_open_while_its_window_holds_half_the_monthly_floor():
+    """A $0.06/h baseline (where the 1.01x asks next to nothing), one bucket $0.10 over it,
+    then calm: the window's excess ($0.29/h, decaying by DECAY a bucket) holds the alert
+    open while it is worth at least half of $100 a month; the calm that resolves it starts
+    at the first bucket under that, and the resolve comes after 15 buckets of flap damping."""
+    params = replace(ONE, sustain_margin=0.01)
+    base, residual, half = 1 / 1024, 0.1, 0.5 * 100 / 730
+    last = max(k for k in range(100) if lasting_excess(residual) * DECAY**k >= half)
+    assert last == 29
+    decisions, _ = probe(DAY, base, [base + residual] + [base] * (last + 15), params)
+    assert [(d.status, d.ends_at) for d in decisions] == [
+        ("firing", None),
+        ("resolved", at(DAY + last + 1)),
+    ]
+    assert decisions[1].values["sustained_excess_usd_per_hour"] < half
+
+
+@pytest.mark.parametrize(("after", "resolves"), [(9.0, False), (9.5, True)])
+def test_an_open_drop_is_held_only_under_the_resolve_margin_when_z_asks_nothing(after, resolves):
+    """A drop to half of $10 for 3 buckets, then ``after``, with resolve_z 0: held open at
+    or under 0.9x the baseline (10 % under it), calm at 0.95x, though still under it."""
+    params = replace(DOWN, resolve_z=0.0)
+    decisions, _ = probe(DAY, 10.0, [5.0] * 3 + [after] * 60, params)
+    assert [d.status for d in decisions] == (["firing", "resolved"] if resolves else ["firing"])
+
+
+def test_a_drop_is_learnt_clipped_at_3_sd_under_the_baseline():
+    """Not seasonal, a baseline around $1.00 with sd $0.10, then 3 buckets of $0 (a drop):
+    each is learnt as the baseline minus 3 sd ($0.70), so the baseline moves down by 0.3 of
+    what learning $0 would take off it."""
+    params = replace(DOWN, seasonal=False)
+    state = SpendSpikeState.new(params)
+    for i in range(DAY):
+        assert spend_spike.update(state, at(i), MINUTE, 1.0 + 0.1 * (-1) ** i, params) == []
+    mean = state.baseline.stats[1]
+    assert state.baseline.stats[2] ** 0.5 == pytest.approx(0.1)
+    decisions = []
+    for i in range(DAY, DAY + 3):
+        decisions += spend_spike.update(state, at(i), MINUTE, 0.0, params)
+    assert [d.status for d in decisions] == ["firing"]
+    # Each moves it by its weight (1/n, about 1/DAY) x 3 sd: 0.3 of the 1.0 that learning
+    # $0 as it is would take off, 3 x 1.0 / DAY in all.
+    assert mean - 3 * 0.35 / DAY < state.baseline.stats[1] < mean - 3 * 0.25 / DAY
