@@ -228,3 +228,35 @@ def test_a_drop_is_learnt_clipped_at_3_sd_under_the_baseline():
     # Each moves it by its weight (1/n, about 1/DAY) x 3 sd: 0.3 of the 1.0 that learning
     # $0 as it is would take off, 3 x 1.0 / DAY in all.
     assert mean - 3 * 0.35 / DAY < state.baseline.stats[1] < mean - 3 * 0.25 / DAY
+
+
+def test_a_warm_keys_alert_is_named_spend_spike():
+    """The alert layer routes and groups by the alert's name: a warm key's firing and
+    resolve say spend_spike, as a warm-up alert does."""
+    decisions, _ = probe(DAY, 1.0, [4.0] * 3 + [1.0] * 15)
+    assert [(d.alertname, d.status) for d in decisions] == [
+        ("spend_spike", "firing"),
+        ("spend_spike", "resolved"),
+    ]
+
+
+def test_one_params_judges_keys_of_two_bucket_widths_as_each_alone():
+    """The same parameters for a key in 60 s buckets and one in hourly buckets, called in
+    turn for the same bucket starts: each decides and learns as it does on its own (the
+    per-bucket numbers shared between keys are per width)."""
+    params = replace(SPIKE, seasonal=False, absolute_usd_per_hour=30.0, consecutive=1)
+    spends = [0.1, 0.1, 0.6, 0.6, 0.6, 0.1]  # $0.60 a minute is $36/h, a bucket an hour $0.60/h
+    together = {60.0: SpendSpikeState.new(params), 3600.0: SpendSpikeState.new(params)}
+    alone = {60.0: SpendSpikeState.new(params), 3600.0: SpendSpikeState.new(params)}
+    decided: dict[float, list] = {60.0: [], 3600.0: []}
+    for i, spend in enumerate(spends):
+        t = at(0) + i * 3600.0
+        for width, state in together.items():
+            decided[width] += spend_spike.update(state, t, width, spend, params)
+    for width, state in alone.items():
+        expected = []
+        for i, spend in enumerate(spends):
+            expected += spend_spike.update(state, at(0) + i * 3600.0, width, spend, params)
+        assert decided[width] == expected, width
+        assert together[width].to_dict() == state.to_dict(), width
+    assert [d.status for d in decided[60.0]][:1] == ["firing"] and decided[3600.0] == []
