@@ -455,14 +455,18 @@ class Worker:
         await self.learn_changelog_topics(self.notify.alerts_table, self.notify.nflog_table)
 
     async def learn_changelog_topics(self, *tables: Any) -> None:
-        """Have the producer fetch the tables' changelog metadata once: a table made with
-        ``use_partitioner`` picks the changelog partition from it on every write (in a
-        stream too), and fails while it is unknown, as it can be on a worker's first
-        batch when the broker is slow to answer."""
+        """Have the producer track the tables' changelog topics in its metadata: a table
+        made with ``use_partitioner`` picks the changelog partition from that metadata on
+        every write (in a stream too), synchronously, and crashes its agent while the
+        topic is missing. Knowing the topic once is not enough: the producer's metadata
+        holds every topic until its first send asks for a topic of its own, and from then
+        on only the topics it tracks, so an untracked changelog drops out at the next
+        refresh (seen: a worker's detect agent crashed on its first flush)."""
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
         for table in tables:
             name = table.changelog_topic.get_topic_name()
             if name not in self.known_changelogs:
+                await producer.client.add_topic(name)  # tracked from now on
                 await producer.partitions_for(name)
                 self.known_changelogs.add(name)
 
