@@ -851,6 +851,7 @@ def _learn_ordinary(
         breach |= (
             warm
             & (sustained_z >= bucket.sustain_z)
+            & (excess > 0.0)
             & (excess >= bucket.sustain_floor)
             & (excess >= bucket.sustain_ratio * expected * per_hour)
         )
@@ -939,6 +940,7 @@ def _judge_and_learn(state: SpendSpikeState, spend: float, bucket: _Bucket) -> l
             warm
             and bucket.up
             and sustained_z >= bucket.sustain_z
+            and sustained_excess > 0.0  # an excess, whatever the floor (it may be 0)
             and sustained_excess >= bucket.sustain_floor
             and sustained_excess >= bucket.sustain_ratio * expected * per_hour
         )

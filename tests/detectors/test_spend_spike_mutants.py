@@ -260,3 +260,26 @@ def test_one_params_judges_keys_of_two_bucket_widths_as_each_alone():
         assert decided[width] == expected, width
         assert together[width].to_dict() == state.to_dict(), width
     assert [d.status for d in decided[60.0]][:1] == ["firing"] and decided[3600.0] == []
+
+
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize(("spend", "fires"), [(0.0, False), (0.01, True)])
+def test_with_every_floor_at_zero_the_lasting_excess_needs_an_excess(spend, fires, batch):
+    """sustain_z and sustain_usd_per_month 0 (both allowed): a key that spends nothing
+    against a baseline of nothing has no lasting excess to report (it fired a $0 one);
+    a cent a minute over that baseline does. By update and by update_many alike."""
+    params = SpendSpikeParams(
+        warmup_s=600.0, seasonal=False, sustain_z=0.0, sustain_usd_per_month=0.0
+    )
+    states = [SpendSpikeState.new(params) for _ in range(20)]
+    fired = []
+    for minute in range(30):
+        amount = spend if minute >= 15 else 0.0
+        t = minute * 60.0
+        if batch:
+            decided = spend_spike.update_many(states, t, 60.0, [amount] * 20, params)
+            fired += [d for d in decided.get(0, []) if d.status == "firing"]
+        else:
+            decisions = spend_spike.update(states[0], t, 60.0, amount, params)
+            fired += [d for d in decisions if d.status == "firing"]
+    assert bool(fired) is fires
