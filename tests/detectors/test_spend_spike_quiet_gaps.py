@@ -218,12 +218,13 @@ def test_a_series_below_zero_is_judged_through_its_gaps():
     assert any(d.status == "firing" for d in reference[1])
 
 
-def test_with_no_floor_a_spent_sum_at_zero_is_not_taken_for_quiet():
-    # With the sustained rule's floor at 0 a spent sum of exactly 0 is at the floor, and a
-    # clipped sum far above the baseline still fires the rule on an empty bucket: the gap
-    # is judged (only a sum strictly below the floor is quiet).
+def test_with_no_floor_a_spent_sum_at_zero_fires_nothing_after_a_gap():
+    # With the sustained rule's floor at 0 a spent sum of exactly 0 is at the floor; the
+    # gap is judged (only a sum strictly below the floor is taken for quiet), and even a
+    # clipped sum far above the baseline fires nothing: a lasting excess must be one.
     params = replace(BASE, seasonal=False, consecutive=1, sustain_usd_per_month=0.0)
-    fired = gap_after_sums(params, 0.0, clipped=100.0, spent=0.0)
+    assert gap_after_sums(params, 0.0, clipped=100.0, spent=0.0) == []
+    fired = gap_after_sums(params, 0.0, clipped=100.0, spent=0.001)
     assert fired and fired[0].status == "firing" and fired[0].starts_at == T0 + 600 * MINUTE
 
 
