@@ -587,13 +587,17 @@ def _decide(
     # has the requests to say so (the hour's window lags a new level by ~2 window_s).
     now_month = j.now_excess_per_hour * HOURS_PER_MONTH if j.now_evidence else month
     critical = max(month, now_month) >= params.critical_usd_per_month
-    breach = (
+    # What a breach and a creep both need: history, requests, significance, money, spend.
+    material = (
         j.warm
         and j.evidence
-        and j.ratio >= params.min_ratio
         and j.z >= params.min_z
         and month >= params.warning_usd_per_month
         and j.spend_above_usual
+    )
+    breach = (
+        material
+        and j.ratio >= params.min_ratio
         and recent_breach  # still shifted now: not the window's memory of a past hour
     )
     calm_n = episodes.rearm_buckets(params.calm_s, dt) or 1
@@ -647,12 +651,8 @@ def _decide(
         # elevated now; it fires only after creep_duration_s.
         creep = (
             params.creep_duration_s is not None
-            and j.warm
-            and j.evidence
+            and material
             and j.ratio >= params.min_ratio / 2
-            and j.z >= params.min_z
-            and month >= params.warning_usd_per_month
-            and j.spend_above_usual
             and recent_elevated
         )
         if breach or shown or creep:
