@@ -203,6 +203,7 @@ class PartitionDetect:
         self.open_rows = CustomerOpenRows()
         self.duplicates = 0
         self.replayed = 0
+        self.saved: bytes | None = None  # this partition's record as last written
 
     def add(self, event: Priced) -> bool:
         """Count ``event`` unless it was applied before (re-delivery) or is a duplicate."""
@@ -317,6 +318,16 @@ class PartitionDetect:
             else:
                 record["shift_step"] = ShiftStep(*step)
             states.dirty.add(customer)
+
+    def changes(self) -> dict[bytes, bytes | None]:
+        """What closing buckets changed, for the batch's journal entry: the records of its
+        customers (their open rows included) and, last, this partition's own record."""
+        self.save_open_rows()
+        writes: dict[bytes, bytes | None] = dict(self.states.take_changes())
+        snapshot = self.snapshot()
+        if snapshot != self.saved:
+            writes[self.key] = self.saved = snapshot
+        return writes
 
     def snapshot(self) -> bytes:
         """This partition's own record (small): progress and applied source offsets."""

@@ -213,11 +213,17 @@ class CustomerStates:
 
     def flush(self) -> int:
         """Write every changed record back to the table; returns how many."""
-        for customer in self.dirty:
-            self.table[customer.encode()] = encode(self.cache[customer])
-        written = len(self.dirty)
+        changes = self.take_changes()
+        for key, raw in changes.items():
+            self.table[key] = raw
+        return len(changes)
+
+    def take_changes(self) -> dict[bytes, bytes]:
+        """Every changed record, encoded and keyed as the table keys it (for a journal
+        entry, stream.kafka.journal); from now on they count as unchanged."""
+        changes = {customer.encode(): encode(self.cache[customer]) for customer in self.dirty}
         self.dirty.clear()
-        return written
+        return changes
 
     def load(self, items: Iterator[tuple[bytes, bytes]]) -> dict[str, set[Any]]:
         """Decode recovered records; returns the keys with an open episode, per detector."""

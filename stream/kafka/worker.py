@@ -26,7 +26,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, cast
 
 import faust
@@ -42,8 +42,9 @@ from stream.core.events import Customer, Rejection, parse_customer
 from stream.core.pricing import PriceTable
 from stream.kafka.connection import ensure_topics, faust_credentials, follow_compacted
 from stream.kafka.intake import Intake
+from stream.kafka.journal import Entry, Journal, partition_journal
 from stream.kafka.notify_agent import NotifyStage
-from stream.kafka.outbox import already_sent, decode_outbox, encode_outbox, identity, outbox_key
+from stream.kafka.outbox import already_sent, decode_outbox, identity, outbox_key
 from stream.kafka.reload import ConfigWatcher
 from stream.kafka.silence_topic import apply_record
 from stream.kafka.stages import (
@@ -62,7 +63,7 @@ from stream.settings import DEFAULT_CONFIG, Settings
 
 log = logging.getLogger("spendwatch.worker")
 GLOBAL_KEY = b"global"
-GLOBAL_OUTBOX = b"outbox:global"
+GLOBAL_OUTBOX = b"outbox:global"  # written by workers before the journal (still read)
 PENDING = b"pending:"
 
 
@@ -144,7 +145,12 @@ class Worker:
         self.partitions: dict[int, PartitionDetect] = {}
         self.global_stage: GlobalStage | None = None
         self.detect_lock = asyncio.Lock()  # the detect agent and the idle tick take turns
-        self.outbox_full: set[bytes] = set()  # outbox keys holding a batch's alerts
+        self.journals: dict[int, Journal] = {}  # per detect partition
+        self.global_journal = Journal(
+            cast(MutableMapping[bytes, bytes], self.global_table),
+            lambda parity, part: b"journal:%d:%d" % (parity, part),
+        )
+        self.unflushed = False  # alerts sent since the producer's last flush
         self.watcher = ConfigWatcher(settings.source_path or DEFAULT_CONFIG, settings, self.metrics)
         self._wire()
 
@@ -249,7 +255,8 @@ class Worker:
                 partition = message.message.partition
                 detect = self.partitions.get(partition)
                 if detect is None:
-                    detect = self.open_partition(partition)
+                    detect, unsent = self.open_partition(partition)
+                    await self.resend(unsent)
                     outbox = outbox_key(detect.partition, detect.partitions)
                     await self.resend_outbox(self.state_table, outbox)
                 count, dropped, marked = detect.add_bundle(message.value)
@@ -292,20 +299,19 @@ class Worker:
         # rollups, or an idle partition would hold every provider-wide judgement back.
         for report in rollup_reports(detect.partition, detect.complete_upto(), rollups):
             await self.rollups.send(key=b"rollup", value=report)
-        # Customers' records first, the partition's own record last: the changelog keeps
-        # order within a partition, so a recovered partition record implies its states.
-        detect.save_open_rows()
-        self.states.flush()
-        self.state_table[detect.key] = detect.snapshot()
-        outbox = outbox_key(detect.partition, detect.partitions)
-        await self.emit_once(self.state_table, outbox, keyed)
+        await self.commit(self.journals[detect.partition], detect.changes(), keyed)
 
     def late_events(self) -> int:
         return sum(d.buckets.stats.late_events for d in self.partitions.values())
 
-    def open_partition(self, partition: int) -> PartitionDetect:
-        """Detection for a newly assigned partition, resumed from the recovered table."""
+    def open_partition(self, partition: int) -> tuple[PartitionDetect, list[Entry]]:
+        """Detection for a newly assigned partition, resumed from the recovered table (its
+        last batch's records written again from its journal first), and the journal
+        entries whose alerts may not have been sent."""
         count = self.settings.kafka.topics.partitions
+        table = cast(MutableMapping[bytes, bytes], self.state_table)
+        journal = self.journals[partition] = partition_journal(table, partition, count)
+        unsent = journal.recover()
         detect = PartitionDetect(self.settings, self.customers.get, self.states, partition, count)
         topics = self.settings.kafka.topics
         detect.clock.expect(
@@ -320,7 +326,7 @@ class Worker:
             detect.adopt(active)
         self.partitions[partition] = detect
         log.info("partition opened partition=%s records=%s", partition, len(mine))
-        return detect
+        return detect, unsent
 
     async def apply_settings(self, new: Settings) -> None:
         """Hot reload (stream.kafka.reload): judge with ``new`` from the next bucket on, route and
@@ -342,6 +348,7 @@ class Worker:
         await self.learn_changelog_topics(self.global_table)
         if self.global_stage is None:
             self.global_stage = GlobalStage(self.settings, self.settings.kafka.topics.partitions)
+            unsent = self.global_journal.recover()
             snapshot = self.global_table.get(GLOBAL_KEY)
             if snapshot:
                 pending = {
@@ -350,48 +357,60 @@ class Worker:
                     if k.startswith(PENDING) and v
                 }
                 self.global_stage.restore(snapshot, pending)
+            await self.resend(unsent)
             await self.resend_outbox(self.global_table, GLOBAL_OUTBOX)
         keyed: list[Keyed] = []
         for event in batch:
             keyed += self.global_stage.add(*decode_rollups(event.value))
-        for index, rollup in self.global_stage.pending_changes().items():
-            key = PENDING + str(index).encode()
-            if rollup is None:
-                self.global_table.pop(key, None)
-            else:
-                self.global_table[key] = rollup
-        self.global_table[GLOBAL_KEY] = self.global_stage.snapshot()
-        await self.emit_once(self.global_table, GLOBAL_OUTBOX, keyed)
+        writes = {
+            PENDING + str(index).encode(): rollup
+            for index, rollup in self.global_stage.pending_changes().items()
+        }
+        writes[GLOBAL_KEY] = self.global_stage.snapshot()
+        await self.commit(self.global_journal, writes, keyed)
 
     # -- alerts: decided once, sent once (stream.kafka.outbox) --------------------------------
 
-    async def emit_once(self, table: Any, key: bytes, keyed: list[Keyed]) -> None:
-        """Write the batch's alerts to the outbox after its state, wait until both are
-        durable, then send them: a crash before the wait repeats the batch (nothing was
-        sent), a crash after it leaves the outbox for :meth:`resend_outbox`."""
-        full = key in self.outbox_full
-        if not keyed and not full:
+    async def commit(
+        self, journal: Journal, writes: dict[bytes, bytes | None], keyed: list[Keyed]
+    ) -> None:
+        """Commit a batch's records and alerts by its journal entry (stream.kafka.journal),
+        wait until they are durable, then send the alerts: a crash before the wait repeats
+        the batch (nothing was sent), a crash after it leaves the entry for :meth:`resend`."""
+        if not writes and not keyed:
             return
         runbook, external = self.settings.alerts.runbook_url, self.settings.alerts.external_url
         alerts = [build_alert(k.key, k.decision, runbook, external) for k in keyed]
         payloads = [orjson.dumps(alert.to_payload()) for alert in alerts]
-        table[key] = encode_outbox(payloads, time.time())
+        if self.unflushed:
+            # This entry may replace one whose alerts are still on their way.
+            await self.app.producer.flush()
+            self.unflushed = False
+        journal.write(writes, payloads, time.time())
         if not alerts:
-            self.outbox_full.discard(key)
             return
-        self.outbox_full.add(key)
         await self.app.producer.flush()
         for alert, payload in zip(alerts, payloads, strict=True):
             await self.alerts.send(key=alert.fingerprint.encode(), value=payload)
             self.count_alert(alert.labels, alert.status, alert.fingerprint)
+        self.unflushed = True
+
+    async def resend(self, entries: list[Entry]) -> None:
+        """After a restart or a move: send the alerts of recovered journal entries that
+        the alerts topic does not have yet (the rest reached it before the crash)."""
+        for entry in entries:
+            await self.send_missing(entry.alerts, entry.written_at, f"journal entry {entry.seq}")
 
     async def resend_outbox(self, table: Any, key: bytes) -> None:
-        """After a restart or a move: send what the last outbox decided and the alerts
-        topic does not have yet (the rest reached it before the crash)."""
-        raw = table.get(key)
-        if not raw:
-            return
-        written_at, decided = decode_outbox(raw)
+        """The same for an outbox left by a worker from before the journal."""
+        raw = table.pop(key, None)
+        if raw:
+            written_at, decided = decode_outbox(raw)
+            await self.send_missing(decided, written_at, "outbox")
+
+    async def send_missing(
+        self, decided: list[dict[str, Any]], written_at: float, what: str
+    ) -> None:
         if not decided:
             return
         topic = self.settings.kafka.topics.alerts
@@ -400,9 +419,10 @@ class Worker:
         for alert in missing:
             await self.alerts.send(key=alert["fingerprint"].encode(), value=orjson.dumps(alert))
             self.count_alert(alert["labels"], alert["status"], alert["fingerprint"])
-        table[key] = encode_outbox([], time.time())
+        self.unflushed = self.unflushed or bool(missing)
         log.info(
-            "outbox recovered decided=%s already_sent=%s sent_now=%s",
+            "%s recovered decided=%s already_sent=%s sent_now=%s",
+            what,
             len(decided),
             len(decided) - len(missing),
             len(missing),

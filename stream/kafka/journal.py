@@ -1,0 +1,169 @@
+"""A batch's writes to a state table, all or nothing: its journal entry goes first.
+
+A detect partition's batch changes many records of its table (customers' states, the
+partition's own record) and decides alerts. Kafka makes one message atomic, not many: a
+worker killed while a batch's records are on their way leaves some of them in the
+changelog and not others, and a customer whose new record arrived would have the batch's
+events counted twice when they are delivered again.
+
+So a batch is *committed* by one journal entry, written before any of its records: the new
+value of every record the batch changes and the alerts it decided. An entry larger than a
+message is cut into parts, each carrying the entry's sequence number and part count. Then
+come the records themselves; the alerts are sent once all of it is durable. The changelog
+keeps order within a partition, so after a crash:
+
+- the entry is incomplete (a part missing or older): none of the batch's records were
+  written, its events are read again and decide the same alerts, none sent yet;
+- the entry is complete: :meth:`Journal.recover` writes its records again (some may not
+  have arrived) and hands back its alerts, and the previous entry's, for the worker to send
+  those the alerts topic does not have (:func:`stream.kafka.outbox.already_sent`).
+
+Entries alternate between two sets of keys by their number's parity, so writing one never
+destroys the one before it, whose alerts may still be on their way; the worker flushes
+the producer before a write that would replace an entry whose alerts it has sent since
+its last flush.
+
+>>> table = {}
+>>> journal = Journal(table, lambda parity, part: b"j:%d:%d" % (parity, part))
+>>> journal.write({b"acme": b'{"n":1}', b"gone": None}, [b'{"fingerprint":"f1"}'], now=5.0)
+1
+>>> del table[b"acme"]  # the record did not arrive before the crash
+>>> [(e.seq, e.alerts) for e in Journal(table, journal.key).recover()]
+[(1, [{'fingerprint': 'f1'}])]
+>>> table[b"acme"]
+b'{"n":1}'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from stream.kafka.state import PARTITION_PREFIX, partition_key
+
+# Under the partition records' prefix, which customer-record loading skips.
+JOURNAL_PREFIX = PARTITION_PREFIX + b"journal:"
+# An entry's part holds records up to about this many bytes: well inside the broker's
+# 1 MB message limit (a single record larger than this gets a part of its own).
+PART_BYTES = 500_000
+
+
+@dataclass
+class Entry:
+    """A complete journal entry as recovered: its number, when it was written, its alerts."""
+
+    seq: int
+    written_at: float
+    alerts: list[dict[str, Any]]
+
+
+class Journal:
+    """The journal of one table partition. ``key(parity, part)`` names where a part goes:
+    keys that hash to that partition. The records it carries are JSON documents."""
+
+    def __init__(
+        self,
+        table: MutableMapping[bytes, bytes],
+        key: Callable[[int, int], bytes],
+        part_bytes: int = PART_BYTES,
+    ) -> None:
+        self.table = table
+        self.key = key
+        self.part_bytes = part_bytes
+        self.seq = 0  # the newest entry written or recovered
+
+    def write(self, writes: dict[bytes, bytes | None], alerts: list[bytes], now: float) -> int:
+        """Commit a batch: its entry, then its records (``None`` deletes one). Returns the
+        entry's number. Only once the table's writes are durable may the alerts be sent."""
+        self.seq += 1
+        seq, parity = self.seq, self.seq % 2
+        parts = _cut(list(writes.items()), self.part_bytes)
+        head = b'{"s":%d,"n":%d,"t":%s,"a":[%s],' % (
+            seq,
+            len(parts),
+            orjson.dumps(now),
+            b",".join(alerts),
+        )
+        for i, part in enumerate(parts):
+            body = b",".join(
+                b"[%s,%s]" % (orjson.dumps(key.decode()), b"null" if value is None else value)
+                for key, value in part
+            )
+            # Only the first part carries the alerts; every part says which entry it is of.
+            start = head if i == 0 else b'{"s":%d,"n":%d,' % (seq, len(parts))
+            self.table[self.key(parity, i)] = start + b'"i":%d,"w":[%s]}' % (i, body)
+        _apply(self.table, writes)
+        return seq
+
+    def recover(self) -> list[Entry]:
+        """After a restart or a move: write the newest complete entry's records again and
+        return the entries whose alerts may not have been sent, oldest first (the newest
+        complete one, and the one before it if it is still complete)."""
+        found = [entry for parity in (0, 1) if (entry := self._read(parity)) is not None]
+        found.sort(key=lambda e: e[0].seq)
+        if not found:
+            return []
+        newest, writes = found[-1]
+        _apply(self.table, writes)
+        self.seq = newest.seq
+        return [entry for entry, _ in found if entry.seq >= newest.seq - 1]
+
+    def _read(self, parity: int) -> tuple[Entry, dict[bytes, bytes | None]] | None:
+        raw = self.table.get(self.key(parity, 0))
+        if not raw:
+            return None
+        first = orjson.loads(raw)
+        seq, count = first["s"], first["n"]
+        writes: dict[bytes, bytes | None] = {}
+        for i in range(count):
+            part = first if i == 0 else _load(self.table.get(self.key(parity, i)))
+            if part is None or part["s"] != seq:
+                return None  # cut short by a crash: its records were never written
+            for key, value in part["w"]:
+                writes[key.encode()] = None if value is None else orjson.dumps(value)
+        return Entry(seq, float(first["t"]), list(first["a"])), writes
+
+
+def _load(raw: bytes | None) -> dict[str, Any] | None:
+    return orjson.loads(raw) if raw else None
+
+
+def _cut(
+    items: list[tuple[bytes, bytes | None]], limit: int
+) -> list[list[tuple[bytes, bytes | None]]]:
+    """The records in parts of about ``limit`` bytes each (at least one part, maybe empty)."""
+    parts: list[list[tuple[bytes, bytes | None]]] = [[]]
+    size = 0
+    for key, value in items:
+        weight = len(key) + (len(value) if value is not None else 4) + 8
+        if parts[-1] and size + weight > limit:
+            parts.append([])
+            size = 0
+        parts[-1].append((key, value))
+        size += weight
+    return parts
+
+
+def _apply(table: MutableMapping[bytes, bytes], writes: dict[bytes, bytes | None]) -> None:
+    for key, value in writes.items():
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+
+
+def partition_journal(
+    table: MutableMapping[bytes, bytes],
+    partition: int,
+    partitions: int,
+    part_bytes: int = PART_BYTES,
+) -> Journal:
+    """The journal of a detect partition, under keys that hash to it."""
+
+    def key(parity: int, part: int) -> bytes:
+        return partition_key(partition, partitions, JOURNAL_PREFIX + b"%d:%d:" % (parity, part))
+
+    return Journal(table, key, part_bytes)
