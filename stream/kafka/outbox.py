@@ -1,20 +1,9 @@
-"""Alerts emitted once across crashes: an outbox in the partition's state, checked on recovery.
+"""Which of the alerts a batch decided have reached the alerts topic already.
 
-A detect partition judges a batch, then writes its state (customers' records, its own
-record) and, last, its *outbox*: the alert transitions that batch decided. Only once
-those writes are acknowledged are the alerts sent. So after a crash:
-
-- state not durable: the events are read again, the same alerts are decided again, and
-  they had not been sent (sending waits for the state) — nothing lost, nothing twice;
-- state durable: the outbox says which alerts were decided. Some or all may have reached
-  the alerts topic before the crash; :func:`already_sent` reads the topic from just before
-  the outbox was written and the worker sends only the ones missing.
-
-The outbox is replaced by the next batch's, so it holds one batch of alerts at most.
-
->>> raw = encode_outbox([b'{"fingerprint": "f1"}'], written_at=1.5)
->>> decode_outbox(raw)
-(1.5, [{'fingerprint': 'f1'}])
+A batch's alerts are sent only once its journal entry and records are durable
+(stream.kafka.journal). A worker killed after that may have sent some of them, all, or
+none: a worker that recovers the partition reads the alerts topic from just before the
+entry was written and sends only the ones missing, so none is lost and none sent twice.
 """
 
 from __future__ import annotations
@@ -24,32 +13,14 @@ from typing import Any
 
 import orjson
 
-from stream.kafka.state import PARTITION_PREFIX, partition_key
 from stream.kafka.topic_replay import read_range
 from stream.settings import KafkaSettings
 
-# Under the partition records' prefix, which customer-record loading skips.
-OUTBOX_PREFIX = PARTITION_PREFIX + b"outbox:"
-# How far before the outbox's write the alerts topic is searched: the alerts were sent
+# How far before the journal entry's write the alerts topic is searched: alerts are sent
 # after that write, so any slack only covers clock skew between worker and broker.
 SEARCH_MARGIN_MS = 60_000
 
 Identity = tuple[str, str, str]  # fingerprint, status, startsAt
-
-
-def outbox_key(partition: int, partitions: int) -> bytes:
-    """A table key that lands in ``partition`` (so it moves with the partition's state)."""
-    return partition_key(partition, partitions, OUTBOX_PREFIX)
-
-
-def encode_outbox(alerts: list[bytes], written_at: float) -> bytes:
-    """The outbox record: alert payloads (JSON) and the wall time it was written."""
-    return b'{"t":%s,"a":[%s]}' % (orjson.dumps(written_at), b",".join(alerts))
-
-
-def decode_outbox(raw: bytes) -> tuple[float, list[dict[str, Any]]]:
-    data = orjson.loads(raw)
-    return float(data["t"]), list(data["a"])
 
 
 def identity(alert: dict[str, Any]) -> Identity:

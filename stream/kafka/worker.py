@@ -44,7 +44,7 @@ from stream.kafka.connection import ensure_topics, faust_credentials, follow_com
 from stream.kafka.intake import Intake
 from stream.kafka.journal import Entry, Journal, partition_journal
 from stream.kafka.notify_agent import NotifyStage
-from stream.kafka.outbox import already_sent, decode_outbox, identity, outbox_key
+from stream.kafka.outbox import already_sent, identity
 from stream.kafka.reload import ConfigWatcher
 from stream.kafka.silence_topic import apply_record
 from stream.kafka.stages import (
@@ -63,7 +63,6 @@ from stream.settings import DEFAULT_CONFIG, Settings
 
 log = logging.getLogger("spendwatch.worker")
 GLOBAL_KEY = b"global"
-GLOBAL_OUTBOX = b"outbox:global"  # written by workers before the journal (still read)
 PENDING = b"pending:"
 
 
@@ -257,8 +256,6 @@ class Worker:
                 if detect is None:
                     detect, unsent = self.open_partition(partition)
                     await self.resend(unsent)
-                    outbox = outbox_key(detect.partition, detect.partitions)
-                    await self.resend_outbox(self.state_table, outbox)
                 count, dropped, marked = detect.add_bundle(message.value)
                 events += count
                 duplicates += dropped
@@ -358,7 +355,6 @@ class Worker:
                 }
                 self.global_stage.restore(snapshot, pending)
             await self.resend(unsent)
-            await self.resend_outbox(self.global_table, GLOBAL_OUTBOX)
         keyed: list[Keyed] = []
         for event in batch:
             keyed += self.global_stage.add(*decode_rollups(event.value))
@@ -398,35 +394,24 @@ class Worker:
     async def resend(self, entries: list[Entry]) -> None:
         """After a restart or a move: send the alerts of recovered journal entries that
         the alerts topic does not have yet (the rest reached it before the crash)."""
-        for entry in entries:
-            await self.send_missing(entry.alerts, entry.written_at, f"journal entry {entry.seq}")
-
-    async def resend_outbox(self, table: Any, key: bytes) -> None:
-        """The same for an outbox left by a worker from before the journal."""
-        raw = table.pop(key, None)
-        if raw:
-            written_at, decided = decode_outbox(raw)
-            await self.send_missing(decided, written_at, "outbox")
-
-    async def send_missing(
-        self, decided: list[dict[str, Any]], written_at: float, what: str
-    ) -> None:
-        if not decided:
-            return
         topic = self.settings.kafka.topics.alerts
-        sent = await already_sent(self.settings.kafka, topic, decided, written_at)
-        missing = [alert for alert in decided if identity(alert) not in sent]
-        for alert in missing:
-            await self.alerts.send(key=alert["fingerprint"].encode(), value=orjson.dumps(alert))
-            self.count_alert(alert["labels"], alert["status"], alert["fingerprint"])
-        self.unflushed = self.unflushed or bool(missing)
-        log.info(
-            "%s recovered decided=%s already_sent=%s sent_now=%s",
-            what,
-            len(decided),
-            len(decided) - len(missing),
-            len(missing),
-        )
+        for entry in entries:
+            if not entry.alerts:
+                continue
+            sent = await already_sent(self.settings.kafka, topic, entry.alerts, entry.written_at)
+            missing = [alert for alert in entry.alerts if identity(alert) not in sent]
+            for alert in missing:
+                payload = orjson.dumps(alert)
+                await self.alerts.send(key=alert["fingerprint"].encode(), value=payload)
+                self.count_alert(alert["labels"], alert["status"], alert["fingerprint"])
+            self.unflushed = self.unflushed or bool(missing)
+            log.info(
+                "journal recovered entry=%s decided=%s already_sent=%s sent_now=%s",
+                entry.seq,
+                len(entry.alerts),
+                len(entry.alerts) - len(missing),
+                len(missing),
+            )
 
     def count_alert(self, labels: dict[str, str], status: str, fingerprint: str) -> None:
         self.metrics.inc(
