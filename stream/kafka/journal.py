@@ -53,11 +53,13 @@ PART_BYTES = 500_000
 
 @dataclass
 class Entry:
-    """A complete journal entry as recovered: its number, when it was written, its alerts."""
+    """A complete journal entry as recovered: its number, when it was written, its alerts
+    and its reports to the global stage."""
 
     seq: int
     written_at: float
     alerts: list[dict[str, Any]]
+    reports: list[dict[str, Any]]
 
 
 class Journal:
@@ -75,26 +77,35 @@ class Journal:
         self.part_bytes = part_bytes
         self.seq = 0  # the newest entry written or recovered
 
-    def write(self, writes: dict[bytes, bytes | None], alerts: list[bytes], now: float) -> int:
+    def write(
+        self,
+        writes: dict[bytes, bytes | None],
+        alerts: list[bytes],
+        now: float,
+        reports: list[bytes] | tuple[()] = (),
+    ) -> int:
         """Commit a batch: its entry, then its records (``None`` deletes one). Returns the
-        entry's number. Only once the table's writes are durable may the alerts be sent."""
+        entry's number. Only once the table's writes are durable may the alerts be sent.
+        ``reports`` (JSON) are kept to be sent again on recovery, as they may not have
+        arrived (their receiver knows what it has merged)."""
         self.seq += 1
         seq, parity = self.seq, self.seq % 2
-        parts = _cut(list(writes.items()), self.part_bytes)
-        head = b'{"s":%d,"n":%d,"t":%s,"a":[%s],' % (
-            seq,
-            len(parts),
-            orjson.dumps(now),
-            b",".join(alerts),
-        )
+        items: list[tuple[str, bytes]] = [("a", alert) for alert in alerts]
+        items += [("r", report) for report in reports]
+        items += [
+            ("w", b"[%s,%s]" % (orjson.dumps(key.decode()), b"null" if value is None else value))
+            for key, value in writes.items()
+        ]
+        parts = _cut(items, self.part_bytes)
+        stamp = orjson.dumps(now)
         for i, part in enumerate(parts):
-            body = b",".join(
-                b"[%s,%s]" % (orjson.dumps(key.decode()), b"null" if value is None else value)
-                for key, value in part
+            fields = b"".join(
+                b',"%s":[%s]' % (kind.encode(), b",".join(raw for k, raw in part if k == kind))
+                for kind in ("a", "r", "w")
             )
-            # Only the first part carries the alerts; every part says which entry it is of.
-            start = head if i == 0 else b'{"s":%d,"n":%d,' % (seq, len(parts))
-            self.table[self.key(parity, i)] = start + b'"i":%d,"w":[%s]}' % (i, body)
+            # Every part says which entry it is of, and how many parts that entry has.
+            head = b'{"s":%d,"n":%d,"i":%d,"t":%s' % (seq, len(parts), i, stamp)
+            self.table[self.key(parity, i)] = head + fields + b"}"
         _apply(self.table, writes)
         return seq
 
@@ -117,32 +128,33 @@ class Journal:
             return None
         first = orjson.loads(raw)
         seq, count = first["s"], first["n"]
+        entry = Entry(seq, float(first["t"]), [], [])
         writes: dict[bytes, bytes | None] = {}
         for i in range(count):
             part = first if i == 0 else _load(self.table.get(self.key(parity, i)))
             if part is None or part["s"] != seq:
                 return None  # cut short by a crash: its records were never written
-            for key, value in part["w"]:
+            entry.alerts += part.get("a", [])
+            entry.reports += part.get("r", [])
+            for key, value in part.get("w", []):
                 writes[key.encode()] = None if value is None else orjson.dumps(value)
-        return Entry(seq, float(first["t"]), list(first["a"])), writes
+        return entry, writes
 
 
 def _load(raw: bytes | None) -> dict[str, Any] | None:
     return orjson.loads(raw) if raw else None
 
 
-def _cut(
-    items: list[tuple[bytes, bytes | None]], limit: int
-) -> list[list[tuple[bytes, bytes | None]]]:
-    """The records in parts of about ``limit`` bytes each (at least one part, maybe empty)."""
-    parts: list[list[tuple[bytes, bytes | None]]] = [[]]
+def _cut(items: list[tuple[str, bytes]], limit: int) -> list[list[tuple[str, bytes]]]:
+    """The items in parts of about ``limit`` bytes each (at least one part, maybe empty)."""
+    parts: list[list[tuple[str, bytes]]] = [[]]
     size = 0
-    for key, value in items:
-        weight = len(key) + (len(value) if value is not None else 4) + 8
+    for item in items:
+        weight = len(item[1]) + 1
         if parts[-1] and size + weight > limit:
             parts.append([])
             size = 0
-        parts[-1].append((key, value))
+        parts[-1].append(item)
         size += weight
     return parts
 

@@ -397,12 +397,29 @@ class GlobalStage:
         self.progress = SourceClock(settings.worker.source_idle_s, clock)
         self.progress.expect([str(p) for p in range(partitions)])
         self.late = 0
+        # Per partition, the newest (bucket, piece) merged: a report sent again (a worker
+        # restarted after sending it, or this stage's input delivered again) is not
+        # merged twice. A partition sends its buckets, and their pieces, in order.
+        self.merged: dict[int, tuple[int, int]] = {}
+        self.repeated = 0
 
     def add(
-        self, partition: int, complete_upto: int, part: list[tuple[int, Rollup]]
+        self,
+        partition: int,
+        complete_upto: int,
+        part: list[tuple[int, Rollup]],
+        pieces: list[tuple[int, int]] | None = None,
     ) -> list[Keyed]:
-        """One partition's rollups of the buckets it closed, and up to where it is complete."""
-        for index, rollup in part:
+        """One partition's rollups of the buckets it closed, and up to where it is complete
+        (``pieces``: each rollup's (bucket, piece), see :func:`rollup_reports`)."""
+        merged = self.merged.get(partition)
+        for n, (index, rollup) in enumerate(part):
+            if pieces is not None:
+                piece = pieces[n]
+                if merged is not None and piece <= merged:
+                    self.repeated += 1
+                    continue
+                merged = self.merged[partition] = piece
             if index <= self.closed_upto:
                 self.late += 1
             else:
@@ -429,6 +446,7 @@ class GlobalStage:
             {
                 "states": [[p, m, s.to_dict()] for (p, m), s in self.states.items()],
                 "closed_upto": self.closed_upto,
+                "merged": [[p, *piece] for p, piece in self.merged.items()],
             }
         )
 
@@ -451,6 +469,7 @@ class GlobalStage:
             if restored.episode is not None:
                 self.detection.active.add((provider, model))
         self.closed_upto = data["closed_upto"]
+        self.merged = {p: (i, k) for p, i, k in data.get("merged", [])}
         self.pending = {i: decode_rollup(raw) for i, raw in pending.items() if i > self.closed_upto}
 
 
@@ -462,15 +481,23 @@ def decode_rollup(raw: bytes) -> Rollup:
     return {(row[0], row[1]): row[2:] for row in orjson.loads(raw)}
 
 
-def encode_rollups(partition: int, complete_upto: int, part: list[tuple[int, Rollup]]) -> bytes:
-    """A detect partition's report to the global stage: rollups and how far it has closed."""
-    return orjson.dumps(
-        {
-            "p": partition,
-            "w": complete_upto,
-            "r": [[i, [[p, m, *row] for (p, m), row in r.items()]] for i, r in part],
-        }
-    )
+def encode_rollups(
+    partition: int,
+    complete_upto: int,
+    part: list[tuple[int, Rollup]],
+    pieces: list[int] | None = None,
+) -> bytes:
+    """A detect partition's report to the global stage: rollups and how far it has closed.
+    ``pieces`` numbers each rollup within its bucket (a bucket too large for one message is
+    sent in numbered pieces), so that the stage merges a piece delivered twice only once."""
+    report: dict[str, Any] = {
+        "p": partition,
+        "w": complete_upto,
+        "r": [[i, [[p, m, *row] for (p, m), row in r.items()]] for i, r in part],
+    }
+    if pieces is not None:
+        report["k"] = pieces
+    return orjson.dumps(report)
 
 
 # A report larger than this is sent in parts: a restarted worker that closes hours of
@@ -488,34 +515,56 @@ def rollup_reports(
 
     Only the last says how far the partition has closed: the others carry no progress (0,
     which the global stage's clock ignores), so no bucket is judged before all its parts
-    were merged. A bucket too large for one message is split by rows (the stage merges
-    rows of the same bucket).
+    were merged. A bucket too large for one message is split by rows into numbered
+    pieces. Rows go in sorted order, so a bucket closed again after a restart is cut into
+    the same pieces, which the global stage then knows it has merged.
 
     >>> rows = [(7, {("openai", f"m{i}"): [1.0] * 10 for i in range(300)})]
     >>> reports = rollup_reports(0, 7, rows, max_bytes=4_000)
     >>> len(reports) > 1, [decode_rollups(r)[1] for r in reports][-2:]
     (True, [0, 7])
+    >>> [decode_rollups(r)[3] for r in reports][:2]
+    [[(7, 0)], [(7, 1)]]
     """
-    whole = encode_rollups(partition, complete_upto, part)
-    if len(whole) <= max_bytes or not part:
-        return [whole]
-    if len(part) > 1:
-        half = len(part) // 2
-        return rollup_reports(partition, 0, part[:half], max_bytes) + rollup_reports(
-            partition, complete_upto, part[half:], max_bytes
+    pieces: list[tuple[int, int, Rollup, int]] = []  # bucket, piece, rows, encoded size
+    for index, rollup in part:
+        piece: Rollup = {}
+        size = number = 0
+        for key in sorted(rollup):
+            weight = len(orjson.dumps([*key, *rollup[key]])) + 1
+            if piece and size + weight > max_bytes - 100:
+                pieces.append((index, number, piece, size))
+                piece, size, number = {}, 0, number + 1
+            piece[key] = rollup[key]
+            size += weight
+        pieces.append((index, number, piece, size))
+    messages: list[list[tuple[int, int, Rollup, int]]] = [[]]
+    size = 0
+    for piece_ in pieces:
+        if messages[-1] and size + piece_[3] + 20 > max_bytes - 100:
+            messages.append([])
+            size = 0
+        messages[-1].append(piece_)
+        size += piece_[3] + 20
+    last = len(messages) - 1
+    return [
+        encode_rollups(
+            partition,
+            complete_upto if n == last else 0,
+            [(index, rows) for index, _, rows, _ in message],
+            [k for _, k, _, _ in message],
         )
-    [(index, rollup)] = part
-    if len(rollup) < 2:
-        return [whole]  # one row: cannot be smaller
-    items = list(rollup.items())
-    half = len(items) // 2
-    first, second = [(index, dict(items[:half]))], [(index, dict(items[half:]))]
-    return rollup_reports(partition, 0, first, max_bytes) + rollup_reports(
-        partition, complete_upto, second, max_bytes
-    )
+        for n, message in enumerate(messages)
+    ]
 
 
-def decode_rollups(raw: bytes) -> tuple[int, int, list[tuple[int, Rollup]]]:
+def decode_rollups(
+    raw: bytes,
+) -> tuple[int, int, list[tuple[int, Rollup]], list[tuple[int, int]] | None]:
+    """A report: its partition, progress, rollups and each one's (bucket, piece) if
+    numbered (reports of workers from before the numbering are not)."""
     data = orjson.loads(raw)
     part = [(i, {(row[0], row[1]): row[2:] for row in rows}) for i, rows in data["r"]]
-    return data["p"], data["w"], part
+    pieces = data.get("k")
+    keys = None if pieces is None else [(i, k) for (i, _), k in zip(part, pieces, strict=True)]
+    return data["p"], data["w"], part, keys

@@ -294,9 +294,16 @@ class Worker:
         keyed, rollups = detect.close_due()
         # The global stage needs to hear how far this partition has closed even without
         # rollups, or an idle partition would hold every provider-wide judgement back.
-        for report in rollup_reports(detect.partition, detect.complete_upto(), rollups):
+        reports = rollup_reports(detect.partition, detect.complete_upto(), rollups)
+        for report in reports:
             await self.rollups.send(key=b"rollup", value=report)
-        await self.commit(self.journals[detect.partition], detect.changes(), keyed)
+        if rollups:
+            # They may not arrive before a crash, and after it the buckets stay closed: the
+            # journal entry keeps them to be sent again (the global stage skips repeats).
+            self.unflushed = True
+        else:
+            reports = []  # progress only: the next report says as much
+        await self.commit(self.journals[detect.partition], detect.changes(), keyed, reports)
 
     def late_events(self) -> int:
         return sum(d.buckets.stats.late_events for d in self.partitions.values())
@@ -368,7 +375,11 @@ class Worker:
     # -- alerts: decided once, sent once (stream.kafka.outbox) --------------------------------
 
     async def commit(
-        self, journal: Journal, writes: dict[bytes, bytes | None], keyed: list[Keyed]
+        self,
+        journal: Journal,
+        writes: dict[bytes, bytes | None],
+        keyed: list[Keyed],
+        reports: list[bytes] | None = None,
     ) -> None:
         """Commit a batch's records and alerts by its journal entry (stream.kafka.journal),
         wait until they are durable, then send the alerts: a crash before the wait repeats
@@ -379,10 +390,10 @@ class Worker:
         alerts = [build_alert(k.key, k.decision, runbook, external) for k in keyed]
         payloads = [orjson.dumps(alert.to_payload()) for alert in alerts]
         if self.unflushed:
-            # This entry may replace one whose alerts are still on their way.
+            # This entry may replace one whose alerts or reports are still on their way.
             await self.app.producer.flush()
             self.unflushed = False
-        journal.write(writes, payloads, time.time())
+        journal.write(writes, payloads, time.time(), reports or ())
         if not alerts:
             return
         await self.app.producer.flush()
@@ -393,9 +404,13 @@ class Worker:
 
     async def resend(self, entries: list[Entry]) -> None:
         """After a restart or a move: send the alerts of recovered journal entries that
-        the alerts topic does not have yet (the rest reached it before the crash)."""
+        the alerts topic does not have yet (the rest reached it before the crash), and
+        their reports to the global stage again (it skips what it has merged)."""
         topic = self.settings.kafka.topics.alerts
         for entry in entries:
+            for report in entry.reports:
+                await self.rollups.send(key=b"rollup", value=orjson.dumps(report))
+                self.unflushed = True
             if not entry.alerts:
                 continue
             sent = await already_sent(self.settings.kafka, topic, entry.alerts, entry.written_at)

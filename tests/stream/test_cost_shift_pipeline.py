@@ -211,7 +211,7 @@ def test_open_rows_saved_before_tokens_read_as_no_tokens_and_rollups_carry_none(
     _, rollups = detect.detection.close(index, detect.buckets.pop(index))
     assert rollups[("openai", "gpt-4o")] == [1.0] * 8 + [1.0, 1.0]
     raw = orjson.dumps({"p": 1, "w": index, "r": [[index, [["openai", "gpt-4o", *[2.0] * 10]]]]})
-    _, _, part = decode_rollups(raw)
+    _, _, part, _ = decode_rollups(raw)
     stage = GlobalStage(SETTINGS, 1)
     stage.add(0, index - 1, part + [(index, rollups)])
     assert stage.pending[index][("openai", "gpt-4o")] == [3.0] * 8 + [2.0, 2.0]

@@ -209,7 +209,8 @@ def test_a_report_too_large_for_one_message_is_sent_in_parts_judged_as_one():
     assert len(reports) >= 7 and all(len(r) <= len(whole) // 7 for r in reports)
     assert [decode_rollups(r)[1] for r in reports] == [0] * (len(reports) - 1) + [base + 239]
     one, parts = (GlobalStage(SETTINGS, partitions=1, clock=FakeClock()) for _ in range(2))
-    judged_once = one.add(*decode_rollups(whole))
+    [at_once] = rollup_reports(0, base + 239, part, max_bytes=10 * len(whole))
+    judged_once = one.add(*decode_rollups(at_once))
     judged_in_parts = []
     for report in reports[:-1]:
         judged_in_parts += parts.add(*decode_rollups(report))
