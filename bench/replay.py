@@ -1,8 +1,10 @@
 """Replay throughput (events/s, one process) against a bare parse loop, how it scales with
 keys, and detector state memory per tracked key.
 
-    python bench/replay.py [--days 3 --customers 50 --rate 240] [--keys 100000] [--repeat 3]
-                           [--sweep 50,500,5000,50000 --sweep-events 60000] [--no-memory]
+    python bench/replay.py [--days 3 --customers 50 --rate 240] [--repeat 3]
+                           [--sweep 50,500,5000,50000 --sweep-events 60000]
+                           [--keys 100000[,1000000...]] [--state-buckets 12]
+                           [--measure heap|tracemalloc] [--no-memory | --only-state]
 
 1. Simulates traffic to gzipped JSON lines (not timed), then times ``replay_files`` over
    them: read, parse and validate, de-duplicate, price, bucket, detect, build alerts;
@@ -14,25 +16,44 @@ keys, and detector state memory per tracked key.
    with keys rather than events shows as a falling ratio (target: at most 2x slower from
    the first to the last). Each case says how dense its keys are: events per active
    (key, minute) and the share of keys under one event a minute.
-3. Builds detector state for ``--keys`` (customer, endpoint) keys through the pipeline
-   and measures the Python heap it holds (tracemalloc), per key; once with two endpoints
-   per customer (customer-level state shared by two keys) and once with one (worst case).
-   Each key gets ``STATE_BUCKETS`` one-minute buckets of requests of varying size: enough
-   for every detector to hold its state (cost_shift steps every 10 minutes) and for the
-   numbers in it to be distinct (three buckets of identical requests, as before, left
-   cost_shift out and let lists share one float object: it read 2,372 B where a key
-   really held 5,862).
+3. Builds detector state for each of ``--keys`` (customer, endpoint) key counts through
+   the pipeline and measures the heap it holds, per key; once with two endpoints per
+   customer (customer-level state shared by two keys) and once with one (worst case).
+   Each case runs in a fresh Python process (``--state-case``), so one case's garbage,
+   or a million keys' state, is not left in the next. Each key gets ``STATE_BUCKETS``
+   one-minute buckets of requests of varying size: enough for every detector to hold its
+   state (cost_shift steps every 10 minutes) and for the numbers in it to be distinct
+   (three buckets of identical requests, as before, left cost_shift out and let lists
+   share one float object: it read 2,372 B where a key really held 5,862).
+   ``--state-buckets N`` feeds only the last N of those buckets (at least 3; see
+   ``state_memory``: 3 leave the same state, within 0.3 % at 20,000 to 1,000,000 keys),
+   about 2.5 minutes a case at a million keys on a 2-core machine (6 to 13 with all 12).
+   ``--measure heap`` (the default) is the heap in use before and after, as the
+   allocators count it (``heap_in_use``); ``--measure tracemalloc`` is the previous
+   measure (what Python asked the allocators for), which slows every allocation several
+   times over (57 CPU minutes were not enough for a million keys). At 20,000 keys heap
+   read 2,989 and 4,010 B per key (two endpoints per customer, one), tracemalloc 2,875
+   and 3,871: heap is about 4 % above it, the allocators' rounding and headers. The
+   growth of the process's RSS is recorded too, but is not the figure: it also holds
+   what the buckets' rows, freed after each bucket, left behind (5,121 and 6,167 B per
+   key at 20,000 keys).
+   ``--only-state`` runs only this part (the file's other figures, if any, are kept).
 Prints the figures and writes them to bench/results/replay.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import gzip
 import json
+import os
 import platform
+import re
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +61,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -202,39 +224,145 @@ def sweep(customers: list[int], events: int, seed: int) -> list[dict[str, float]
 
 
 STATE_BUCKETS = 12
+MIN_STATE_BUCKETS = 3
+MEASURES = ("heap", "tracemalloc")
 
 
-def state_memory(keys: int, endpoints_per_customer: int) -> dict[str, float]:
+def state_memory(
+    keys: int,
+    endpoints_per_customer: int,
+    buckets: int = STATE_BUCKETS,
+    measure: str = "heap",
+) -> dict[str, Any]:
+    """Detector state of ``keys`` keys after real updates, per key, in this process.
+
+    Feeds the last ``buckets`` of the ``STATE_BUCKETS`` one-minute buckets (T0 is on a
+    10-minute step): from 3 on, the state held at the end has the same parts whatever
+    the count. spend_spike's and retry_storm's arrays and margin_breach's profile are
+    their full size from a key's first bucket; cost_shift's step of buckets 0-9 is
+    judged (its state made) when bucket 10 closes, and buckets 10 and 11 are the step
+    being summed (a list of six sums per key); all keys are within spend_spike's
+    EAGER_BUCKETS. Only the numbers differ. Checked (heap measure, B per key, two
+    endpoints per customer and one, all 12 buckets against the last 3): 2,989 and 4,010
+    against 2,989 and 4,011 at 20,000 keys (tracemalloc: 2,875 and 3,871 against 2,875
+    and 3,872); 3,136 and 4,179 against 3,136 and 4,190 at 100,000; 3,076 and 4,064
+    against 3,078 and 4,068 at 1,000,000 (within 0.3 %), in a quarter to a third of the
+    time (a million keys: 350 and 762 s against 134 and 141 s, sharing the machine).
+    """
     customers_n = keys // endpoints_per_customer
     customers = {
         f"c{i}": Customer(customer_id=f"c{i}", plan="pro", monthly_price_usd=100.0)
         for i in range(customers_n)
     }
     pipeline = Pipeline(Settings(), prices(), customers)
+    started = time.perf_counter()
     gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
+    if measure == "tracemalloc":
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+    else:
+        before = heap_in_use()
+    rss_before = rss()
     # The events are made a bucket at a time as they are fed (at a million keys, all of
     # them at once would take more memory than the state): what is left of them after
     # the flush is garbage, and only what is still held is counted.
-    for bucket in range(STATE_BUCKETS):
+    for bucket in range(STATE_BUCKETS - buckets, STATE_BUCKETS):
         for raw in _bucket_events(bucket, customers_n, endpoints_per_customer):
             pipeline.feed("usage", raw)
     pipeline.flush()
     # Count detector state only: the de-duplication window is per event, not per key.
-    pipeline.ingest.dedup.current.clear()
-    pipeline.ingest.dedup.previous.clear()
+    if (dedup := pipeline.ingest.dedup) is not None:
+        dedup.current.clear()
+        dedup.previous.clear()
     gc.collect()
-    held = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
+    if measure == "tracemalloc":
+        held = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+    else:
+        held = heap_in_use() - before
+    grown = rss() - rss_before
     tracked = len(pipeline.per_customer.spike_endpoint)
     return {
         "keys": tracked,
         "endpoints_per_customer": endpoints_per_customer,
+        "measure": measure,
         "bytes_total": held,
         "bytes_per_key": held / tracked,
-        "buckets": STATE_BUCKETS,
+        "buckets": buckets,
+        "rss_grown_bytes_per_key": grown / tracked,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "build_seconds": time.perf_counter() - started,
     }
+
+
+def heap_in_use() -> int:
+    """Bytes the allocators hand out now: pymalloc's allocated blocks (objects of up to
+    512 bytes; ``sys._debugmallocstats``, which writes to the C stderr) plus what glibc's
+    malloc has in use (``mallinfo2``: larger objects, arrays' buffers, dict tables,
+    numpy's). pymalloc's arenas are mapped directly, not taken from malloc, so nothing is
+    counted twice. Unlike tracemalloc it costs nothing while the state is built."""
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "mallinfo2"):
+        raise SystemExit("--measure heap needs glibc 2.33 or later; use --measure tracemalloc")
+    libc.mallinfo2.restype = _MallInfo2
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        stats = tmp.read().decode()
+    found = re.search(r"# bytes in allocated blocks\s*=\s*([\d,]+)", stats)
+    small = int(found.group(1).replace(",", "")) if found else 0  # 0: pymalloc is off
+    info = libc.mallinfo2()
+    return small + info.uordblks + info.hblkhd
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            *("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks"),
+            *("uordblks", "fordblks", "keepcost"),
+        )
+    ]
+
+
+def rss() -> int:
+    """This process's resident set now, bytes; malloc's free memory is given back first
+    (what pymalloc's partly used arenas hold stays)."""
+    libc = ctypes.CDLL(None)
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def state_case(keys: int, endpoints: int, buckets: int, measure: str) -> dict[str, Any]:
+    """state_memory in a fresh Python process (this script with ``--state-case``)."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--state-case",
+            f"{keys},{endpoints}",
+            "--state-buckets",
+            str(buckets),
+            "--measure",
+            measure,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    result["case_seconds"] = time.perf_counter() - started
+    return result
 
 
 def _bucket_events(bucket: int, customers_n: int, endpoints: int) -> Iterator[bytes]:
@@ -263,7 +391,9 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=50)
     parser.add_argument("--rate", type=float, default=240.0, help="requests per minute")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument(
+        "--keys", default="100000", help="key counts of the state figure, comma-separated"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="replay runs (median reported)")
     parser.add_argument(
         "--sweep",
@@ -272,8 +402,41 @@ def main() -> int:
     )
     parser.add_argument("--sweep-events", type=int, default=60_000)
     parser.add_argument("--no-memory", action="store_true", help="skip the state figures")
+    parser.add_argument(
+        "--only-state", action="store_true", help="only the state figures (no replay, no sweep)"
+    )
+    parser.add_argument(
+        "--state-buckets",
+        type=int,
+        default=STATE_BUCKETS,
+        help=f"buckets fed per key for the state figures, the last of {STATE_BUCKETS}"
+        f" ({MIN_STATE_BUCKETS} to {STATE_BUCKETS}; see state_memory)",
+    )
+    parser.add_argument(
+        "--measure",
+        choices=MEASURES,
+        default="heap",
+        help="state memory as the allocators' heap in use, or tracemalloc (slow)",
+    )
+    parser.add_argument("--state-case", help=argparse.SUPPRESS)  # KEYS,ENDPOINTS: one case
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "replay.json"))
     args = parser.parse_args()
+    if not MIN_STATE_BUCKETS <= args.state_buckets <= STATE_BUCKETS:
+        parser.error(f"--state-buckets: {MIN_STATE_BUCKETS} to {STATE_BUCKETS}")
+    if args.no_memory and args.only_state:
+        parser.error("--no-memory and --only-state leave nothing to do")
+    if args.state_case:
+        keys, endpoints = (int(n) for n in args.state_case.split(","))
+        print(json.dumps(state_memory(keys, endpoints, args.state_buckets, args.measure)))
+        return 0
+    key_counts = [int(k) for k in args.keys.split(",") if k.strip()]
+    out = Path(args.out)
+    if args.only_state:
+        memory = state_figures(key_counts, args.state_buckets, args.measure)
+        # The file's other figures, from an earlier run, are kept as they were.
+        kept = json.loads(out.read_text()) if out.exists() else {}
+        write(out, {**kept, "memory": memory})
+        return 0
 
     speed = throughput(args.days, args.customers, args.rate, args.seed, max(1, args.repeat))
     print(
@@ -304,25 +467,35 @@ def main() -> int:
             f"  from {first['customers']:,} to {last['customers']:,} customers: {slowdown:.1f}x"
             " slower per CPU second (target <= 2x)"
         )
-    memory = [] if args.no_memory else [state_memory(args.keys, 2), state_memory(args.keys, 1)]
-    for m in memory:
-        print(
-            f"state: {m['keys']:,} keys ({m['endpoints_per_customer']} endpoint(s) per customer): "
-            f"{m['bytes_per_key']:,.0f} bytes per key"
-            " (targets: <= 2,048, issue 12; <= 1,024, issue 13)"
-        )
-    result = {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "throughput": speed,
-        "sweep": rows,
-        "memory": memory,
-    }
-    out = Path(args.out)
+    memory = [] if args.no_memory else state_figures(key_counts, args.state_buckets, args.measure)
+    write(out, {"throughput": speed, "sweep": rows, "memory": memory})
+    return 0
+
+
+def state_figures(key_counts: list[int], buckets: int, measure: str) -> list[dict[str, Any]]:
+    """Each key count with two endpoints per customer, then one, each in its own process;
+    printed as each ends (a million keys take minutes)."""
+    memory = []
+    for keys in key_counts:
+        for endpoints in (2, 1):
+            m = state_case(keys, endpoints, buckets, measure)
+            memory.append(m)
+            print(
+                f"state: {m['keys']:,} keys ({endpoints} endpoint(s) per customer,"
+                f" {buckets} buckets each, {measure}): {m['bytes_per_key']:,.0f} bytes per key"
+                " (targets: <= 2,048, issue 12; <= 1,024, issue 13); the process's RSS grew"
+                f" {m['rss_grown_bytes_per_key']:,.0f} per key, peak"
+                f" {m['peak_rss_bytes'] / 2**20:,.0f} MiB; {m['case_seconds']:,.0f} s",
+                flush=True,
+            )
+    return memory
+
+
+def write(out: Path, figures: dict[str, object]) -> None:
+    result = {"python": platform.python_version(), "machine": platform.machine(), **figures}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":
