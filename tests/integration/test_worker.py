@@ -76,7 +76,27 @@ def wait_for_alerts(
         return wait_for(complete, 300, "every alert replay fires", every_s=3)
     except AssertionError as exc:
         logs = " ".join(str(w.log_path) for w in workers)
-        raise AssertionError(f"{exc}; missing {missing}; logs {logs}") from None
+        raise AssertionError(
+            f"{exc}; missing {missing}; logs {logs}; workers: {progress(workers)}"
+        ) from None
+
+
+def progress(workers: list[WorkerProcess]) -> list:
+    """Where each worker stands, for a failure's message: its health and event counts."""
+    wanted = ("spendwatch_events_in_total", "spendwatch_events_detected_total", "lag")
+    out: list = []
+    for worker in workers:
+        health = worker.health()
+        if health is None:
+            out.append("no answer")
+            continue
+        counts = [
+            line
+            for line in worker.fetch("/metrics", retry_s=2).decode().splitlines()
+            if not line.startswith("#") and any(w in line for w in wanted)
+        ]
+        out.append({"health": health, "metrics": counts})
+    return out
 
 
 def customer_alerts(alerts: list[dict]) -> list[tuple]:
