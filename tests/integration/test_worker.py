@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import signal
 import time
 from collections import Counter
 from datetime import datetime
@@ -82,7 +83,8 @@ def wait_for_alerts(
 
 
 def progress(workers: list[WorkerProcess]) -> list:
-    """Where each worker stands, for a failure's message: its health and event counts."""
+    """Where each worker stands, for a failure's message: its health and event counts;
+    and each running worker writes the stacks of its tasks to its log (a stuck agent)."""
     wanted = ("spendwatch_events_in_total", "spendwatch_events_detected_total", "lag")
     out: list = []
     for worker in workers:
@@ -96,6 +98,9 @@ def progress(workers: list[WorkerProcess]) -> list:
             if not line.startswith("#") and any(w in line for w in wanted)
         ]
         out.append({"health": health, "metrics": counts})
+        if worker.proc is not None and worker.proc.poll() is None:
+            worker.proc.send_signal(signal.SIGUSR1)  # mode: every task's stack, to its log
+    time.sleep(2)
     return out
 
 
