@@ -144,6 +144,7 @@ class Worker:
         self.partitions: dict[int, PartitionDetect] = {}
         self.global_stage: GlobalStage | None = None
         self.detect_lock = asyncio.Lock()  # the detect agent and the idle tick take turns
+        self.global_lock = asyncio.Lock()  # the global agent and a rebalance take turns
         self.journals: dict[int, Journal] = {}  # per detect partition
         self.global_journal = Journal(
             cast(MutableMapping[bytes, bytes], self.global_table),
@@ -226,11 +227,16 @@ class Worker:
         # that this signal sends one set of partitions.
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
-            for tp in revoked:
-                if tp.topic == self.events.get_topic_name():
-                    self.partitions.pop(tp.partition, None)
-            self.states.cache.clear()  # re-read from the table: ownership changed
-            self.global_stage = None
+            # After the batch in hand is committed: it may be part way through awaiting
+            # its sends, its partitions and their states still in use (a detect agent
+            # crashed on a partition revoked while it was closing it).
+            async with self.detect_lock, self.global_lock:
+                for tp in revoked:
+                    if tp.topic == self.events.get_topic_name():
+                        self.partitions.pop(tp.partition, None)
+                        self.journals.pop(tp.partition, None)
+                self.states.cache.clear()  # re-read from the table: ownership changed
+                self.global_stage = None
 
         @app.page("/health")
         async def health(web: Any, request: Any) -> Any:
@@ -349,28 +355,31 @@ class Worker:
         await self.notify.reload(new, built)
 
     async def global_batch(self, batch: list[Any]) -> None:
-        await self.learn_changelog_topics(self.global_table)
-        if self.global_stage is None:
-            self.global_stage = GlobalStage(self.settings, self.settings.kafka.topics.partitions)
-            unsent = self.global_journal.recover()
-            snapshot = self.global_table.get(GLOBAL_KEY)
-            if snapshot:
-                pending = {
-                    int(k[len(PENDING) :]): v
-                    for k, v in self.global_table.items()
-                    if k.startswith(PENDING) and v
-                }
-                self.global_stage.restore(snapshot, pending)
-            await self.resend(unsent)
-        keyed: list[Keyed] = []
-        for event in batch:
-            keyed += self.global_stage.add(*decode_rollups(event.value))
-        writes = {
-            PENDING + str(index).encode(): rollup
-            for index, rollup in self.global_stage.pending_changes().items()
-        }
-        writes[GLOBAL_KEY] = self.global_stage.snapshot()
-        await self.commit(self.global_journal, writes, keyed)
+        async with self.global_lock:
+            await self.learn_changelog_topics(self.global_table)
+            if self.global_stage is None:
+                self.global_stage = GlobalStage(
+                    self.settings, self.settings.kafka.topics.partitions
+                )
+                unsent = self.global_journal.recover()
+                snapshot = self.global_table.get(GLOBAL_KEY)
+                if snapshot:
+                    pending = {
+                        int(k[len(PENDING) :]): v
+                        for k, v in self.global_table.items()
+                        if k.startswith(PENDING) and v
+                    }
+                    self.global_stage.restore(snapshot, pending)
+                await self.resend(unsent)
+            keyed: list[Keyed] = []
+            for event in batch:
+                keyed += self.global_stage.add(*decode_rollups(event.value))
+            writes = {
+                PENDING + str(index).encode(): rollup
+                for index, rollup in self.global_stage.pending_changes().items()
+            }
+            writes[GLOBAL_KEY] = self.global_stage.snapshot()
+            await self.commit(self.global_journal, writes, keyed)
 
     # -- alerts: decided once, sent once (stream.kafka.outbox) --------------------------------
 
