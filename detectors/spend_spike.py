@@ -680,6 +680,150 @@ def _slot_run(
     slot[2] = min(c0 + (span.stop - span.start), _COUNT_CAP)
 
 
+def _learn_quiet_rows(
+    stats: np.ndarray,
+    gaps: np.ndarray,
+    t: float,
+    width: float,
+    params: SpendSpikeParams,
+    seasonal: bool,
+) -> np.ndarray:
+    """:func:`_learn_quiet_span` of many keys at once, in place: row ``i`` of ``stats``
+    (keys' arrays side by side, single precision) learns its ``gaps[i]`` zero-spend
+    buckets ``t - gaps[i] * width`` .. ``t - width``. Returns where a row was learnt; a
+    row whose first skipped bucket is not quiet (its spent sum, a baseline below zero, a
+    level too slow for the closed form) is left untouched, for :func:`update` to judge.
+
+    The matrix has a column per bucket of the longest gap, aligned at its end (column c
+    is the bucket ``t - (G - c) * width``), so every row shares the columns' hours of the
+    day and the sums' weights; a row's columns before its gap multiply by one and add
+    zero. The same expressions as _learn_quiet_span's, in double precision: the state
+    agrees with it to rounding, and with judging every bucket to single precision's.
+    """
+    f64 = np.float64
+    bucket = _bucket(t - width, width, params)  # what every bucket of the gap shares
+    end = stats.shape[1]
+    view = stats.astype(f64)
+    ok = view[:, _MEAN] >= 0.0
+    if seasonal:
+        ok &= (view[:, _SLOTS : _SLOTS + 3 * SLOTS_PER_DAY : 3] >= 0.0).all(axis=1)
+    if bucket.sustain:
+        spent0 = view[:, end - _S_SPENT]  # quiet_sums, row by row
+        ok &= (spent0 < 0.0) | (
+            spent0 * bucket.decay * bucket.spent_per_hour < bucket.sustain_floor
+        )
+    if bucket.level:
+        ok &= gaps * width / float(params.sustain_level_s or 1.0) <= 500.0
+    rows = np.flatnonzero(ok)
+    if len(rows) == 0:
+        return ok
+    v, g = view[rows], gaps[rows].astype(f64)
+    count = int(g.max())
+    columns = np.arange(count, dtype=f64)
+    steps = columns - (count - g)[:, None]  # a row's buckets count from 0; before: < 0
+    active = steps >= 0.0
+    steps = np.maximum(steps, 0.0)
+    alpha = bucket.alpha
+    # The whole key: the product of (1 - weight) before each bucket, and after all.
+    n0, m0, v0 = v[:, _N : _N + 1], v[:, _MEAN : _MEAN + 1], v[:, _VAR : _VAR + 1]
+    keep = np.where(active, 1.0 - np.maximum(alpha, 1.0 / (n0 + 1.0 + steps)), 1.0)
+    after = np.cumprod(keep, axis=1)
+    before = np.concatenate((np.ones((len(rows), 1)), after[:, :-1]), axis=1)
+    mean = m0 * before
+    var = before * v0 + before * (1.0 - before) * m0 * m0
+    if seasonal:
+        _slot_rows(v, t, count, width, alpha, active, mean, var)
+    if bucket.sustain:
+        expected = mean
+        if bucket.level:
+            decay_l = bucket.level_decay
+            level_spent = v[:, end - _L_SPENT : end - _L_SPENT + 1]
+            level_expected = v[:, end - _L_EXPECTED : end - _L_EXPECTED + 1]
+            added = np.cumsum(np.where(active, mean * decay_l ** -(steps + 1.0), 0.0), axis=1)
+            powers = decay_l**steps
+            spent_l = powers * level_spent
+            expected_l = powers * (
+                level_expected + np.concatenate((np.zeros((len(rows), 1)), added[:, :-1]), axis=1)
+            )
+            busier = (spent_l > expected_l) & (expected_l > 0.0)
+            ratio = np.minimum(spent_l / np.where(busier, expected_l, 1.0), bucket.level_max)
+            expected = np.where(busier, mean * ratio, mean)
+            last = decay_l**g
+            v[:, end - _L_SPENT] = last * level_spent[:, 0]
+            v[:, end - _L_EXPECTED] = last * (level_expected[:, 0] + added[:, -1])
+        sd_eff = np.maximum(np.maximum(np.sqrt(np.maximum(var, 0.0)), 0.05 * mean), 1e-9)
+        back = count - 1.0 - columns
+        taken = np.where(active, expected, 0.0) @ (bucket.decay**back)
+        decayed = bucket.decay**g
+        v[:, end - _S_CLIPPED] = decayed * v[:, end - _S_CLIPPED] - taken
+        v[:, end - _S_SPENT] = decayed * v[:, end - _S_SPENT] - taken
+        v[:, end - _S_VAR] = bucket.decay_var**g * v[:, end - _S_VAR] + np.where(
+            active, sd_eff * sd_eff, 0.0
+        ) @ (bucket.decay_var**back)
+    p = after[:, -1]
+    v[:, _N] = np.minimum(n0[:, 0] + g, _COUNT_CAP)
+    m0, v0 = m0[:, 0], v0[:, 0]
+    v[:, _MEAN], v[:, _VAR] = m0 * p, p * v0 + p * (1.0 - p) * m0 * m0
+    for back_n in range(1, min(count, RECENT) + 1):  # the recent ring's empty buckets
+        at = end - (RECENT - int((t - back_n * width) // width) % RECENT)
+        v[g >= back_n, at] = 0.0
+    stats[rows] = v.astype(np.float32)
+    return ok
+
+
+def _slot_rows(
+    v: np.ndarray,
+    t: float,
+    count: int,
+    width: float,
+    alpha: float,
+    active: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+) -> None:
+    """_learn_quiet_rows' hours of the day (as :func:`_slot_runs` for one key): each
+    row's hours in ``v`` learn their empty buckets; ``mean`` and ``var`` take the hour's
+    where it has its own statistics. The columns are taken grouped by hour (an hour may
+    come twice in a day-long gap), so each hour's products are running sums of logs
+    restarted per hour, and its count before a bucket the active buckets before it."""
+    rows = len(v)
+    slots = v[:, _SLOTS : _SLOTS + 3 * SLOTS_PER_DAY].reshape(rows, SLOTS_PER_DAY, 3)
+    times = t - (count - np.arange(count, dtype=np.float64)) * width
+    hour = (np.floor(times / SECONDS_PER_SLOT).astype(np.int64)) % SLOTS_PER_DAY
+    order = np.argsort(hour, kind="stable")
+    sorted_hour = hour[order]
+    firsts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_hour)) + 1))
+    group = np.repeat(firsts, np.diff(np.append(firsts, count)))  # each column's first
+    on = active[:, order]
+    prior = np.cumsum(on, axis=1) - on  # active buckets before, in the whole row
+    occurred = prior - prior[:, group]
+    slot = slots[:, sorted_hour]  # rows x columns x 3
+    seen = np.minimum(slot[:, :, 2] + occurred, _COUNT_CAP)
+    logs = np.where(
+        on, np.log(np.maximum(1.0 - np.maximum(alpha, 1.0 / (seen + 1.0)), 1e-300)), 0.0
+    )
+    total = np.cumsum(logs, axis=1)
+    base = (total - logs)[:, group]
+    before, after = np.exp(total - logs - base), np.exp(total - base)
+    own = on & (seen >= _MIN_SLOT_COUNT)
+    sm, sv = slot[:, :, 0], slot[:, :, 1]
+    unsort = np.empty_like(order)
+    unsort[order] = np.arange(count)
+    mean_own = (sm * before)[:, unsort]
+    var_own = (before * sv + before * (1.0 - before) * sm * sm)[:, unsort]
+    own = own[:, unsort]
+    np.copyto(mean, mean_own, where=own)
+    np.copyto(var, var_own, where=own)
+    lasts = np.append(firsts[1:], count) - 1
+    hours = sorted_hour[firsts]
+    p = after[:, lasts]
+    sm, sv = slots[:, hours, 0], slots[:, hours, 1]
+    slots[:, hours, 0], slots[:, hours, 1] = sm * p, p * sv + p * (1.0 - p) * sm * sm
+    learnt = prior[:, lasts] + on[:, lasts] - prior[:, firsts]
+    slots[:, hours, 2] = np.minimum(slots[:, hours, 2] + learnt, _COUNT_CAP)
+    v[:, _SLOTS : _SLOTS + 3 * SLOTS_PER_DAY] = slots.reshape(rows, -1)
+
+
 def _no_data(last_t: float, t: float, width: float, params: SpendSpikeParams) -> list[Decision]:
     """A skipped gap of at least ``no_data_buckets`` buckets as an alert that fired when
     its last needed bucket closed without data and resolved when data came back at ``t``.
@@ -723,7 +867,10 @@ def update_many(
     Returns the decisions by index, only for keys that have some. Keys that learn an
     ordinary bucket (no episode, no breach, no gap) are judged and learnt together with
     numpy, by the same expressions in float64 as :func:`_judge_and_learn`, stored to the
-    same single-precision arrays, so the results are identical; every other key goes
+    same single-precision arrays, so the results are identical. Keys back after a quiet
+    gap of ``BATCH_QUIET`` buckets or more learn it together first, in closed form
+    (:func:`_learn_quiet_rows`: the same state as update() to single precision's
+    rounding), then judge this bucket with the ordinary ones. Every other key goes
     through :func:`update` on its own.
 
     >>> p = SpendSpikeParams(warmup_s=600, seasonal=False)
@@ -746,22 +893,51 @@ def update_many(
     seasonal = params.seasonal
     size = _SLOTS + (3 * SLOTS_PER_DAY if seasonal else 0) + TAIL
     batch: list[int] = []
+    quiet: list[int] = []  # after a long gap, to learn as a batch first
+    gaps: list[int] = []
     previous = t - width
+    quiet_gaps = zero_is_quiet(params)
     for i, state in enumerate(states):
         last = state.last_t
         if (
             state.episode is None
             and state.baseline.seasonal is seasonal
             and len(state.baseline.stats) == size
-            and (
-                last is None
-                or last == previous
-                or (t > last and int(round((t - last) / width)) == 1)
-            )
         ):
-            batch.append(i)
-        elif decisions := update(state, t, width, spends[i], params):
+            if last is None or last == previous:
+                batch.append(i)
+                continue
+            gap = int(round((t - last) / width)) - 1 if t > last else -1
+            if gap == 0:
+                batch.append(i)
+                continue
+            if quiet_gaps and gap >= BATCH_QUIET:
+                quiet.append(i)
+                gaps.append(min(gap, MAX_GAP_BUCKETS))
+                continue
+        if decisions := update(state, t, width, spends[i], params):
             out[i] = decisions
+    # Gaps learnt together, in closed form (update() learns a long one so alone), to single
+    # precision's rounding: the keys learnt then judge this bucket as ordinary keys, the
+    # others on their own. Short and long gaps apart, so a short one is not padded to a day.
+    for short in (True, False):
+        rows_of = [j for j, gap in enumerate(gaps) if (gap < LONG_QUIET) is short]
+        if not rows_of:
+            continue
+        held = np.frombuffer(
+            bytearray(b"".join([states[quiet[j]].baseline.stats for j in rows_of])),
+            dtype=np.float32,
+        ).reshape(len(rows_of), size)
+        lengths = np.array([gaps[j] for j in rows_of])
+        learnt = _learn_quiet_rows(held, lengths, t, width, params, seasonal).tolist()
+        for row, j in enumerate(rows_of):
+            i, state = quiet[j], states[quiet[j]]
+            if learnt[row]:
+                memoryview(state.baseline.stats).cast("B")[:] = held[row].tobytes()
+                state.last_t = previous
+                batch.append(i)
+            elif decisions := update(state, t, width, spends[i], params):
+                out[i] = decisions
     if len(batch) < _MIN_BATCH:
         for i in batch:
             if decisions := update(states[i], t, width, spends[i], params):
@@ -786,6 +962,11 @@ def update_many(
 
 # Below this many ordinary keys in a bucket numpy's per-call cost outweighs its speed.
 _MIN_BATCH = 16
+# update_many learns the gaps of this many buckets or more of every key in a bucket as
+# one matrix (_learn_quiet_rows); a shorter one as update() does, exactly. The detection
+# stage judges every key that spent in its last 8 buckets (EAGER_BUCKETS) each bucket, so
+# the gaps it hands over are this long or longer.
+BATCH_QUIET = 8
 
 
 def _learn_ordinary(

@@ -13,8 +13,11 @@ the state byte for byte after short gaps and within 1e-4 (relative) after long o
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import replace
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -236,3 +239,97 @@ def test_a_long_gap_after_a_busier_spell_expects_at_most_the_level_cap():
     new_state, new = run(params, life, spend_spike.update)
     old_state, old = run(params, life, reference_update)
     assert same_decisions(new, old) and close(new_state, old_state)
+
+
+# Many keys at once: update_many learns the gaps of every key that comes back in a bucket
+# as rows of one matrix (_learn_quiet_rows), short gaps and long ones apart.
+def fleet(seed: int, keys: int, entries: int) -> list[list[tuple[int, float]]]:
+    """Each key's life: a day of history at its own spend, then gaps of every length
+    (mostly short, some over LONG_QUIET, a few of most of a day) and spends that include
+    spikes; keys start at different minutes so they come back in shared buckets and not."""
+    rng = random.Random(seed)
+    out = []
+    for k in range(keys):
+        usual = 0.01 + 0.005 * (k % 9)
+        life = [(1 + (k % 3 == 0) * rng.randint(0, 1), usual * (1 + 0.3 * rng.random()))]
+        life += [(1, usual * (1 + 0.3 * rng.random())) for _ in range(300 + 37 * k)]
+        for _ in range(entries):
+            roll = rng.random()
+            gap = (
+                rng.randint(1, 3)
+                if roll < 0.35
+                else rng.randint(4, 63)
+                if roll < 0.7
+                else rng.randint(64, 400)
+                if roll < 0.93
+                else rng.randint(1000, 1500)
+            )
+            spend = rng.choice([0.0, usual, usual * 1.2, usual * 8, 1.5, 5.0])
+            life.append((gap, spend))
+        out.append(life)
+    return out
+
+
+def run_fleet(params: SpendSpikeParams, lives: list[list[tuple[int, float]]], together: bool):
+    """Every key's buckets in time order, all keys with a bucket at the same minute in one
+    update_many call (``together``), or each key by the reference."""
+    at: dict[float, list[tuple[int, float]]] = {}
+    for k, life in enumerate(lives):
+        t = T0
+        for minutes, spend in life:
+            t += minutes * MINUTE
+            at.setdefault(t, []).append((k, spend))
+    states = [SpendSpikeState.new(params) for _ in lives]
+    decisions: list[list[Decision]] = [[] for _ in lives]
+    for t in sorted(at):
+        keys = [k for k, _ in at[t]]
+        spends = [spend for _, spend in at[t]]
+        if together:
+            decided = spend_spike.update_many([states[k] for k in keys], t, MINUTE, spends, params)
+            for j, made in decided.items():
+                decisions[keys[j]] += made
+        else:
+            for k, spend in zip(keys, spends, strict=True):
+                decisions[k] += reference_update(states[k], t, MINUTE, spend, params)
+    return [readable(s) for s in states], decisions
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("seed", [1, 2])
+def test_gaps_learnt_as_a_batch_decide_and_learn_as_judging_every_bucket(variant, seed):
+    params = VARIANTS[variant]
+    lives = fleet(seed, keys=40, entries=14)
+    new_states, new = run_fleet(params, lives, together=True)
+    old_states, old = run_fleet(params, lives, together=False)
+    for k in range(len(lives)):
+        assert same_decisions(new[k], old[k]), k
+        assert close(new_states[k], old_states[k]), k
+    if variant in ("short warm-up", "cheap absolute"):
+        assert any(old), "the fleet's traffic makes decisions to compare"
+
+
+def test_the_batch_learns_each_gap_as_update_learns_it_alone():
+    # The matrix form is _learn_quiet_span's expressions with a row per key: the same
+    # state to double precision's rounding before it is stored, so within 1e-6 after.
+    params = SpendSpikeParams()
+    states = []
+    for k in range(30):
+        state = SpendSpikeState.new(params)
+        for m in range(200 + 50 * k):
+            spend_spike.update(state, T0 + m * MINUTE, MINUTE, 0.02 + 0.01 * (m * k % 7), params)
+        states.append(state)
+    t = T0 + 3000 * MINUTE
+    gaps = [64 + 47 * k for k in range(30)]
+    for state, gap in zip(states, gaps, strict=True):
+        state.last_t = t - (gap + 1) * MINUTE
+    alone = [SpendSpikeState.from_dict(s.to_dict()) for s in states]
+    size = len(states[0].baseline.stats)
+    held = np.frombuffer(
+        bytearray(b"".join(s.baseline.stats for s in states)), dtype=np.float32
+    ).reshape(len(states), size)
+    learnt = spend_spike._learn_quiet_rows(held, np.array(gaps), t, MINUTE, params, True)
+    assert learnt.all()
+    for row, (state, gap) in enumerate(zip(alone, gaps, strict=True)):
+        assert spend_spike._learn_quiet_span(state, t, gap, MINUTE, params) == gap
+        expected = np.frombuffer(state.baseline.stats, dtype=np.float32)
+        np.testing.assert_allclose(held[row], expected, rtol=1e-6, atol=1e-12)
