@@ -963,9 +963,8 @@ def update_many(
 # Below this many ordinary keys in a bucket numpy's per-call cost outweighs its speed.
 _MIN_BATCH = 16
 # update_many learns the gaps of this many buckets or more of every key in a bucket as
-# one matrix (_learn_quiet_rows); a shorter one as update() does, exactly. The detection
-# stage judges every key that spent in its last 8 buckets (EAGER_BUCKETS) each bucket, so
-# the gaps it hands over are this long or longer.
+# one matrix (_learn_quiet_rows); a shorter one as update() does, exactly (a loop of a
+# few buckets costs less than its share of a matrix).
 BATCH_QUIET = 8
 
 
