@@ -36,6 +36,8 @@ b'{"n":1}'
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,8 @@ from typing import Any
 import orjson
 
 from stream.kafka.state import PARTITION_PREFIX, partition_key
+
+log = logging.getLogger(__name__)
 
 # Under the partition records' prefix, which customer-record loading skips.
 JOURNAL_PREFIX = PARTITION_PREFIX + b"journal:"
@@ -179,3 +183,27 @@ def partition_journal(
         return partition_key(partition, partitions, JOURNAL_PREFIX + b"%d:%d:" % (parity, part))
 
     return Journal(table, key, part_bytes)
+
+
+async def durable(producer: Any, warn_after_s: float = 10.0) -> None:
+    """Wait until everything given to faust's ``producer`` is on the broker: its buffer
+    drained into the Kafka client, then the client's batches acknowledged.
+
+    A table's writes (the journal entry, the records) go to the producer's buffer first,
+    and faust's ``flush()`` stops waiting for the buffer after 0.1 s in which no message
+    left it: on a busy event loop it returned with writes still queued, and alerts sent
+    after it could reach the alerts topic before the state that decided them. Here the
+    buffer is flushed again until it is empty (a warning every ``warn_after_s`` it is
+    not), then the client is flushed.
+    """
+    buffer = producer.buffer
+    started = last_warning = time.monotonic()
+    while buffer.size:
+        await buffer.flush()  # returns after 0.1 s without progress
+        now = time.monotonic()
+        if buffer.size and now - last_warning >= warn_after_s:
+            log.warning(
+                "producer buffer still holds %s messages after %.0f s", buffer.size, now - started
+            )
+            last_warning = now
+    await producer.flush()

@@ -42,7 +42,7 @@ from stream.core.events import Customer, Rejection, parse_customer
 from stream.core.pricing import PriceTable
 from stream.kafka.connection import ensure_topics, faust_credentials, follow_compacted
 from stream.kafka.intake import Intake
-from stream.kafka.journal import Entry, Journal, partition_journal
+from stream.kafka.journal import Entry, Journal, durable, partition_journal
 from stream.kafka.notify_agent import NotifyStage
 from stream.kafka.outbox import already_sent, identity
 from stream.kafka.reload import ConfigWatcher
@@ -400,12 +400,12 @@ class Worker:
         payloads = [orjson.dumps(alert.to_payload()) for alert in alerts]
         if self.unflushed:
             # This entry may replace one whose alerts or reports are still on their way.
-            await self.app.producer.flush()
+            await durable(self.app.producer)
             self.unflushed = False
         journal.write(writes, payloads, time.time(), reports or ())
         if not alerts:
             return
-        await self.app.producer.flush()
+        await durable(self.app.producer)
         for alert, payload in zip(alerts, payloads, strict=True):
             await self.alerts.send(key=alert.fingerprint.encode(), value=payload)
             self.count_alert(alert.labels, alert.status, alert.fingerprint)
