@@ -91,3 +91,26 @@ def test_update_many_decides_and_learns_as_update_one_key_at_a_time(mode, seed, 
 
 def readable(states: list[SpendSpikeState]) -> list[dict]:
     return [quiet_gaps.readable(state) for state in states]
+
+
+def test_a_gap_of_8_buckets_is_learnt_in_the_batch_and_one_of_7_alone(monkeypatch):
+    # The README's number: update_many learns gaps of 8 buckets or more as a matrix.
+    batched: list[int] = []
+    learn_rows = spend_spike._learn_quiet_rows
+
+    def spy(stats, gaps, *args):
+        batched.extend(gaps.tolist())
+        return learn_rows(stats, gaps, *args)
+
+    monkeypatch.setattr(spend_spike, "_learn_quiet_rows", spy)
+    params = SpendSpikeParams()
+    states = [SpendSpikeState.new(params) for _ in range(KEYS)]
+    for minute in range(120):
+        t = START + minute * MINUTE
+        spend_spike.update_many(states, t, MINUTE, [0.05] * KEYS, params)
+    t = START + 119 * MINUTE
+    skipped = {0: 7, 1: 8}  # key: buckets without a call
+    for key, gap in skipped.items():
+        states[key].last_t = t - gap * MINUTE
+    spend_spike.update_many(states, t + MINUTE, MINUTE, [0.05] * KEYS, params)
+    assert batched == [8]
