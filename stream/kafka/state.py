@@ -23,7 +23,7 @@ skipped, not counted twice.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
 import orjson
@@ -174,6 +174,36 @@ STATE_TYPES: dict[str, Any] = {
 PER_ENDPOINT = ("spike_endpoint", "shift_endpoint", "retry_endpoint")
 _SEP = "\x1f"
 PARTITION_PREFIX = b"\x00partition:"
+
+
+# What an encoded record (orjson, compact) shows when it holds something a partition must
+# know as it opens: an open episode, open rows, a cost_shift step being summed.
+_OPENING_MARKS = (b'"episode":{', b'"open":', b'"shift_step":')
+
+
+def needs_opening(raw: bytes) -> bool:
+    """True when the record ``raw`` may hold an open episode, open rows or a step being
+    summed; a record without any of them is left encoded when its partition opens, and
+    decoded when its customer is first used (:meth:`CustomerStates.record`).
+
+    >>> needs_opening(b'{"spike_customer":{"v":6,"episode":null,"last_t":60.0}}')
+    False
+    >>> needs_opening(b'{"spike_customer":{"v":6,"episode":{"since":0},"last_t":60.0}}')
+    True
+    """
+    return any(mark in raw for mark in _OPENING_MARKS)
+
+
+def opening(
+    items: Iterable[tuple[bytes, bytes]], partition: int, partitions: int
+) -> list[tuple[bytes, bytes]]:
+    """The records of ``partition`` that it decodes as it opens: those with something open
+    (:func:`needs_opening`; only their keys are hashed). The others are decoded when their
+    customer is first used: a restarted worker with a million quiet customers neither
+    decodes nor holds them all at once."""
+    return [
+        (k, v) for k, v in items if needs_opening(v) and partition_of(k, partitions) == partition
+    ]
 
 
 def partition_of(key: bytes, partitions: int) -> int:

@@ -54,7 +54,7 @@ from stream.kafka.stages import (
     decode_rollups,
     rollup_reports,
 )
-from stream.kafka.state import CustomerStates, partition_of
+from stream.kafka.state import CustomerStates, opening
 from stream.kafka.web import application_options
 from stream.logs import logging_config
 from stream.metrics import Metrics
@@ -327,7 +327,7 @@ class Worker:
         detect.clock.expect(
             [f"{t}:{i}" for t in (topics.usage, topics.errors) for i in range(count)]
         )
-        mine = [(k, v) for k, v in self.state_table.items() if partition_of(k, count) == partition]
+        mine = opening(self.state_table.items(), partition, count)
         active = self.states.load(iter(mine))
         snapshot = self.state_table.get(detect.key)
         if snapshot:
@@ -335,7 +335,7 @@ class Worker:
         else:
             detect.adopt(active)
         self.partitions[partition] = detect
-        log.info("partition opened partition=%s records=%s", partition, len(mine))
+        log.info("partition opened partition=%s decoded=%s", partition, len(mine))
         return detect, unsent
 
     async def apply_settings(self, new: Settings) -> None:
