@@ -27,6 +27,15 @@ back from the changelog, at 100,000 and 1,000,000 customer records (issue 13).
    worker's RSS then, records/s of recovery, the changelog's size on the broker per key
    and the mean encoded record. The worker's start on the empty topics is timed the same
    way: the part of the figure that is not reading state.
+5. Ready: then one usage event per detect partition, for a customer of the table that
+   hashes there, is produced, and the clock runs on until ``/metrics`` counts every one
+   detected: each partition has opened (decoded the records it needs, resent what its
+   journal held) and judged. ``tables_recovered`` alone does not say the worker detects.
+6. ``--active-share`` of the records (default 0.05) are as the templates leave them,
+   with open rows and a cost_shift step being summed, the rest as a customer quiet for a
+   while has them (those two slots gone): in a fleet of a million, few customers spend
+   in any ten minutes. A partition decodes its active records as it opens, the quiet
+   ones when their customer spends again.
 
 Every figure is from this run; a run that cannot finish (time, memory) says so and writes
 what it has. Prints the figures and writes bench/results/recovery.json.
@@ -51,16 +60,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.kafka_e2e import cpu_seconds, settings_for, start_worker  # noqa: E402
+from bench.kafka_e2e import cpu_seconds, metric, settings_for, start_worker  # noqa: E402
 from stream.core.events import Customer  # noqa: E402
 from stream.kafka.connection import client_kwargs, ensure_topics, partitions_of  # noqa: E402
 from stream.kafka.stages import PartitionDetect, Priced  # noqa: E402
-from stream.kafka.state import PARTITION_PREFIX, CustomerStates, partition_of  # noqa: E402
+from stream.kafka.state import (  # noqa: E402
+    NOT_DETECTORS,
+    PARTITION_PREFIX,
+    CustomerStates,
+    partition_of,
+)
 from stream.settings import KafkaSettings, Settings  # noqa: E402
 
 KAFKA_SH = ROOT / "scripts" / "kafka" / "kafka.sh"
@@ -169,6 +184,22 @@ def templates(customers: int, hours: float, seed: int) -> list[bytes]:
     return [v for k, v in table.items() if not k.startswith(PARTITION_PREFIX)]
 
 
+def quiet(record: bytes) -> bytes:
+    """``record`` as its customer has it after a quiet while: no open rows, no step of
+    cost_shift being summed (the detectors' states as they were)."""
+    data = orjson.loads(record)
+    for slot in NOT_DETECTORS:
+        data.pop(slot, None)
+    return orjson.dumps(data)
+
+
+def mixed(records: list[bytes], share: float, seed: int) -> list[bytes]:
+    """The records to replicate: each template active with probability ``share`` (as
+    simulated), else quiet; 100 times the templates so the share holds to a percent."""
+    rng = random.Random(seed)
+    return [r if rng.random() < share else quiet(r) for r in records * 100]
+
+
 def customer_key(i: int) -> bytes:
     return f"customer-{i:07d}".encode()
 
@@ -272,10 +303,46 @@ def memory_kib(pid: int | None, field: str) -> int:
     return 0
 
 
+def probe_customers(n: int, partitions: int) -> list[str]:
+    """One customer of the table per detect partition (the first key hashing there)."""
+    found: dict[int, str] = {}
+    for i in range(n):
+        key = customer_key(i)
+        found.setdefault(partition_of(key, partitions), key.decode())
+        if len(found) == partitions:
+            break
+    return [found[p] for p in sorted(found)]
+
+
+async def send_probe(kafka: KafkaSettings, customers: list[str]) -> None:
+    """A usage event now for each of ``customers``."""
+    producer = AIOKafkaProducer(**client_kwargs(kafka), acks=1)
+    await producer.start()
+    try:
+        for customer in customers:
+            event = {
+                "event_id": uuid.uuid4().hex, "ts": time.time(), "customer_id": customer,
+                "endpoint": "ep0", "provider": "openai", "model": "gpt-4o",
+                "request_id": uuid.uuid4().hex, "attempt": 1, "status": "ok",
+                "input_tokens": 800, "output_tokens": 200, "latency_ms": 100.0,
+            }  # fmt: skip
+            await producer.send(kafka.topics.usage, orjson.dumps(event), key=customer.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
 def timed_start(
-    settings: Settings, tmp: Path, name: str, timeout_s: float, min_free_gib: float
+    settings: Settings,
+    tmp: Path,
+    name: str,
+    timeout_s: float,
+    min_free_gib: float,
+    probe: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Start a worker, wait until its tables are recovered, measure, stop it (SIGTERM)."""
+    """Start a worker, wait until its tables are recovered, measure; with ``probe`` (a
+    customer per partition), then send each an event and wait until all are detected;
+    stop it (SIGTERM)."""
     port = 20000 + random.randrange(20000)
     log = tmp / f"{name}.log"
     started, cpu = time.perf_counter(), 0.0
@@ -310,6 +377,8 @@ def timed_start(
                     rss_mib=memory_kib(proc.pid, "VmRSS") / 1024,
                     peak_rss_mib=memory_kib(proc.pid, "VmHWM") / 1024,
                 )
+                if probe:
+                    result.update(ready(settings, port, proc, probe, started, timeout_s))
                 break
             time.sleep(0.05)
         result.setdefault("peak_rss_mib", memory_kib(proc.pid, "VmHWM") / 1024)
@@ -324,6 +393,30 @@ def timed_start(
         print(f"  {name}: {result['error']}; log tail:\n{log.read_text()[-2000:]}", flush=True)
     result.update(recovery_log(log, changelog_topic(settings.kafka.app_id)))
     return result
+
+
+def ready(
+    settings: Settings,
+    port: int,
+    proc: subprocess.Popen[bytes],
+    probe: list[str],
+    started: float,
+    timeout_s: float,
+) -> dict[str, Any]:
+    """From tables recovered to every probe event detected (each partition opened)."""
+    recovered = time.perf_counter()
+    asyncio.run(send_probe(settings.kafka, probe))
+    while metric(port, "spendwatch_events_detected_total") < len(probe):
+        if proc.poll() is not None or time.perf_counter() - started > timeout_s:
+            return {"ready_error": "the probe events were not all detected"}
+        time.sleep(0.05)
+    now = time.perf_counter()
+    return {
+        "ready_s": now - started,
+        "opening_s": now - recovered,
+        "ready_cpu_seconds": cpu_seconds(proc.pid),
+        "ready_rss_mib": memory_kib(proc.pid, "VmRSS") / 1024,
+    }
 
 
 def recovery_log(log: Path, topic: str) -> dict[str, Any]:
@@ -399,7 +492,10 @@ def run_size(n: int, records: list[bytes], args: argparse.Namespace, tmp: Path) 
         f" {plain['records_per_s']:,.0f} records/s, {plain['mib_per_s']:,.0f} MiB/s",
         flush=True,
     )
-    recovery = timed_start(settings, tmp, f"{run}-recover", args.timeout_s, args.min_free_gib)
+    probe = probe_customers(n, len(partitions))
+    recovery = timed_start(
+        settings, tmp, f"{run}-recover", args.timeout_s, args.min_free_gib, probe
+    )
     row["recovery"] = recovery
     if "seconds" in recovery:
         records = row["records_in_changelog"]
@@ -417,6 +513,13 @@ def run_size(n: int, records: list[bytes], args: argparse.Namespace, tmp: Path) 
             " over the empty start)",
             flush=True,
         )
+        if "ready_s" in recovery:
+            print(
+                f"  ready: every partition detected an event {recovery['ready_s']:.1f} s from"
+                f" process start ({recovery['opening_s']:.1f} s after tables recovered),"
+                f" RSS {recovery['ready_rss_mib']:,.0f} MiB",
+                flush=True,
+            )
     if not args.keep_topics:
         delete_topics(kafka, run)
     return row
@@ -453,7 +556,8 @@ def summary(row: dict[str, Any]) -> None:
         f" {row['empty_start']['seconds']:.1f} s; plain consumer {plain['seconds']:.1f} s"
         f" ({plain['records_per_s']:,.0f} records/s); {row['encoded_bytes_per_key']:,.0f} B"
         f" encoded and {row['log_bytes_per_key']:,.0f} B on the broker per key; worker RSS"
-        f" {recovery['rss_mib']:,.0f} MiB"
+        f" {recovery['rss_mib']:,.0f} MiB; ready (every partition detecting)"
+        f" {recovery.get('ready_s', float('nan')):.1f} s from start"
     )
 
 
@@ -470,6 +574,12 @@ def main() -> int:
     parser.add_argument("--templates", type=int, default=400, help="customers simulated")
     parser.add_argument("--history-hours", type=float, default=25.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--active-share",
+        type=float,
+        default=0.05,
+        help="records with open rows and a step being summed; the rest quiet",
+    )
     parser.add_argument(
         "--compression", default=None, help="producer compression (default none, as the worker)"
     )
@@ -490,10 +600,13 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     try:
         began = time.perf_counter()
-        records = templates(args.templates, args.history_hours, args.seed)
+        records = mixed(
+            templates(args.templates, args.history_hours, args.seed), args.active_share, args.seed
+        )
         mean = sum(map(len, records)) / len(records)
         print(
-            f"{len(records)} customer records after {args.history_hours:g} h of one-minute"
+            f"{len(records)} record forms ({args.active_share:.0%} active) after"
+            f" {args.history_hours:g} h of one-minute"
             f" buckets in {time.perf_counter() - began:.0f} s (not timed): {mean:,.0f} B mean,"
             f" {min(map(len, records)):,} to {max(map(len, records)):,} B",
             flush=True,
@@ -517,6 +630,7 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]], records: list[by
         "bench": "recovery",
         "templates": len(records),
         "history_hours": args.history_hours,
+        "active_share": args.active_share,
         "template_bytes_mean": sum(map(len, records)) / len(records),
         "compression": args.compression or "none",
         "target_s_at_1m": TARGET_S,
