@@ -176,21 +176,30 @@ _SEP = "\x1f"
 PARTITION_PREFIX = b"\x00partition:"
 
 
-# What an encoded record (orjson, compact) shows when it holds something a partition must
-# know as it opens: an open episode, open rows, a cost_shift step being summed.
+# An encoded record begins with a flag, 1 when it holds something a partition must know as
+# it opens: an open episode, open rows, a cost_shift step being summed. A record written
+# before the flag shows them by these marks (orjson, compact).
+_FLAG = b'{"#":'
 _OPENING_MARKS = (b'"episode":{', b'"open":', b'"shift_step":')
 
 
 def needs_opening(raw: bytes) -> bool:
     """True when the record ``raw`` may hold an open episode, open rows or a step being
     summed; a record without any of them is left encoded when its partition opens, and
-    decoded when its customer is first used (:meth:`CustomerStates.record`).
+    decoded when its customer is first used (:meth:`CustomerStates.record`). Read from
+    the record's flag, or for a record written before it, its marks.
 
+    >>> needs_opening(b'{"#":0,"spike_customer":{"v":6,"episode":null,"last_t":60.0}}')
+    False
+    >>> needs_opening(b'{"#":1,"spike_customer":{"v":6,"episode":{"since":0},"last_t":60.0}}')
+    True
     >>> needs_opening(b'{"spike_customer":{"v":6,"episode":null,"last_t":60.0}}')
     False
     >>> needs_opening(b'{"spike_customer":{"v":6,"episode":{"since":0},"last_t":60.0}}')
     True
     """
+    if raw.startswith(_FLAG):
+        return raw[len(_FLAG) : len(_FLAG) + 1] != b"0"
     return any(mark in raw for mark in _OPENING_MARKS)
 
 
@@ -314,11 +323,14 @@ class _View(MutableMapping[Any, Any]):
 
 
 def encode(record: dict[str, Any]) -> bytes:
-    return orjson.dumps({slot: state.to_dict() for slot, state in record.items()})
+    """A customer's record: its flag (:func:`needs_opening`) first, then each slot's state."""
+    opened = any(s in NOT_DETECTORS or state.episode is not None for s, state in record.items())
+    return orjson.dumps({"#": int(opened), **{s: state.to_dict() for s, state in record.items()}})
 
 
 def decode(raw: bytes) -> dict[str, Any]:
     data = orjson.loads(raw)
+    data.pop("#", None)
     return {
         slot: STATE_TYPES[slot.partition(_SEP)[0]].from_dict(value) for slot, value in data.items()
     }

@@ -8,6 +8,8 @@ customer is used again, and then decodes to the same state.
 
 from __future__ import annotations
 
+import orjson
+
 from stream.core.events import Customer
 from stream.kafka.stages import PartitionDetect, Priced
 from stream.kafka.state import (
@@ -92,8 +94,29 @@ def test_only_records_with_something_open_are_decoded_and_the_rest_read_the_same
     }
 
 
-def test_the_marks_are_what_the_records_write():
-    # needs_opening looks for the encoder's own spelling; if it changes, this fails first.
-    table = table_after_a_day_of({"spiking": [2000] * (HOURS * 60 - 20) + [8_000_000] * 20})
-    raw = table[b"spiking"]
-    assert b'"episode":{' in raw and b'"open":' in raw and b'"shift_step":' in raw
+def test_a_record_says_in_its_first_bytes_whether_it_holds_something_open():
+    minutes = HOURS * 60
+    table = table_after_a_day_of(
+        {"spiking": [2000] * (minutes - 20) + [8_000_000] * 20, "gone": [1500] * 60 + [0] * 420}
+    )
+    assert table[b"spiking"].startswith(b'{"#":1,') and table[b"gone"].startswith(b'{"#":0,')
+
+
+def test_a_record_written_before_the_flag_is_read_by_its_marks():
+    # A worker upgraded mid-stream restores its predecessor's records: no flag, so
+    # needs_opening looks for the encoder's own spelling of what is open in them.
+    minutes = HOURS * 60
+    table = table_after_a_day_of(
+        {"spiking": [2000] * (minutes - 20) + [8_000_000] * 20, "gone": [1500] * 60 + [0] * 420}
+    )
+    for key, expected in ((b"spiking", True), (b"gone", False)):
+        data = orjson.loads(table[key])
+        del data["#"]
+        before = orjson.dumps(data)
+        if expected:
+            assert b'"episode":{' in before and b'"open":' in before
+            assert b'"shift_step":' in before
+        assert needs_opening(before) is expected
+        assert {s: v.to_dict() for s, v in decode(before).items()} == {
+            s: v.to_dict() for s, v in decode(table[key]).items()
+        }
