@@ -4,7 +4,9 @@
     make bench-kafka            # starts the local broker first (make kafka-up)
 
 1. Backlog: ``--events`` usage and error events (``--customers`` customers, two days of
-   event time ending an hour ago, so baselines are warm) are produced to fresh topics.
+   event time ending an hour ago, so baselines are warm; fewer events than every customer
+   calling each minute for two days cover less, still ending an hour ago, with a warning
+   when that is under the warm-up) are produced to fresh topics.
 2. Plain consumer: an aiokafka consumer (no group) reads both topics from the start and
    parses every value with orjson: the ceiling a Python consumer reaches on this machine.
 3. Worker: ``spendwatch worker`` starts on the same topics and processes the backlog;
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import random
@@ -72,6 +75,10 @@ class Traffic:
         self.share = [w / total for w in weights]
         self.per_bucket = per_bucket
         self.seq = 0
+
+    def mean_per_bucket(self) -> float:
+        """Events a bucket holds on average (each customer at least one)."""
+        return sum(max(1.0, self.per_bucket * share + 0.5) for share in self.share)
 
     def bucket(self, start: float, spiked: set[str] = frozenset()) -> list[tuple[str, bytes]]:
         """(kind, json) events of one bucket starting at ``start``, in time order."""
@@ -381,9 +388,20 @@ def main() -> None:
     settings = settings_for(args.bootstrap, run, args.partitions)
     kafka = settings.kafka
     # Two days of event time ending an hour ago: a warm baseline, and nothing "in the future".
+    # Every customer calls at least once a bucket, so with few events the backlog is
+    # shorter: it still ends an hour ago, and says so when it is shorter than a warm-up.
     per_bucket = max(1, round(args.events / (2 * 1440)))
     traffic = Traffic(args.customers, per_bucket, args.seed)
-    first = (time.time() // 3600 - 49) * 3600.0
+    buckets = math.ceil(args.events / traffic.mean_per_bucket())
+    first = (time.time() // 3600 - 1) * 3600.0 - buckets * WIDTH
+    warmup_s = settings.detectors.spend_spike.warmup_s
+    if buckets * WIDTH < warmup_s:
+        print(
+            f"warning: {args.events:,} events from {args.customers} customers are"
+            f" {buckets * WIDTH / 3600:.1f} h of event time, under spend_spike's"
+            f" {warmup_s / 3600:g} h warm-up: a spike then fires only by the absolute rule",
+            flush=True,
+        )
 
     async def prepare() -> tuple[int, float, float, dict[str, float]]:
         await ensure_topics(kafka)
