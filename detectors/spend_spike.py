@@ -920,8 +920,8 @@ def update_many(
     # Gaps learnt together, in closed form (update() learns a long one so alone), to single
     # precision's rounding: the keys learnt then judge this bucket as ordinary keys, the
     # others on their own. Short and long gaps apart, so a short one is not padded to a day.
-    for short in (True, False):
-        rows_of = [j for j, gap in enumerate(gaps) if (gap < LONG_QUIET) is short]
+    for low, high in _GAP_BINS:
+        rows_of = [j for j, gap in enumerate(gaps) if low <= gap < high]
         if not rows_of:
             continue
         held = np.frombuffer(
@@ -966,6 +966,9 @@ _MIN_BATCH = 16
 # one matrix (_learn_quiet_rows); a shorter one as update() does, exactly (a loop of a
 # few buckets costs less than its share of a matrix).
 BATCH_QUIET = 8
+# The matrices of one bucket, by gap length: a row costs its matrix's longest gap, so gaps
+# of about the same length go together (each matrix also costs numpy's calls, ~0.25 ms).
+_GAP_BINS = ((0, LONG_QUIET), (LONG_QUIET, 256), (256, 1024), (1024, MAX_GAP_BUCKETS + 1))
 
 
 def _learn_ordinary(
