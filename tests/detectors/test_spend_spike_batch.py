@@ -47,17 +47,12 @@ def traffic(seed: int, gap: int = 15) -> np.ndarray:
 def run(params: SpendSpikeParams, spend: np.ndarray, together: bool):
     states = [SpendSpikeState.new(params) for _ in range(KEYS)]
     decided: list[list] = [[] for _ in range(KEYS)]
+    alone = None if together else spend_spike.update
     for minute in range(MINUTES):
         t = START + minute * MINUTE
         keys = [k for k in range(KEYS) if not np.isnan(spend[k, minute])]
         values = [float(spend[k, minute]) for k in keys]
-        if together:
-            out = spend_spike.update_many([states[k] for k in keys], t, MINUTE, values, params)
-            for i, decisions in out.items():
-                decided[keys[i]] += decisions
-        else:
-            for k, value in zip(keys, values, strict=True):
-                decided[k] += spend_spike.update(states[k], t, MINUTE, value, params)
+        quiet_gaps.judge_bucket(states, keys, t, values, params, decided, alone)
     return decided, states
 
 

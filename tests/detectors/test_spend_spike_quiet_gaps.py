@@ -281,17 +281,24 @@ def run_fleet(params: SpendSpikeParams, lives: list[list[tuple[int, float]]], to
             at.setdefault(t, []).append((k, spend))
     states = [SpendSpikeState.new(params) for _ in lives]
     decisions: list[list[Decision]] = [[] for _ in lives]
+    alone = None if together else reference_update
     for t in sorted(at):
         keys = [k for k, _ in at[t]]
         spends = [spend for _, spend in at[t]]
-        if together:
-            decided = spend_spike.update_many([states[k] for k in keys], t, MINUTE, spends, params)
-            for j, made in decided.items():
-                decisions[keys[j]] += made
-        else:
-            for k, spend in zip(keys, spends, strict=True):
-                decisions[k] += reference_update(states[k], t, MINUTE, spend, params)
+        judge_bucket(states, keys, t, spends, params, decisions, alone)
     return [readable(s) for s in states], decisions
+
+
+def judge_bucket(states, keys, t, spends, params, decisions, alone) -> None:
+    """The bucket at ``t`` of ``keys``: together by update_many (``alone`` None), or each
+    key by ``alone``; their decisions added to ``decisions``, by key."""
+    if alone is None:
+        decided = spend_spike.update_many([states[k] for k in keys], t, MINUTE, spends, params)
+        for j, made in decided.items():
+            decisions[keys[j]] += made
+        return
+    for k, spend in zip(keys, spends, strict=True):
+        decisions[k] += alone(states[k], t, MINUTE, spend, params)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
