@@ -77,8 +77,9 @@ class Traffic:
         self.seq = 0
 
     def mean_per_bucket(self) -> float:
-        """Events a bucket holds on average (each customer at least one)."""
-        return sum(max(1.0, self.per_bucket * share + 0.5) for share in self.share)
+        """Events a bucket holds on average: a customer's max(1, floor(x + U)) for its
+        share x of ``per_bucket`` and U uniform on [0, 1) is 1 below x = 1, else x."""
+        return sum(max(1.0, self.per_bucket * share) for share in self.share)
 
     def bucket(self, start: float, spiked: set[str] = frozenset()) -> list[tuple[str, bytes]]:
         """(kind, json) events of one bucket starting at ``start``, in time order."""
@@ -128,9 +129,11 @@ def settings_for(bootstrap: str, run: str, partitions: int) -> Settings:
 
 
 async def produce_backlog(
-    kafka: KafkaSettings, traffic: Traffic, first: float, events: int
+    kafka: KafkaSettings, traffic: Traffic, first: float, events: int, until: float
 ) -> tuple[int, float, float]:
-    """Produce whole buckets until ``events`` are out; (sent, seconds, next bucket start)."""
+    """Produce whole buckets until ``events`` are out or the next would start at ``until``
+    (an event later than the worker's max_future_skew_s is refused, not detected);
+    (sent, seconds, next bucket start)."""
     topics = kafka.topics
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka.bootstrap_servers, linger_ms=50, max_batch_size=512 * 1024, acks=1
@@ -139,7 +142,7 @@ async def produce_backlog(
     sent, start = 0, first
     began = time.perf_counter()
     try:
-        while sent < events:
+        while sent < events and start < until:
             for kind, raw in traffic.bucket(start):
                 topic = topics.usage if kind == "usage" else topics.errors
                 key = raw.split(b'"customer_id":"', 1)[1].split(b'"', 1)[0]
@@ -393,7 +396,8 @@ def main() -> None:
     per_bucket = max(1, round(args.events / (2 * 1440)))
     traffic = Traffic(args.customers, per_bucket, args.seed)
     buckets = math.ceil(args.events / traffic.mean_per_bucket())
-    first = (time.time() // 3600 - 1) * 3600.0 - buckets * WIDTH
+    until = (time.time() // 3600 - 1) * 3600.0
+    first = until - buckets * WIDTH
     warmup_s = settings.detectors.spend_spike.warmup_s
     if buckets * WIDTH < warmup_s:
         print(
@@ -405,7 +409,9 @@ def main() -> None:
 
     async def prepare() -> tuple[int, float, float, dict[str, float]]:
         await ensure_topics(kafka)
-        sent, seconds, next_start = await produce_backlog(kafka, traffic, first, args.events)
+        sent, seconds, next_start = await produce_backlog(
+            kafka, traffic, first, args.events, until
+        )
         plain = await plain_consumer(kafka, sent)
         return sent, seconds, next_start, plain
 
