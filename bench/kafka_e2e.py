@@ -261,6 +261,9 @@ def measure_worker(port: int, expected: int, proc: subprocess.Popen, log: Path) 
         now, count = time.perf_counter(), metric(port, name)
         if count and not first_t:
             first_t, first_n, first_cpu = now, count, cpu_seconds(proc.pid)
+        refused = metric(port, "spendwatch_dead_letters_total")
+        if refused and count + refused >= expected:  # the bench's traffic, not the worker
+            raise SystemExit(f"{refused:,.0f} backlog events were dead-lettered; log: {log}")
         if count >= expected:
             elapsed, cpu = now - first_t, cpu_seconds(proc.pid) - first_cpu
             return {
