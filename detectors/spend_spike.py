@@ -543,141 +543,16 @@ def _learn_quiet_span(
 ) -> int:
     """Learn zero-spend buckets ``t - count * width`` .. ``t - width`` at once: ``count``
     if the first of them is quiet (as in :func:`_learn_quiet`, and then so is every one
-    after it), else 0 and nothing learnt.
-
-    With nothing spent, each bucket multiplies an exponentially weighted mean, and its
-    mean square, by one minus its weight: after k buckets by the product of those, at
-    whatever weights (1/n while young, alpha after). So the baseline's mean and variance
-    after the stretch, and before each of its buckets (for what the sums expected), come
-    in closed form per hour of the day; the rule's sums and the level are weighted sums
-    of those, taken as dot products. In double precision: the state agrees with learning
-    bucket by bucket to single precision's rounding, not bit for bit.
+    after it), else 0 and nothing learnt. One key's row of :func:`_learn_quiet_rows`.
     """
-    baseline = state.baseline
-    stats = baseline.stats
-    end = len(stats)
-    first = _bucket(t - count * width, width, params)
-    sustain, level = params.sustain_s is not None, params.sustain_level_s is not None
-    if level and count * width / float(params.sustain_level_s or 1.0) > 500.0:
-        return 0  # its weights would overflow: bucket by bucket instead
-    spent0 = float(stats[end - _S_SPENT])
-    if not first.quiet_sums(spent0):
+    stats = state.baseline.stats
+    held = np.frombuffer(bytearray(stats), dtype=np.float32).reshape(1, len(stats))
+    seasonal = state.baseline.seasonal
+    if not _learn_quiet_rows(held, np.array([count]), t, width, params, seasonal)[0]:
         return 0
-    seasonal = baseline.seasonal
-    view = np.frombuffer(stats, dtype=np.float32).astype(np.float64)
-    slots = (
-        view[_SLOTS : _SLOTS + 3 * SLOTS_PER_DAY].reshape(SLOTS_PER_DAY, 3) if seasonal else None
-    )
-    if view[_MEAN] < 0.0 or (slots is not None and (slots[:, 0] < 0.0).any()):
-        return 0  # a baseline below zero: a zero bucket is above it, and may build up
-    alpha = first.alpha
-    steps = np.arange(count, dtype=np.float64)
-    # The whole key: weights by its count, the product before each bucket and after all.
-    n0 = float(view[_N])
-    keep = 1.0 - np.maximum(alpha, 1.0 / (n0 + 1.0 + steps))
-    after = np.cumprod(keep)
-    before = np.concatenate(([1.0], after[:-1]))
-    m0, v0 = float(view[_MEAN]), float(view[_VAR])
-    mean = m0 * before
-    var = before * v0 + before * (1.0 - before) * m0 * m0
-    if slots is not None:
-        _slot_runs(slots, t, count, width, alpha, steps, mean, var)
-    if sustain:
-        expected = mean
-        if level:
-            decay_l = first.level_decay
-            level_spent, level_expected = (
-                float(view[end - _L_SPENT]),
-                float(view[end - _L_EXPECTED]),
-            )
-            scale = decay_l ** -(steps + 1.0)
-            added = np.cumsum(mean * scale)
-            powers = decay_l**steps
-            spent_l = powers * level_spent
-            expected_l = powers * (level_expected + np.concatenate(([0.0], added[:-1])))
-            busier = (spent_l > expected_l) & (expected_l > 0.0)
-            ratio = np.minimum(spent_l / np.where(busier, expected_l, 1.0), first.level_max)
-            expected = np.where(busier, mean * ratio, mean)
-            last = decay_l**count
-            view[end - _L_SPENT] = last * level_spent
-            view[end - _L_EXPECTED] = last * (level_expected + added[-1])
-        sd_eff = np.maximum(np.maximum(np.sqrt(np.maximum(var, 0.0)), 0.05 * mean), 1e-9)
-        back = count - 1.0 - steps
-        taken = float(np.dot(first.decay**back, expected))
-        view[end - _S_CLIPPED] = first.decay**count * view[end - _S_CLIPPED] - taken
-        view[end - _S_SPENT] = first.decay**count * spent0 - taken
-        view[end - _S_VAR] = first.decay_var**count * view[end - _S_VAR] + float(
-            np.dot(first.decay_var**back, sd_eff * sd_eff)
-        )
-    p = after[-1]
-    view[_N] = min(n0 + count, _COUNT_CAP)
-    view[_MEAN], view[_VAR] = m0 * p, p * v0 + p * (1.0 - p) * m0 * m0
-    if slots is not None:
-        view[_SLOTS : _SLOTS + 3 * SLOTS_PER_DAY] = slots.ravel()
-    for i in range(max(0, count - RECENT), count):  # the recent ring's empty buckets
-        view[end - (RECENT - int((t - (count - i) * width) // width) % RECENT)] = 0.0
-    memoryview(stats).cast("B")[:] = view.astype(np.float32).tobytes()
+    memoryview(stats).cast("B")[:] = held[0].tobytes()
     state.last_t = t - width
     return count
-
-
-def _slot_runs(
-    slots: np.ndarray,
-    t: float,
-    count: int,
-    width: float,
-    alpha: float,
-    steps: np.ndarray,
-    mean: np.ndarray,
-    var: np.ndarray,
-) -> None:
-    """_learn_quiet_span's hours of the day: each hour's (mean, var, count) in ``slots``
-    learns its empty buckets; ``mean`` and ``var`` (the key's, before each bucket) take
-    the hour's where it has its own statistics (``_MIN_SLOT_COUNT``)."""
-    times = t - (count - steps) * width  # as the caller's loop writes them
-    hour = (np.floor(times / SECONDS_PER_SLOT).astype(np.int64)) % SLOTS_PER_DAY
-    starts = np.concatenate(([0], np.flatnonzero(np.diff(hour)) + 1))
-    if len(np.unique(hour[starts])) < len(starts):  # an hour met twice (a whole day)
-        for start, stop in zip(starts, np.append(starts[1:], count), strict=True):
-            _slot_run(slots, hour[start], slice(start, stop), alpha, mean, var)
-        return
-    # Every run of one hour at once: its counts, and products of (1 - weight) within the
-    # run (a running sum of logs restarted per run; an hour never seen has weight 1, a
-    # product of 0 and a mean of 0).
-    lengths = np.diff(np.append(starts, count))
-    run = np.repeat(np.arange(len(starts)), lengths)
-    slot = slots[hour]
-    seen = np.minimum(slot[:, 2] + (steps - starts[run]), _COUNT_CAP)
-    logs = np.log(np.maximum(1.0 - np.maximum(alpha, 1.0 / (seen + 1.0)), 1e-300))
-    total = np.cumsum(logs)
-    base = (total - logs)[starts][run]
-    before, after = np.exp(total - logs - base), np.exp(total - base)
-    own = seen >= _MIN_SLOT_COUNT  # the hour's statistics, else the key's
-    sm, sv = slot[:, 0], slot[:, 1]
-    np.copyto(mean, sm * before, where=own)
-    np.copyto(var, before * sv + before * (1.0 - before) * sm * sm, where=own)
-    last = np.append(starts[1:], count) - 1
-    p, hours = after[last], hour[starts]
-    sm, sv = sm[last], sv[last]
-    slots[hours, 0], slots[hours, 1] = sm * p, p * sv + p * (1.0 - p) * sm * sm
-    slots[hours, 2] = np.minimum(slot[last, 2] + lengths, _COUNT_CAP)
-
-
-def _slot_run(
-    slots: np.ndarray, hour: int, span: slice, alpha: float, mean: np.ndarray, var: np.ndarray
-) -> None:
-    """One run of buckets in one hour of the day, for _slot_runs."""
-    slot = slots[hour]
-    c0, sm, sv = slot[2], slot[0], slot[1]
-    seen = np.minimum(c0 + np.arange(span.stop - span.start, dtype=np.float64), _COUNT_CAP)
-    after = np.cumprod(1.0 - np.maximum(alpha, 1.0 / (seen + 1.0)))
-    before = np.concatenate(([1.0], after[:-1]))
-    own = seen >= _MIN_SLOT_COUNT
-    mean[span] = np.where(own, sm * before, mean[span])
-    var[span] = np.where(own, before * sv + before * (1.0 - before) * sm * sm, var[span])
-    p = after[-1]
-    slot[0], slot[1] = sm * p, p * sv + p * (1.0 - p) * sm * sm
-    slot[2] = min(c0 + (span.stop - span.start), _COUNT_CAP)
 
 
 def _learn_quiet_rows(
@@ -688,17 +563,24 @@ def _learn_quiet_rows(
     params: SpendSpikeParams,
     seasonal: bool,
 ) -> np.ndarray:
-    """:func:`_learn_quiet_span` of many keys at once, in place: row ``i`` of ``stats``
-    (keys' arrays side by side, single precision) learns its ``gaps[i]`` zero-spend
-    buckets ``t - gaps[i] * width`` .. ``t - width``. Returns where a row was learnt; a
-    row whose first skipped bucket is not quiet (its spent sum, a baseline below zero, a
-    level too slow for the closed form) is left untouched, for :func:`update` to judge.
+    """Quiet gaps of many keys learnt at once, in place: row ``i`` of ``stats`` (keys'
+    arrays side by side, single precision) learns its ``gaps[i]`` zero-spend buckets
+    ``t - gaps[i] * width`` .. ``t - width``. Returns where a row was learnt; a row whose
+    first skipped bucket is not quiet (its spent sum, a baseline below zero, a level too
+    slow for the closed form) is left untouched, for :func:`update` to judge.
+
+    With nothing spent, each bucket multiplies an exponentially weighted mean, and its
+    mean square, by one minus its weight: after k buckets by the product of those, at
+    whatever weights (1/n while young, alpha after). So the baseline's mean and variance
+    after the stretch, and before each of its buckets (for what the sums expected), come
+    in closed form per hour of the day; the rule's sums and the level are weighted sums
+    of those, taken as dot products. In double precision: the state agrees with learning
+    bucket by bucket to single precision's rounding, not bit for bit.
 
     The matrix has a column per bucket of the longest gap, aligned at its end (column c
     is the bucket ``t - (G - c) * width``), so every row shares the columns' hours of the
     day and the sums' weights; a row's columns before its gap multiply by one and add
-    zero. The same expressions as _learn_quiet_span's, in double precision: the state
-    agrees with it to rounding, and with judging every bucket to single precision's.
+    zero.
     """
     f64 = np.float64
     bucket = _bucket(t - width, width, params)  # what every bucket of the gap shares
@@ -781,11 +663,11 @@ def _slot_rows(
     mean: np.ndarray,
     var: np.ndarray,
 ) -> None:
-    """_learn_quiet_rows' hours of the day (as :func:`_slot_runs` for one key): each
-    row's hours in ``v`` learn their empty buckets; ``mean`` and ``var`` take the hour's
-    where it has its own statistics. The columns are taken grouped by hour (an hour may
-    come twice in a day-long gap), so each hour's products are running sums of logs
-    restarted per hour, and its count before a bucket the active buckets before it."""
+    """_learn_quiet_rows' hours of the day: each row's hours in ``v`` learn their empty
+    buckets; ``mean`` and ``var`` take the hour's where it has its own statistics. The
+    columns are taken grouped by hour (an hour may come twice in a day-long gap), so each
+    hour's products are running sums of logs restarted per hour, and its count before a
+    bucket the active buckets before it."""
     rows = len(v)
     slots = v[:, _SLOTS : _SLOTS + 3 * SLOTS_PER_DAY].reshape(rows, SLOTS_PER_DAY, 3)
     times = t - (count - np.arange(count, dtype=np.float64)) * width

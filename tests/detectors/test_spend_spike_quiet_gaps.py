@@ -316,8 +316,9 @@ def test_gaps_learnt_as_a_batch_decide_and_learn_as_judging_every_bucket(variant
 
 
 def test_the_batch_learns_each_gap_as_update_learns_it_alone():
-    # The matrix form is _learn_quiet_span's expressions with a row per key: the same
-    # state to double precision's rounding before it is stored, so within 1e-6 after.
+    # A key's row learns the same in a matrix of 30 keys' gaps of other lengths as alone
+    # (update()'s _learn_quiet_span, a matrix of one): to double precision's rounding
+    # before it is stored, so within 1e-6 after.
     params = SpendSpikeParams()
     states = []
     for k in range(30):
