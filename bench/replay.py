@@ -37,6 +37,9 @@ keys, and detector state memory per tracked key.
    growth of the process's RSS is recorded too, but is not the figure: it also holds
    what the buckets' rows, freed after each bucket, left behind (5,121 and 6,167 B per
    key at 20,000 keys).
+   Each case also counts what the states hold whatever the objects around it cost: the
+   bytes of their arrays (single precision) per key, and their other number fields: the
+   floor of any layout (struct-of-arrays included) that keeps the same numbers.
    ``--only-state`` runs only this part (the file's other figures, if any, are kept).
 Prints the figures and writes them to bench/results/replay.json.
 """
@@ -44,6 +47,7 @@ Prints the figures and writes them to bench/results/replay.json.
 from __future__ import annotations
 
 import argparse
+import array
 import ctypes
 import gc
 import gzip
@@ -282,6 +286,7 @@ def state_memory(
         held = heap_in_use() - before
     grown = rss() - rss_before
     tracked = len(pipeline.per_customer.spike_endpoint)
+    arrays, numbers = content(pipeline.per_customer)
     return {
         "keys": tracked,
         "endpoints_per_customer": endpoints_per_customer,
@@ -290,9 +295,42 @@ def state_memory(
         "bytes_per_key": held / tracked,
         "buckets": buckets,
         "rss_grown_bytes_per_key": grown / tracked,
+        "array_bytes_per_key": arrays / tracked,
+        "number_fields_per_key": numbers / tracked,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "build_seconds": time.perf_counter() - started,
     }
+
+
+STATE_TABLES = (
+    "spike_customer",
+    "spike_endpoint",
+    "shift_customer",
+    "shift_endpoint",
+    "retry_endpoint",
+    "margin",
+)
+
+
+def content(detection: Any) -> tuple[int, int]:
+    """What the detectors' states hold, whatever the objects around it cost: the bytes of
+    their arrays (single precision) and how many number fields they have besides, over
+    every state of ``detection`` (a CustomerDetection). Per key, the arrays are the floor
+    of any layout that keeps the same numbers at the same precision."""
+    arrays = numbers = 0
+    for name in STATE_TABLES:
+        for state in getattr(detection, name).values():
+            for field in state.__slots__:
+                value = getattr(state, field)
+                value = getattr(value, "stats", value)  # a SeasonalBaseline's array
+                if isinstance(value, bool) or value is None:
+                    continue
+                if isinstance(value, int | float):
+                    numbers += 1
+                    continue
+                if isinstance(value, array.array):
+                    arrays += memoryview(value).nbytes  # episodes, other objects: not counted
+    return arrays, numbers
 
 
 def heap_in_use() -> int:
@@ -485,7 +523,9 @@ def state_figures(key_counts: list[int], buckets: int, measure: str) -> list[dic
                 f" {buckets} buckets each, {measure}): {m['bytes_per_key']:,.0f} bytes per key"
                 " (targets: <= 2,048, issue 12; <= 1,024, issue 13); the process's RSS grew"
                 f" {m['rss_grown_bytes_per_key']:,.0f} per key, peak"
-                f" {m['peak_rss_bytes'] / 2**20:,.0f} MiB; {m['case_seconds']:,.0f} s",
+                f" {m['peak_rss_bytes'] / 2**20:,.0f} MiB; {m['case_seconds']:,.0f} s."
+                f" The states' arrays alone: {m['array_bytes_per_key']:,.0f} bytes per key,"
+                f" besides {m['number_fields_per_key']:.1f} number fields",
                 flush=True,
             )
     return memory
