@@ -29,6 +29,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import numpy as np
 from pydantic import ConfigDict, Field
 
 from detectors import episode as episodes
@@ -227,6 +228,129 @@ def update(
 
 
 _EMPTY = array(TYPECODE, [0.0] * _FIELDS)
+# Below this many keys in a bucket numpy's per-call cost outweighs its speed.
+_MIN_BATCH = 16
+
+
+def update_many(
+    states: list[RetryStormState],
+    t: float,
+    width: float,
+    counts: np.ndarray,
+    params: RetryStormParams,
+) -> dict[int, list[Decision]]:
+    """:func:`update` for many keys and one bucket: ``states[i]`` takes the bucket's counts
+    ``counts[i]`` (a row per key, the ring's fields in order: requests, failures, retries,
+    rate-limited, wasted USD, top customer's failures, first failures, retried requests,
+    top customer's requests). Returns the decisions by index, only for keys that have some.
+
+    Keys without an episode whose window, with this bucket in it, is over neither rate's
+    limit (nor, after a gap, holds enough attempts to judge an empty bucket of the gap)
+    decide nothing: their ring and baseline are written together with numpy, by the same
+    expressions in the same order as :func:`update` (sums taken slot by slot, stored to
+    the same single-precision array), so the state is the same bit for bit. Every other
+    key goes through :func:`update` on its own, from its untouched state.
+
+    >>> p = RetryStormParams(min_requests=5, warmup_buckets=3)
+    >>> batch = [RetryStormState.new(p) for _ in range(20)]
+    >>> alone = [RetryStormState.new(p) for _ in range(20)]
+    >>> for minute in range(12):
+    ...     rows = np.array([[5 + k, k % 3, k % 2, 0, 0.01, k % 3, k % 3, k % 2, 5 + k]
+    ...                      for k in range(20)], dtype=float) * (minute % 4 != 1)
+    ...     _ = update_many(batch, minute * 60.0, 60.0, rows, p)
+    ...     for state, row in zip(alone, rows.tolist()):
+    ...         _ = update(state, minute * 60.0, 60.0, BucketCounts(*row), p)
+    >>> [s.to_dict() for s in batch] == [s.to_dict() for s in alone]
+    True
+    """
+    out: dict[int, list[Decision]] = {}
+    window = params.window_buckets
+    size = _RING + _FIELDS * window
+    index = int(t // width)
+    batch: list[int] = []
+    skipped: list[int] = []  # per batched key: the empty buckets before this one
+    for i, state in enumerate(states):
+        last = state.last_t
+        if state.episode is None and len(state.stats) == size and (last is None or t > last):
+            batch.append(i)
+            skipped.append(0 if last is None else int(round((t - last) / width)) - 1)
+        elif decisions := update(state, t, width, BucketCounts(*counts[i].tolist()), params):
+            out[i] = decisions
+    if len(batch) < _MIN_BATCH:
+        for i in batch:
+            if decisions := update(states[i], t, width, BucketCounts(*counts[i].tolist()), params):
+                out[i] = decisions
+        return dict(sorted(out.items()))
+    stats = np.frombuffer(
+        bytearray(b"".join([states[i].stats for i in batch])), dtype=np.float32
+    ).reshape(len(batch), size)
+    ring = stats[:, _RING:].reshape(len(batch), window, _FIELDS)  # a view: slot, field
+    gaps = np.array(skipped)
+    alone = np.zeros(len(batch), dtype=bool)  # left to update(), from the untouched state
+    # A gap's empty buckets, oldest first, as update() drains them: the first empties its
+    # slot, and if the window still holds enough attempts update() judges that empty
+    # bucket. If not, no later one is judged either (slots only empty): the gap just
+    # empties the slots of its first min(gap, window) buckets.
+    for k in range(window):
+        rows = np.flatnonzero(gaps > k)
+        if len(rows) == 0:
+            break
+        ring[rows, (index - gaps[rows] + k) % window, :] = 0.0
+        if k == 0:
+            alone[rows] = _slot_sums(ring[rows], _REQ) >= params.min_requests
+    slot = index % window
+    ring[:, slot, :] = counts[batch]
+    requests = _slot_sums(ring, _REQ)
+    judged = requests >= params.min_requests  # below: nothing judged, nothing learnt
+    with np.errstate(divide="ignore", invalid="ignore"):
+        error_rate = _slot_sums(ring, _FAIL) / requests
+        retry_share = _slot_sums(ring, _RETRY) / requests
+    n = stats[:, _BASE_N].astype(np.float64)
+    factor = np.where(n >= params.warmup_buckets, params.baseline_factor, 0.0)
+    error_limit = np.maximum(params.error_rate, factor * stats[:, _ERROR_BASE].astype(np.float64))
+    retry_limit = np.maximum(params.retry_share, factor * stats[:, _RETRY_BASE].astype(np.float64))
+    alone |= judged & ((error_rate >= error_limit) | (retry_share >= retry_limit))
+    # Judged and under both limits: no breach, so learnt (during warm-up clipped at the
+    # absolute limits, which these rates are under anyway).
+    learn = np.flatnonzero(judged & ~alone)
+    if len(learn):
+        stats[learn, _BASE_N] = n[learn] + 1.0
+        learnt_n = stats[learn, _BASE_N].astype(np.int64)
+        weight = np.maximum(1.0 / params.baseline_buckets, 1.0 / learnt_n)
+        _ew_rows(stats, learn, _ERROR_BASE, error_rate[learn], weight)
+        _ew_rows(stats, learn, _RETRY_BASE, retry_share[learn], weight)
+    learnt = memoryview(stats.tobytes())
+    row_bytes = size * stats.itemsize
+    flags = alone.tolist()
+    for j, i in enumerate(batch):
+        state = states[i]
+        if flags[j]:
+            if decisions := update(state, t, width, BucketCounts(*counts[i].tolist()), params):
+                out[i] = decisions
+            continue
+        memoryview(state.stats).cast("B")[:] = learnt[j * row_bytes : (j + 1) * row_bytes]
+        state.last_t = t
+    return dict(sorted(out.items()))
+
+
+def _slot_sums(ring: np.ndarray, field: int) -> np.ndarray:
+    """``sum(stats[_RING + field :: _FIELDS])`` of each row: slot by slot, in storage
+    order, in double precision (as Python's sum of the array's values)."""
+    total = ring[:, 0, field].astype(np.float64)
+    for slot in range(1, ring.shape[1]):
+        total = total + ring[:, slot, field]
+    return total
+
+
+def _ew_rows(
+    stats: np.ndarray, rows: np.ndarray, at: int, x: np.ndarray, weight: np.ndarray
+) -> None:
+    """ew_update of ``stats[row, at]`` (mean) and ``[row, at + 1]`` (variance) for each row,
+    with the same expressions in the same order."""
+    mean = stats[rows, at].astype(np.float64)
+    d = x - mean
+    stats[rows, at] = mean + weight * d
+    stats[rows, at + 1] = (1.0 - weight) * (stats[rows, at + 1].astype(np.float64) + weight * d * d)
 
 
 def _push_empty(

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from detectors import attribution, cost_shift, margin_breach, retry_storm, spend_spike
 from detectors import episode as episodes
 from detectors.attribution import Usage
@@ -61,6 +63,21 @@ class Keyed:
 
     key: dict[str, str]
     decision: Decision
+
+
+# A customer's row's fields in retry_storm's order (BucketCounts; per customer, the top
+# customer's failures and requests are the key's own).
+_RETRY_FIELDS = [
+    REQUESTS,
+    FAILURES,
+    RETRIES,
+    RATE_LIMITED,
+    WASTED,
+    FAILURES,
+    FIRST_FAILURES,
+    RETRIED,
+    REQUESTS,
+]
 
 
 def _counts(row: list[float], rollup: bool = False) -> BucketCounts:
@@ -435,6 +452,8 @@ class CustomerDetection:
         resolver = self.resolver
         plain = resolver.effective("retry_storm", t) if resolver.trivial else None
         table = self.retry_endpoint
+        if plain is not None and plain.params.enabled and not plain.muted:
+            return self._run_retries_alike(plain, t, width, by_endpoint)
         active = self.active["retry_endpoint"]
         update = retry_storm.update
         for key in self._keys("retry_endpoint", by_endpoint):
@@ -458,6 +477,27 @@ class CustomerDetection:
                 recent = _text(state.recent(width))
                 out += [Keyed(_labels(key), explained(d, eff, recent)) for d in decisions]
         return out
+
+    def _run_retries_alike(
+        self,
+        eff: Effective,
+        t: float,
+        width: float,
+        by_endpoint: dict[tuple[str, str], list[float]],
+    ) -> list[Keyed]:
+        """_run_retries when every key has the same parameters: one batch for all keys
+        (retry_storm.update_many), their bucket's counts as rows of one matrix."""
+        params = eff.params
+        table = self.retry_endpoint
+        keys = self._keys("retry_endpoint", by_endpoint)
+        counts = np.zeros((len(keys), len(_RETRY_FIELDS)))
+        if by_endpoint:  # _keys lists the keys with data first
+            rows = np.array(list(by_endpoint.values()), dtype=np.float64)
+            counts[: len(by_endpoint)] = rows[:, _RETRY_FIELDS]
+        new = RetryStormState.new
+        states = [table.get(key) or new(params) for key in keys]
+        decided = retry_storm.update_many(states, t, width, counts, params)
+        return self._settle("retry_endpoint", table, keys, states, decided, eff, width)
 
     def _settle(
         self,
