@@ -22,9 +22,10 @@ demo: install
 	$(VENV)/bin/spendwatch replay $(DEMO_DIR)/usage.jsonl.gz --errors $(DEMO_DIR)/errors.jsonl.gz \
 		--customers $(DEMO_DIR)/customers.jsonl
 
-## test: the whole suite (unit, doctests, end-to-end replay)
+## test: the whole suite (unit, doctests, end-to-end replay), in two processes: the tests
+## on the broker in one of them, one after the other (tests/integration/conftest.py)
 test: install chromium promtool
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 ## dev: the local broker (make kafka-up) and a worker on it, in the foreground
 dev: install kafka-up

@@ -6,7 +6,7 @@ back from the changelog, at 100,000 and 1,000,000 customer records (issue 13).
     make bench-recovery       # the same, ARGS=... passed on
 
 1. Broker: a single-node KRaft broker from scripts/kafka/kafka.sh on ``--port`` (not the
-   test suite's 39092) with a data directory of its own; reused if that port already
+   test suite's 29092) with a data directory of its own; reused if that port already
    answers. Only a broker this run started is stopped (and its data deleted) at the end.
 2. Records (not timed): ``--templates`` customers with one to three endpoints each get
    ``--history-hours`` of one-minute buckets through the worker's own stage

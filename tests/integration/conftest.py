@@ -19,7 +19,16 @@ from stream.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "kafka" / "kafka.sh"
-PORT = int(os.environ.get("SPENDWATCH_TEST_KAFKA_PORT", "39092"))
+# Below the kernel's ephemeral range (32768-60999 by default): a port in it can be taken
+# for a moment as the local end of any outgoing connection, and a broker starting then
+# could not bind it.
+# Each pytest-xdist process that needs a broker starts its own, 10 ports apart (gw0 on
+# the base port): they run in one process (their xdist_group), but should the grouping
+# ever fail, as it silently does with pytest 9.2, two brokers must not meet on one port.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+PORT = int(os.environ.get("SPENDWATCH_TEST_KAFKA_PORT", "29092")) + 10 * int(
+    _WORKER[2:] if _WORKER[2:].isdigit() else 0
+)
 
 
 def _kafka_env(data_dir: Path) -> dict[str, str]:
@@ -62,3 +71,22 @@ def kafka_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     )
     worker = base.worker.model_copy(update={"data_dir": tmp_path / "worker"})
     return base.model_copy(update={"kafka": kafka, "worker": worker})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here shares the session's broker, which only one process may start on
+    its ports: under pytest-xdist (``make test``: ``-n 2 --dist loadgroup``) they must
+    all run in one process, which their module's ``xdist_group("kafka")`` mark asks for
+    (xdist reads marks before a conftest could add them). A test here without it is
+    refused at collection rather than left to fail on a second broker."""
+    here = Path(__file__).parent
+    missing = [
+        item.nodeid
+        for item in items
+        if here in Path(str(item.fspath)).parents
+        and not any(m.args == ("kafka",) for m in item.iter_markers("xdist_group"))
+    ]
+    if missing:
+        raise pytest.UsageError(
+            'tests on the broker without pytest.mark.xdist_group("kafka"): ' + ", ".join(missing)
+        )

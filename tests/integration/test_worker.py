@@ -29,7 +29,7 @@ from tests.integration.workers import (
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kafka")]
 BUCKET = 60.0
 
 
