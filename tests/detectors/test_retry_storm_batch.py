@@ -86,7 +86,10 @@ def traffic(rng: random.Random, keys: int, buckets: int) -> list[list[list[float
 
 
 def run_both(
-    params: RetryStormParams, rows: list[list[list[float] | None]], keys: int
+    params: RetryStormParams,
+    rows: list[list[list[float] | None]],
+    keys: int,
+    min_batch: int = 1,
 ) -> tuple[int, int]:
     """Feed the same traffic to a fleet through update_many and to a copy key by key;
     assert both agree after every bucket. Returns (decisions, keys that went alone)."""
@@ -100,7 +103,9 @@ def run_both(
         open_ = [k for k in judged if batch[k].episode is not None and row[k] is None]
         order = fresh + sorted(open_)
         counts = np.array([row[k] or [0.0] * 9 for k in order], dtype=np.float64).reshape(-1, 9)
-        got = retry_storm.update_many([batch[k] for k in order], t, MINUTE, counts, params)
+        got = retry_storm.update_many(
+            [batch[k] for k in order], t, MINUTE, counts, params, min_batch=min_batch
+        )
         want = {}
         for j, k in enumerate(order):
             if decisions := retry_storm.update(
@@ -149,7 +154,7 @@ def test_a_gap_is_drained_from_its_oldest_bucket() -> None:
     failing): the batch must leave the key to update(). Emptying the newest five first
     (bucket 7's slot, bucket 2's 10 attempts, first) would leave 8 and judge nothing."""
     params = RetryStormParams(window_buckets=5, min_requests=16, warmup_buckets=0)
-    states = [RetryStormState.new(params) for _ in range(retry_storm._MIN_BATCH)]
+    states = [RetryStormState.new(params) for _ in range(3)]
     for state in states:
         for b, requests in enumerate((2, 2, 10, 2, 2)):
             retry_storm.update(state, b * MINUTE, MINUTE, BucketCounts(requests=requests), params)
@@ -157,8 +162,28 @@ def test_a_gap_is_drained_from_its_oldest_bucket() -> None:
     reference = [RetryStormState.from_dict(s.to_dict()) for s in states]
     counts = np.zeros((len(states), 9))
     counts[:, 0] = 20.0
-    retry_storm.update_many(states, 12 * MINUTE, MINUTE, counts, params)
+    retry_storm.update_many(states, 12 * MINUTE, MINUTE, counts, params, min_batch=1)
     for state, ref in zip(states, reference, strict=True):
         retry_storm.update(ref, 12 * MINUTE, MINUTE, BucketCounts(requests=20.0), params)
         assert state.stats.tobytes() == ref.stats.tobytes()
         assert state.baseline_n == 4  # and buckets 5 (the gap's first) and 12
+
+
+def test_the_matrix_is_built_from_128_keys_a_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: update() stays cheaper under 128 keys a bucket (measured in the worker)."""
+    sums: list[int] = []
+    real = retry_storm._slot_sums
+
+    def counted(ring: np.ndarray, field: int) -> np.ndarray:
+        sums.append(len(ring))
+        return real(ring, field)
+
+    monkeypatch.setattr(retry_storm, "_slot_sums", counted)
+    for keys, batched in ((127, False), (128, True)):
+        states = [RetryStormState.new(BASE) for _ in range(keys)]
+        counts = np.zeros((keys, 9))
+        counts[:, 0] = 20.0
+        sums.clear()
+        retry_storm.update_many(states, T0, MINUTE, counts, BASE)
+        assert bool(sums) is batched, keys
+        assert all(state.last_t == T0 for state in states)
