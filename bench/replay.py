@@ -15,7 +15,9 @@ keys, and detector state memory per tracked key.
    50 to 50,000 customers, each replayed once with its own reference, so cost that grows
    with keys rather than events shows as a falling ratio (target: at most 2x slower from
    the first to the last). Each case says how dense its keys are: events per active
-   (key, minute) and the share of keys under one event a minute.
+   (key, minute) and the share of keys under one event a minute; and the CPU seconds
+   spent in each detector's part of the detection stage (timers around
+   CustomerDetection's methods).
 3. Builds detector state for each of ``--keys`` (customer, endpoint) key counts through
    the pipeline and measures the heap it holds, per key; once with two endpoints per
    customer (customer-level state shared by two keys) and once with one (worst case).
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import contextlib
 import ctypes
 import gc
 import gzip
@@ -187,6 +190,43 @@ def _epoch(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
+# The detection stage's parts timed in the sweep (CPU seconds of this process).
+DETECTORS = {
+    "spend_spike": "_run_spikes",
+    "cost_shift": "_run_shifts",
+    "retry_storm": "_run_retries",
+    "margin_breach": "_run_margins",
+}
+
+
+@contextlib.contextmanager
+def detector_times() -> Iterator[dict[str, float]]:
+    """CPU seconds spent in each detector's part of CustomerDetection.close while the
+    block runs (the methods wrapped with a timer, a few microseconds a bucket)."""
+    from stream.core.detect import CustomerDetection
+
+    spent = dict.fromkeys(DETECTORS, 0.0)
+    originals = {name: getattr(CustomerDetection, name) for name in DETECTORS.values()}
+
+    def timed(detector: str, method: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent[detector] += time.process_time() - started
+
+        return run
+
+    for detector, name in DETECTORS.items():
+        setattr(CustomerDetection, name, timed(detector, originals[name]))
+    try:
+        yield spent
+    finally:
+        for name, method in originals.items():
+            setattr(CustomerDetection, name, method)
+
+
 def sweep(customers: list[int], events: int, seed: int) -> list[dict[str, float]]:
     """The same event count over one simulated day at each number of customers: replay
     once and the reference once, on the same files."""
@@ -201,9 +241,10 @@ def sweep(customers: list[int], events: int, seed: int) -> list[dict[str, float]
             bare_s, bare_cpu, parsed = bare_parse(files(out))
             pipeline = Pipeline(Settings(), prices(), load_customers(out / "customers.jsonl"))
             started, cpu = time.perf_counter(), time.process_time()
-            report = replay_files(
-                pipeline, [out / "usage.jsonl.gz"], [out / "errors.jsonl.gz"], progress=False
-            )
+            with detector_times() as parts:
+                report = replay_files(
+                    pipeline, [out / "usage.jsonl.gz"], [out / "errors.jsonl.gz"], progress=False
+                )
             wall, cpu_s = time.perf_counter() - started, time.process_time() - cpu
         row = {
             "customers": n,
@@ -214,6 +255,8 @@ def sweep(customers: list[int], events: int, seed: int) -> list[dict[str, float]
             "bare_events_per_s": parsed / bare_s,
             "ratio": (report.lines / wall) / (parsed / bare_s),
             "ratio_cpu": (report.lines / cpu_s) / (parsed / bare_cpu),
+            "cpu_s": cpu_s,
+            **{f"{detector}_cpu_s": seconds for detector, seconds in parts.items()},
         }
         rows.append(row)
         print(
@@ -221,7 +264,9 @@ def sweep(customers: list[int], events: int, seed: int) -> list[dict[str, float]
             f" ({row['events_per_key_minute_mean']:.1f} events per active key-minute,"
             f" {row['sparse_key_share']:.0%} of keys under one a minute):"
             f" {row['events_per_s']:>8,.0f} events/s, {row['ratio']:.3f} of the bare loop"
-            f" ({row['ratio_cpu']:.3f} in CPU time)",
+            f" ({row['ratio_cpu']:.3f} in CPU time)\n"
+            f"          CPU s: {cpu_s:.2f}, of which "
+            + ", ".join(f"{detector} {seconds:.2f}" for detector, seconds in parts.items()),
             flush=True,
         )
     return rows

@@ -30,6 +30,11 @@ def test_the_replay_bench_prints_ratios_to_the_bare_loop_and_the_sweep(tmp_path:
     assert [r["customers"] for r in rows] == [20, 400]
     assert all(0 < r["ratio"] < 2 and r["events"] > 2000 for r in rows)
     assert rows[1]["keys"] > rows[0]["keys"]  # more customers, more keys, same events
+    for r in rows:  # every detector ran, within the replay's own CPU time
+        parts = [
+            r[f"{d}_cpu_s"] for d in ("spend_spike", "cost_shift", "retry_storm", "margin_breach")
+        ]
+        assert all(p > 0 for p in parts) and sum(parts) < r["cpu_s"]
     two, one = result["memory"]
     assert [two["endpoints_per_customer"], one["endpoints_per_customer"]] == [2, 1]
     # The arrays are part of the heap held; with one endpoint a key alone carries its
