@@ -18,7 +18,7 @@ from stream.kafka.connection import ensure_topics
 from stream.kafka.worker import Worker
 from stream.settings import Settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kafka")]
+pytestmark = pytest.mark.integration
 
 
 def _table(name: str) -> SimpleNamespace:

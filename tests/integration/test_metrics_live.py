@@ -12,7 +12,7 @@ from stream.kafka.produce import produce
 from tests.integration.workers import WorkerProcess, wait_for
 from tests.promtool import check_metrics
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kafka")]
+pytestmark = pytest.mark.integration
 
 GOOD = {
     "event_id": "ok-1",

@@ -27,7 +27,7 @@ from tests.contracts import schema
 from tests.integration.workers import REPO, WorkerProcess, wait_for
 from tests.notify.servers import WebhookServer, alert_item
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kafka")]
+pytestmark = pytest.mark.integration
 SECRET = "loopback-test-secret"
 
 

@@ -14,7 +14,7 @@ from stream.kafka.outbox import already_sent, identity
 from stream.settings import Settings
 from tests.notify.servers import alert_item
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kafka")]
+pytestmark = pytest.mark.integration
 
 
 def test_already_sent_finds_exactly_the_alerts_on_the_topic(kafka_settings: Settings) -> None:

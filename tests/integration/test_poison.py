@@ -18,7 +18,7 @@ from stream.kafka.connection import client_kwargs, ensure_topics
 from stream.settings import Settings
 from tests.integration.workers import REPO, WorkerProcess, read_topic, wait_for, worker_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kafka")]
+pytestmark = pytest.mark.integration
 
 
 def usage_line(n: int, customer: str = "acme", **extra: object) -> bytes:

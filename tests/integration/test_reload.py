@@ -31,7 +31,7 @@ from tests.integration.workers import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kafka")]
+pytestmark = pytest.mark.integration
 WIDTH = 60
 PRICES = REPO / "config" / "prices.yaml"
 TOKENS = 10_000  # gpt-4o input at $2.50 per million: $0.025 an event

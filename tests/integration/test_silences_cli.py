@@ -22,7 +22,7 @@ from stream.notify.silences import Silence, SilenceStore
 from stream.settings import Settings
 from tests.notify.cli_config import write_config
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kafka")]
+pytestmark = pytest.mark.integration
 
 
 def spendwatch(settings: Settings, config: Path, *args: str) -> subprocess.CompletedProcess[str]:

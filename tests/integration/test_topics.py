@@ -16,7 +16,7 @@ from stream.kafka.topic_replay import replay_topics
 from stream.offline.simulate import SimConfig, simulate
 from tests.integration.workers import replay_recorded
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kafka")]
+pytestmark = pytest.mark.integration
 
 
 def identity(alerts):

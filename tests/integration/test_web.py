@@ -17,7 +17,7 @@ from stream.settings import Settings
 from tests.integration.conftest import SCRIPT
 from tests.integration.workers import WorkerProcess, free_port, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kafka")]
+pytestmark = pytest.mark.integration
 TOKEN = "loopback-test-token"
 
 

@@ -29,7 +29,7 @@ from tests.integration.workers import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kafka")]
+pytestmark = pytest.mark.integration
 BUCKET = 60.0
 
 
