@@ -269,6 +269,11 @@ def update_many(
     True
     """
     out: dict[int, list[Decision]] = {}
+
+    def on_its_own(i: int) -> None:  # update() for key i, from its state as it is
+        if decisions := update(states[i], t, width, BucketCounts(*counts[i].tolist()), params):
+            out[i] = decisions
+
     window = params.window_buckets
     size = _RING + _FIELDS * window
     index = int(t // width)
@@ -279,12 +284,11 @@ def update_many(
         if state.episode is None and len(state.stats) == size and (last is None or t > last):
             batch.append(i)
             skipped.append(0 if last is None else int(round((t - last) / width)) - 1)
-        elif decisions := update(state, t, width, BucketCounts(*counts[i].tolist()), params):
-            out[i] = decisions
+        else:
+            on_its_own(i)
     if len(batch) < min_batch:
         for i in batch:
-            if decisions := update(states[i], t, width, BucketCounts(*counts[i].tolist()), params):
-                out[i] = decisions
+            on_its_own(i)
         return dict(sorted(out.items()))
     stats = np.frombuffer(
         bytearray(b"".join([states[i].stats for i in batch])), dtype=np.float32
@@ -330,8 +334,7 @@ def update_many(
     for j, i in enumerate(batch):
         state = states[i]
         if flags[j]:
-            if decisions := update(state, t, width, BucketCounts(*counts[i].tolist()), params):
-                out[i] = decisions
+            on_its_own(i)
             continue
         memoryview(state.stats).cast("B")[:] = learnt[j * row_bytes : (j + 1) * row_bytes]
         state.last_t = t

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -65,8 +66,8 @@ class Keyed:
     decision: Decision
 
 
-# A customer's row's fields in retry_storm's order (BucketCounts; per customer, the top
-# customer's failures and requests are the key's own).
+# A row's fields in retry_storm's order (BucketCounts): per customer the top customer's
+# failures and requests are the key's own; a provider/model rollup has its own.
 _RETRY_FIELDS = [
     REQUESTS,
     FAILURES,
@@ -78,20 +79,12 @@ _RETRY_FIELDS = [
     RETRIED,
     REQUESTS,
 ]
+_ROLLUP_FIELDS = [*_RETRY_FIELDS[:5], TOP_CUSTOMER, *_RETRY_FIELDS[6:8], TOP_REQUESTS]
+_RETRY_ROW, _ROLLUP_ROW = itemgetter(*_RETRY_FIELDS), itemgetter(*_ROLLUP_FIELDS)
 
 
 def _counts(row: list[float], rollup: bool = False) -> BucketCounts:
-    return BucketCounts(
-        row[REQUESTS],
-        row[FAILURES],
-        row[RETRIES],
-        row[RATE_LIMITED],
-        row[WASTED],
-        row[TOP_CUSTOMER] if rollup else row[FAILURES],
-        row[FIRST_FAILURES],
-        row[RETRIED],
-        row[TOP_REQUESTS] if rollup else row[REQUESTS],
-    )
+    return BucketCounts(*(_ROLLUP_ROW if rollup else _RETRY_ROW)(row))
 
 
 def usage(row: list[float]) -> Usage:
